@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['PRESET_ENV', 'default_device', 'set_seed', 'get_preset', 'Precision', 'sample_logits', 'generate', 'estimate_loss',
-           'History', 'fit']
+           'History', 'fit', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'load_checkpoint', 'rng_state',
+           'set_rng_state']
 
 # %% ../nbs/01b_train.ipynb #1133d072
 def default_device() -> str:
@@ -212,3 +213,123 @@ def fit(model, get_batch, optimizer, max_steps: int, eval_interval: int | None =
     if eval_interval and (not history.eval_step or history.eval_step[-1] != max_steps) and max_steps > start_step:
         evaluate(max_steps)
     return history
+
+# %% ../nbs/01b_train.ipynb #be55513a
+import hashlib, json
+from pathlib import Path
+from safetensors.torch import load as _st_load, save as _st_save
+
+class CheckpointError(ValueError):
+    "A checkpoint that is missing, truncated, corrupt, or does not fit the model it is loaded into."
+
+_CKPT_FORMAT = 'gptcourse-checkpoint-1'
+
+def unwrap_model(model):
+    "The plain module inside `DistributedDataParallel` (`.module`) and/or `torch.compile` (`._orig_mod`)."
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel): model = model.module
+        elif hasattr(model, '_orig_mod'): model = model._orig_mod
+        else: return model
+
+def _digest(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k]
+        h.update(k.encode()); h.update(str(t.dtype).encode()); h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    return h.hexdigest()
+
+def _atomic_write_bytes(path: Path, data: bytes):
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+
+def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
+    "Write `model`'s weights, `optimizer`'s state and JSON-able `meta` to one safetensors file, atomically."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tensors, aliases, seen = {}, {}, {}
+    for k, t in unwrap_model(model).state_dict().items():
+        key = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride()) if t.numel() else None
+        if key in seen: aliases[k] = seen[key]; continue  # a tied weight: stored once
+        if key is not None: seen[key] = k
+        tensors[f'model.{k}'] = t.detach().to('cpu', copy=True).contiguous()
+    header = {'format': _CKPT_FORMAT, 'aliases': aliases, 'meta': meta, 'optimizer': None}
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        plain = {}
+        for i, st in sd['state'].items():
+            plain[str(i)] = {}
+            for name, v in st.items():
+                if torch.is_tensor(v): tensors[f'optimizer.{i}.{name}'] = v.detach().to('cpu', copy=True).contiguous()
+                else: plain[str(i)][name] = v
+        header['optimizer'] = {'param_groups': sd['param_groups'], 'state': plain}
+    header['sha256'] = _digest(tensors)
+    try: text = json.dumps(header)
+    except TypeError as e: raise TypeError(f'checkpoint meta must be JSON-serialisable: {e}') from None
+    _atomic_write_bytes(path, _st_save(tensors, metadata={'gptcourse': text}))
+    return path
+
+def load_checkpoint(path, model=None, optimizer=None, map_location='cpu') -> dict:
+    "Verify the checkpoint at `path`, load it into `model` and `optimizer` (if given), and return its `meta`."
+    path = Path(path)
+    if not path.is_file(): raise CheckpointError(f'no checkpoint at {path}')
+    raw = path.read_bytes()
+    try:
+        tensors = _st_load(raw)
+        n = int.from_bytes(raw[:8], 'little')  # safetensors: 8-byte header length, then the JSON header
+        header = json.loads(json.loads(raw[8:8 + n])['__metadata__']['gptcourse'])
+    except Exception as e:
+        raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt): {type(e).__name__}: {e}') from None
+    if header.get('format') != _CKPT_FORMAT:
+        raise CheckpointError(f'{path} is not a gptcourse checkpoint (format {header.get("format")!r}, expected {_CKPT_FORMAT!r})')
+    if header.get('sha256') != _digest(tensors):
+        raise CheckpointError(f'{path} is corrupt: its tensors do not match the sha256 recorded when it was saved')
+    if model is not None:
+        sd = {k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}
+        for alias, src in header['aliases'].items(): sd[alias] = sd[src]
+        target = unwrap_model(model)
+        own = target.state_dict()
+        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+        shapes = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
+                  for k in own if k in sd and sd[k].shape != own[k].shape]
+        if missing or unexpected or shapes:
+            raise CheckpointError(f'{path} does not fit this model: ' + '; '.join(filter(None, [
+                missing and f'missing keys {missing[:8]}{"..." if len(missing) > 8 else ""}',
+                unexpected and f'unexpected keys {unexpected[:8]}{"..." if len(unexpected) > 8 else ""}',
+                shapes and 'shape mismatches ' + ', '.join(shapes[:8])])))
+        target.load_state_dict(sd)
+    if optimizer is not None:
+        opt = header.get('optimizer')
+        if opt is None: raise CheckpointError(f'{path} holds no optimizer state (it was saved without one)')
+        state = {}
+        for i, plain in opt['state'].items():
+            st = dict(plain)
+            for k, v in tensors.items():
+                if k.startswith(f'optimizer.{i}.'): st[k[len(f'optimizer.{i}.'):]] = v
+            state[int(i)] = st
+        try: optimizer.load_state_dict({'state': state, 'param_groups': opt['param_groups']})
+        except (ValueError, KeyError) as e: raise CheckpointError(f"{path}: its optimizer state does not fit this optimizer: {e}") from None
+    return header['meta']
+
+# %% ../nbs/01b_train.ipynb #868d29d8
+def rng_state() -> dict:
+    "The states of Python's, NumPy's and PyTorch's (CPU and CUDA) generators, as JSON-able lists."
+    v, st, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    out = {'python': [v, list(st), gauss], 'numpy': [name, keys.tolist(), pos, has_gauss, cached],
+           'torch': torch.get_rng_state().tolist()}
+    if torch.cuda.is_available(): out['cuda'] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return out
+
+def set_rng_state(state: dict):
+    "Restore generator states saved by `rng_state`."
+    v, st, gauss = state['python']; random.setstate((v, tuple(st), gauss))
+    name, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state['torch'], dtype=torch.uint8))
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state['cuda']])
