@@ -1,0 +1,108 @@
+"""gptcourse.gpt2 against Hugging Face's GPT2LMHeadModel on a small transformers-saved folder, its errors,
+and the gpt2-sample command."""
+import argparse, inspect, json
+import pytest, torch
+from safetensors.torch import load_file, save_file
+from gptcourse.gpt2 import GPT, GPTConfig, add_cli, gpt2_tokenizer, sample_text
+
+transformers = pytest.importorskip('transformers')
+SMALL = dict(n_layer=2, n_head=4, n_embd=64, n_positions=32)
+
+@pytest.fixture(scope='module')
+def hf_folder(tmp_path_factory):
+    "A randomly initialised Hugging Face GPT-2 (small) and the folder it was saved to."
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**SMALL)).eval()
+    folder = tmp_path_factory.mktemp('gpt2-small')
+    hf.save_pretrained(folder, safe_serialization=True)
+    return hf, folder
+
+@pytest.fixture(scope='module')
+def ids():
+    return torch.tensor([gpt2_tokenizer().encode("Hello, I'm a language model, and this is a test.")])
+
+def _copy(src, dst, config=None, tensors=None):
+    dst.mkdir()
+    (dst / 'config.json').write_text(json.dumps(json.loads((src / 'config.json').read_text()) | (config or {})))
+    save_file(tensors if tensors is not None else load_file(src / 'model.safetensors'), dst / 'model.safetensors')
+    return dst
+
+def test_logits_and_loss_match_transformers(hf_folder, ids):
+    hf, folder = hf_folder
+    model = GPT.from_pretrained(folder)
+    assert model.config == GPTConfig(block_size=32, n_layer=2, n_head=4, n_embd=64)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    with torch.no_grad():
+        ref = hf(ids, labels=ids)
+        logits, _ = model(ids)
+        _, loss = model(ids[:, :-1], ids[:, 1:])
+    assert (logits - ref.logits).abs().max() <= 1e-4
+    assert abs(loss.item() - ref.loss.item()) < 1e-5
+
+def test_original_hub_layout(hf_folder, ids, tmp_path):
+    "Keys without 'transformer.', causal-mask buffers, no lm_head: the layout of openai-community/gpt2."
+    _, folder = hf_folder
+    t = {k.removeprefix('transformer.'): v for k, v in load_file(folder / 'model.safetensors').items()}
+    t |= {f'h.{i}.attn.bias': torch.ones(1, 1, 32, 32).tril() for i in range(2)}
+    t |= {f'h.{i}.attn.masked_bias': torch.tensor(-1e4) for i in range(2)}
+    with torch.no_grad():
+        a = GPT.from_pretrained(folder)(ids)[0]
+        b = GPT.from_pretrained(_copy(folder, tmp_path / 'hub', tensors=t))(ids)[0]
+    assert torch.equal(a, b)
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match="unknown model 'gpt-4'.*gpt2, gpt2-medium, gpt2-large, gpt2-xl"):
+        GPT.from_pretrained('gpt-4')
+
+def test_wrong_shapes_and_keys(hf_folder, tmp_path):
+    _, folder = hf_folder
+    with pytest.raises(ValueError, match=r'transformer.h.0.mlp.c_fc.bias: checkpoint \(256,\), model \(512,\)'):
+        GPT.from_pretrained(_copy(folder, tmp_path / 'wide', config=dict(n_embd=128)))
+    t = load_file(folder / 'model.safetensors')
+    del t['transformer.ln_f.weight']
+    with pytest.raises(ValueError, match=r"missing keys \['transformer.ln_f.weight'\]"):
+        GPT.from_pretrained(_copy(folder, tmp_path / 'holey', tensors=t))
+    t = load_file(folder / 'model.safetensors') | {'transformer.h.0.attn.extra': torch.zeros(2)}
+    with pytest.raises(ValueError, match=r"unexpected keys \['transformer.h.0.attn.extra'\]"):
+        GPT.from_pretrained(_copy(folder, tmp_path / 'extra', tensors=t))
+
+def test_too_long_input():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=2, n_embd=8))
+    assert model(torch.zeros(2, 8, dtype=torch.long))[0].shape == (2, 8, 16)
+    with pytest.raises(ValueError, match='length 9: block_size is 8'):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+def test_optimizer_groups():
+    with torch.device('meta'): model = GPT(GPTConfig())
+    assert model.num_params() == 124_439_808
+    decay, no_decay = model.configure_optimizers(0.1, 6e-4).param_groups
+    assert (len(decay['params']), len(no_decay['params'])) == (50, 98)
+    assert sum(p.numel() for p in no_decay['params']) == 121_344 and no_decay['weight_decay'] == 0.0
+
+def test_gpt2_sample_cli(hf_folder, capsys):
+    _, folder = hf_folder
+    parser = argparse.ArgumentParser(prog='gptcourse')
+    add_cli(parser.add_subparsers(dest='command', required=True))
+    args = parser.parse_args(['gpt2-sample', '--model', str(folder), '--prompt', 'Once upon a time',
+                              '--num-samples', '2', '--max-new-tokens', '4', '--seed', '3', '--device', 'cpu'])
+    texts = args.func(args)
+    out = capsys.readouterr().out
+    assert len(texts) == 2 and all(t.startswith('Once upon a time') and t in out for t in texts)
+    assert texts == sample_text(GPT.from_pretrained(folder), 'Once upon a time', max_new_tokens=4, num_samples=2, seed=3)
+    bad = parser.parse_args(['gpt2-sample', '--model', 'no-such-model'])
+    with pytest.raises(SystemExit, match="gptcourse gpt2-sample: unknown model 'no-such-model'"):
+        bad.func(bad)
+
+def test_no_transformers_at_run_time():
+    "The module reads safetensors itself: transformers is a test dependency only."
+    import gptcourse.gpt2
+    assert 'transformers' not in inspect.getsource(gptcourse.gpt2)
+
+def test_hub_failure_is_explained(monkeypatch):
+    "Without internet a model name fails with a message that says what to do instead."
+    import huggingface_hub
+    def offline(*a, **k): raise ConnectionError('no network')
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', offline)
+    with pytest.raises(OSError, match='could not get openai-community/gpt2-medium .*ConnectionError: no network.*pass a folder'):
+        GPT.from_pretrained('gpt2-medium')
