@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 import torch, torch.nn as nn
 from torch.nn import functional as F
-from .train import default_device, generate
+from .train import default_device, generate, load_checkpoint
 
 # %% auto #0
 __all__ = ['GPT_CONFIGS', 'EOT', 'HF_REPOS', 'CONV1D_WEIGHTS', 'GPTConfig', 'CausalSelfAttention', 'MLP', 'Block', 'GPT',
-           'gpt2_tokenizer', 'hf_to_state_dict', 'sample_text', 'add_cli']
+           'gpt2_tokenizer', 'hf_to_state_dict', 'sample_text', 'load_model', 'add_cli']
 
 # %% ../nbs/07_gpt2.ipynb #12709adb
 @dataclass
@@ -229,13 +229,26 @@ def sample_text(model, prompt: str, max_new_tokens: int = 30, num_samples: int =
     for row in out.tolist():
         new = row[len(ids):]
         if stop_at_eot and EOT in new: new = new[:new.index(EOT)]
+        new = [t for t in new if t < enc.n_vocab]  # ids of a padded vocabulary (lesson 08) are not tokens
         texts.append(prompt + enc.decode(new))
     return texts
 
 # %% ../nbs/07_gpt2.ipynb #fcdf2ba6
+def load_model(name_or_path) -> GPT:
+    "GPT-2 from a hub name, a Hugging Face-style folder, or a checkpoint of `gptcourse gpt2-train` (a step_*.safetensors file or its run folder)."
+    p = Path(name_or_path)
+    run = sorted(p.glob('step_*.safetensors')) if p.is_dir() and not (p/'config.json').exists() else []
+    if not (p.is_file() or run): return GPT.from_pretrained(name_or_path)
+    f = p if p.is_file() else run[-1]
+    meta = load_checkpoint(f)
+    if not isinstance(meta.get('config'), dict): raise ValueError(f'{f} is not a GPT-2 training checkpoint (it holds no model config)')
+    model = GPT(GPTConfig(**meta['config']))
+    load_checkpoint(f, model)
+    return model.eval()
+
 def _gpt2_sample(args):
     "Handler of `gptcourse gpt2-sample`."
-    try: model = GPT.from_pretrained(args.model)
+    try: model = load_model(args.model)
     except (ValueError, OSError) as e: raise SystemExit(f'gptcourse gpt2-sample: {e}')
     texts = sample_text(model, args.prompt, max_new_tokens=args.max_new_tokens, num_samples=args.num_samples,
                         top_k=args.top_k, temperature=args.temperature, seed=args.seed,
@@ -248,7 +261,8 @@ def add_cli(subparsers):
     p = subparsers.add_parser('gpt2-sample', help='sample text from GPT-2 (hub name or local folder)',
                               description='Load GPT-2 weights (a Hugging Face name or a folder with config.json and '
                                           'model.safetensors) and print samples continuing a prompt.')
-    p.add_argument('--model', default='gpt2', help=f'one of {", ".join(HF_REPOS)}, or a folder (default: gpt2)')
+    p.add_argument('--model', default='gpt2', help=f'one of {", ".join(HF_REPOS)}, a folder with config.json + '
+                   'model.safetensors, or a checkpoint (file or run folder) of `gptcourse gpt2-train` (default: gpt2)')
     p.add_argument('--prompt', default="Hello, I'm a language model,", help='the text to continue')
     p.add_argument('--num-samples', type=int, default=5)
     p.add_argument('--max-new-tokens', type=int, default=30)
