@@ -19,9 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES: importlib.import_module(name).add_cli(sub)
     return parser
 
-def main(argv: list[str] | None = None):
-    "Run the `gptcourse` command line with `argv` (default: `sys.argv[1:]`)."
+def main(argv: list[str] | None = None) -> int:
+    "Run the `gptcourse` command line with `argv` (default: `sys.argv[1:]`); returns the exit status, 0."
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    args.func(args)  # handlers return their results for callers in Python; the shell gets exit status 0
+    return 0
 
-if __name__ == '__main__' and '__file__' in globals(): main()
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())
