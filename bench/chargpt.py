@@ -22,7 +22,7 @@ import torch
 def main(argv=None):
     from gptcourse.chargpt import PRESETS, CharGPT, FusedCharGPT, preset_config
     from gptcourse.data import tiny_shakespeare, CharTokenizer, train_val_split, get_batch
-    from gptcourse.train import Precision, default_device, estimate_loss, fit, set_seed
+    from gptcourse.train import Precision, configure_speed, default_device, estimate_loss, fit, maybe_compile, set_seed
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--preset', choices=sorted(PRESETS), default=None, help='model and batch sizes (default: lecture with CUDA, cpu without)')
@@ -61,10 +61,9 @@ def main(argv=None):
     def run(name, fast: bool):
         ref = CharGPT(mcfg); ref.load_state_dict(init)
         model = (FusedCharGPT(mcfg).load_from_reference(ref) if fast else ref).to(device)
-        if fast and torch.device(device).type == 'cuda': torch.set_float32_matmul_precision('high')  # TF32
-        else: torch.set_float32_matmul_precision('highest')
+        configure_speed(device, tf32=fast)  # TF32 on CUDA for the fast path only
         precision = Precision(device) if fast else Precision(device, 'float32')
-        net = torch.compile(model) if fast and args.compile else model
+        net = maybe_compile(model, fast and args.compile, device)
         set_seed(args.seed + 1)  # the same dropout stream and the same batches for both
         g = torch.Generator().manual_seed(args.seed)
         batch = lambda split: get_batch(train_data if split == 'train' else val_data, cfg['batch_size'], mcfg.block_size, device, g)

@@ -11,13 +11,14 @@ import torch, torch.nn as nn
 from torch.nn import functional as F
 from .data import tiny_shakespeare, CharTokenizer, train_val_split, get_batch
 from .train import (default_device, set_seed, get_preset, Precision, fit, generate, History,
-                             save_checkpoint, load_checkpoint, CheckpointError, rng_state, set_rng_state, unwrap_model)
+                             save_checkpoint, load_checkpoint, CheckpointError, rng_state, set_rng_state, unwrap_model,
+                             configure_speed, maybe_compile)
 from .attention import FeedForward
 from .blocks import Block
 
 # %% auto #0
 __all__ = ['PRESETS', 'CHECKPOINT', 'CharGPTConfig', 'CharGPT', 'CausalSelfAttention', 'FusedBlock', 'fuse_weights',
-           'FusedCharGPT', 'preset_config', 'speed_setup', 'save_chargpt', 'load_chargpt', 'train_chargpt', 'add_cli']
+           'FusedCharGPT', 'preset_config', 'save_chargpt', 'load_chargpt', 'train_chargpt', 'add_cli']
 
 # %% ../nbs/06_chargpt.ipynb #91138349
 @dataclass
@@ -221,11 +222,6 @@ def preset_config(cfg, vocab_size: int = 65) -> CharGPTConfig:
     d = cfg if isinstance(cfg, dict) else vars(cfg)
     return CharGPTConfig(vocab_size=vocab_size, **{k: d[k] for k in ('block_size', 'n_embd', 'n_head', 'n_layer', 'dropout')})
 
-def speed_setup(device) -> Precision:
-    "TF32 matrix multiplies on CUDA, and the `Precision` (autocast dtype, loss scaler) for `device`."
-    if torch.device(device).type == 'cuda': torch.set_float32_matmul_precision('high')
-    return Precision(device)
-
 # %% ../nbs/06_chargpt.ipynb #e7c22bc4
 CHECKPOINT = 'checkpoints/chargpt.safetensors'
 
@@ -285,8 +281,8 @@ def train_chargpt(out=CHECKPOINT, preset: str | None = None, max_steps: int | No
         history = History.from_state_dict(meta['history'])
         set_rng_state(meta['rng']); gen.set_state(torch.tensor(meta['data_rng'], dtype=torch.uint8))
         log(f'resuming {out} at step {start} of {cfg.max_steps}')
-    precision = speed_setup(device)
-    net = torch.compile(model) if compile else model
+    configure_speed(device); precision = Precision(device)
+    net = maybe_compile(model, compile, device)
     batch = lambda split: get_batch(train_data if split == 'train' else val_data, cfg.batch_size, cfg.block_size, device, gen)
     log(f'{cfg.name} preset: {sum(p.numel() for p in model.parameters()):,} parameters on {device} ({precision})')
 
@@ -355,7 +351,7 @@ def add_cli(subparsers):
     p.add_argument('--eval-interval', type=int, help="evaluate and checkpoint every this many steps (default: the preset's)")
     p.add_argument('--eval-iters', type=int, help="batches per evaluation (default: the preset's)")
     p.add_argument('--device', help='cuda, mps or cpu (default: the best available)')
-    p.add_argument('--compile', action='store_true', help='torch.compile the model (slow to start, faster for long runs)')
+    p.add_argument('--compile', action='store_true', help='torch.compile the model (CUDA only; slow to start, faster for long runs)')
     p.add_argument('--seed', type=int, default=1337, help='random seed (default: 1337)')
     p.add_argument('--sample-chars', type=int, default=300, help='characters to sample at the end (default: 300; 0: none)')
     p.set_defaults(func=_train_command)

@@ -14,15 +14,16 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 from .data import data_dir, tiny_shakespeare
 from .train import (CheckpointError, History, Precision, default_device, fit, load_checkpoint, rng_state,
-                    save_checkpoint, set_rng_state, set_seed, unwrap_model)
+                    save_checkpoint, set_rng_state, set_seed, unwrap_model,
+                    configure_speed, maybe_compile)
 from .gpt2 import EOT, GPT, GPTConfig, gpt2_tokenizer
 
 # %% auto #0
-__all__ = ['PEAK_FLOPS', 'HELLASWAG_URL', 'GPT2_PRESETS', 'prepare', 'default_data_dir', 'DataLoaderLite', 'configure_speed',
-           'maybe_compile', 'padded_vocab_size', 'get_lr', 'grad_accum_steps', 'flops_per_token', 'peak_flops', 'mfu',
-           'DistInfo', 'setup_distributed', 'reduce_mean', 'checkpoint_path', 'list_checkpoints', 'save_train_state',
-           'load_latest', 'Batches', 'read_hellaswag', 'load_hellaswag', 'render_example', 'completion_losses',
-           'hellaswag_acc_norm', 'TrainResult', 'train_gpt2', 'add_cli']
+__all__ = ['PEAK_FLOPS', 'HELLASWAG_URL', 'GPT2_PRESETS', 'prepare', 'default_data_dir', 'DataLoaderLite', 'padded_vocab_size',
+           'get_lr', 'grad_accum_steps', 'flops_per_token', 'peak_flops', 'mfu', 'DistInfo', 'setup_distributed',
+           'reduce_mean', 'checkpoint_path', 'list_checkpoints', 'save_train_state', 'load_latest', 'Batches',
+           'read_hellaswag', 'load_hellaswag', 'render_example', 'completion_losses', 'hellaswag_acc_norm',
+           'TrainResult', 'train_gpt2', 'add_cli']
 
 # %% ../nbs/08_gpt2_train.ipynb #a89d9cb2
 def _sources(src) -> list[tuple[str, object]]:
@@ -140,30 +141,12 @@ class DataLoaderLite:
         self.shard, self.step = shard, pos // self.tokens_per_step
         self._load(shard)
 
-# %% ../nbs/08_gpt2_train.ipynb #d67f20ca
-def configure_speed(device='cuda', tf32: bool = True):
-    "On CUDA, let float32 matrix products use TF32 tensor cores (`set_float32_matmul_precision('high')`); elsewhere nothing."
-    if torch.device(device).type != 'cuda': return
-    torch.set_float32_matmul_precision('high' if tf32 else 'highest')
-    torch.backends.cudnn.allow_tf32 = tf32
-
-# %% ../nbs/08_gpt2_train.ipynb #0dabb38a
-def maybe_compile(model, enabled: bool = True, device='cuda'):
-    "`torch.compile(model)` on CUDA (not on Windows); elsewhere `model` unchanged, with a warning if compiling was asked for."
-    if not enabled: return model
-    why = 'it is not supported on Windows' if os.name == 'nt' else \
-          None if torch.device(device).type == 'cuda' else f'it needs CUDA (device is {device})'
-    if why:
-        warnings.warn(f'torch.compile skipped: {why}; training runs eagerly')
-        return model
-    return torch.compile(model)
-
-# %% ../nbs/08_gpt2_train.ipynb #ab39a2a2
+# %% ../nbs/08_gpt2_train.ipynb #b19dc5ac
 def padded_vocab_size(vocab_size: int = 50257, multiple: int = 128) -> int:
     "`vocab_size` rounded up to a multiple of `multiple` (50257 -> 50304 for GPT-2)."
     return -(-vocab_size // multiple) * multiple
 
-# %% ../nbs/08_gpt2_train.ipynb #f2ac224c
+# %% ../nbs/08_gpt2_train.ipynb #44bfe2dd
 def get_lr(step: int, max_lr: float = 6e-4, min_lr: float | None = None, warmup_steps: int = 715, max_steps: int = 19073) -> float:
     "Linear warm-up to `max_lr` over `warmup_steps`, then cosine decay to `min_lr` (default 10% of `max_lr`) at `max_steps`, constant after."
     min_lr = 0.1 * max_lr if min_lr is None else min_lr
@@ -172,7 +155,7 @@ def get_lr(step: int, max_lr: float = 6e-4, min_lr: float | None = None, warmup_
     decay = (step - warmup_steps) / (max_steps - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * decay)) * (max_lr - min_lr)
 
-# %% ../nbs/08_gpt2_train.ipynb #07bb3301
+# %% ../nbs/08_gpt2_train.ipynb #fa5ca236
 def grad_accum_steps(total_batch: int, B: int, T: int, world_size: int = 1) -> int:
     "Micro-steps per optimizer step so that `B·T·world_size·steps == total_batch` tokens; an error if it does not divide."
     per = B * T * world_size
@@ -182,7 +165,7 @@ def grad_accum_steps(total_batch: int, B: int, T: int, world_size: int = 1) -> i
                          f'{B}·{T}·{world_size} = {per:,} (e.g. {fits:,}); change --total-batch, --batch-size or --seq-len')
     return total_batch // per
 
-# %% ../nbs/08_gpt2_train.ipynb #ea8d022c
+# %% ../nbs/08_gpt2_train.ipynb #4417ae83
 PEAK_FLOPS = (  # dense bf16/fp16 tensor-core peak, FLOP/s, from NVIDIA's data sheets; the first matching name wins
     ('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12), ('A10', 125e12),
     ('L40S', 362e12), ('L40', 181e12), ('L4', 121e12), ('T4', 65e12), ('V100', 125e12),
@@ -204,7 +187,7 @@ def mfu(tokens_per_sec: float, flops_per_tok: float, peak: float | None) -> floa
     "Model FLOPs utilisation: achieved FLOP/s (tokens/s × FLOPs per token) over the `peak`; None without a peak."
     return None if not peak else tokens_per_sec * flops_per_tok / peak
 
-# %% ../nbs/08_gpt2_train.ipynb #7b177167
+# %% ../nbs/08_gpt2_train.ipynb #218c2378
 @dataclass
 class DistInfo:
     "Where this process stands: whether it is one of several (DDP), its ranks, the world size and its device."
@@ -238,7 +221,7 @@ def reduce_mean(t: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t / dist.get_world_size()
 
-# %% ../nbs/08_gpt2_train.ipynb #d89df604
+# %% ../nbs/08_gpt2_train.ipynb #e8767baa
 def checkpoint_path(out_dir, step: int) -> Path:
     "The file of the checkpoint after `step` steps: `out_dir/step_0000500.safetensors`."
     return Path(out_dir) / f'step_{step:07d}.safetensors'
@@ -271,7 +254,7 @@ def load_latest(path, model=None, optimizer=None) -> tuple[Path, dict]:
             warnings.warn(f'skipping an unusable checkpoint: {e}; trying the previous one')
     raise CheckpointError(f'no usable checkpoint in {path}: ' + ' | '.join(errors))
 
-# %% ../nbs/08_gpt2_train.ipynb #1feabd02
+# %% ../nbs/08_gpt2_train.ipynb #d89df604
 class Batches:
     "`get_batch` for `fit`: training batches in order; in evaluations (no grad) the same first batches of each split every time."
     def __init__(self, train: DataLoaderLite, evals: dict, device='cpu'):
@@ -286,7 +269,7 @@ class Batches:
             x, y = self.evals[split].next_batch()
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-# %% ../nbs/08_gpt2_train.ipynb #9696fc0d
+# %% ../nbs/08_gpt2_train.ipynb #1feabd02
 HELLASWAG_URL = 'https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl'
 
 def read_hellaswag(path) -> list[dict]:
@@ -356,7 +339,7 @@ def hellaswag_acc_norm(model, examples, device=None, rank: int = 0, world_size: 
     if total == 0: raise ValueError('hellaswag_acc_norm needs at least one example')
     return correct / total
 
-# %% ../nbs/08_gpt2_train.ipynb #a634886c
+# %% ../nbs/08_gpt2_train.ipynb #59a2aac4
 GPT2_PRESETS = {
     'cpu': dict(model=dict(block_size=64, vocab_size=50304, n_layer=2, n_head=2, n_embd=32),
                 batch_size=4, seq_len=32, total_batch=128, max_lr=1e-2, warmup_steps=3, max_steps=30,
@@ -479,7 +462,7 @@ def train_gpt2(data=None, preset: str = 'cpu', init: str = 'scratch', out_dir=No
     finally:
         if di.owns_group and dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/08_gpt2_train.ipynb #8c884767
+# %% ../nbs/08_gpt2_train.ipynb #68a2e642
 def _prepare_cli(args):
     "Handler of `gptcourse prepare`."
     try: info = prepare(args.src, args.out, val_frac=args.val_frac, shard_size=args.shard_size, progress=not args.no_progress)

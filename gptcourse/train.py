@@ -4,7 +4,7 @@
 
 # %% ../nbs/01b_train.ipynb #0865d771
 from __future__ import annotations
-import contextlib, math, os, random, time, types
+import contextlib, math, os, random, time, types, warnings
 from dataclasses import dataclass, field
 import numpy as np
 import torch
@@ -12,9 +12,9 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['PRESET_ENV', 'default_device', 'set_seed', 'get_preset', 'Precision', 'sample_logits', 'generate', 'estimate_loss',
-           'History', 'fit', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'load_checkpoint', 'rng_state',
-           'set_rng_state']
+__all__ = ['PRESET_ENV', 'default_device', 'set_seed', 'get_preset', 'Precision', 'configure_speed', 'maybe_compile',
+           'sample_logits', 'generate', 'estimate_loss', 'History', 'fit', 'CheckpointError', 'unwrap_model',
+           'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state']
 
 # %% ../nbs/01b_train.ipynb #1133d072
 def default_device() -> str:
@@ -61,7 +61,24 @@ class Precision:
 
     def __repr__(self): return f'Precision({self.device_type}, {str(self.dtype).split(".")[-1]}, scaler={self.scaler.is_enabled()})'
 
-# %% ../nbs/01b_train.ipynb #b4e0caec
+# %% ../nbs/01b_train.ipynb #d02850e6
+def configure_speed(device='cuda', tf32: bool = True):
+    "On CUDA, let float32 matrix products use TF32 tensor cores (`set_float32_matmul_precision('high')`); elsewhere nothing."
+    if torch.device(device).type != 'cuda': return
+    torch.set_float32_matmul_precision('high' if tf32 else 'highest')
+    torch.backends.cudnn.allow_tf32 = tf32
+
+def maybe_compile(model, enabled: bool = True, device='cuda'):
+    "`torch.compile(model)` on CUDA (not on Windows); elsewhere `model` unchanged, with a warning if compiling was asked for."
+    if not enabled: return model
+    why = 'it is not supported on Windows' if os.name == 'nt' else \
+          None if torch.device(device).type == 'cuda' else f'it needs CUDA (device is {device})'
+    if why:
+        warnings.warn(f'torch.compile skipped: {why}; training runs eagerly')
+        return model
+    return torch.compile(model)
+
+# %% ../nbs/01b_train.ipynb #2d1bae5c
 def sample_logits(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, generator=None):
     "Draw one token id per row of `logits` (B, V): temperature scaling, then top-k and top-p filtering; temperature 0 is argmax."
     if temperature < 0: raise ValueError(f'temperature must be >= 0, got {temperature}')
@@ -115,7 +132,7 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
         model.train(was_training)
     return idx
 
-# %% ../nbs/01b_train.ipynb #09ef4b94
+# %% ../nbs/01b_train.ipynb #8b0cd77c
 @torch.no_grad()
 def estimate_loss(model, get_batch, eval_iters: int = 200, splits=('train', 'val'), precision: Precision | None = None):
     "Mean loss of `model` over `eval_iters` batches of each split, in eval mode; returns `{split: loss}`."
@@ -132,7 +149,7 @@ def estimate_loss(model, get_batch, eval_iters: int = 200, splits=('train', 'val
     model.train(was_training)
     return out
 
-# %% ../nbs/01b_train.ipynb #8b0cd77c
+# %% ../nbs/01b_train.ipynb #7d4f43a8
 @dataclass
 class History:
     "What `fit` recorded: per-step training loss, lr, grad norm and seconds; per-evaluation train/val loss."
@@ -164,7 +181,7 @@ class History:
         if title: ax.set_title(title)
         return ax
 
-# %% ../nbs/01b_train.ipynb #1a07fba5
+# %% ../nbs/01b_train.ipynb #a166858f
 def fit(model, get_batch, optimizer, max_steps: int, eval_interval: int | None = None, eval_iters: int = 200,
         precision: Precision | None = None, lr_schedule=None, grad_clip: float | None = None,
         grad_accum_steps: int = 1, start_step: int = 0, history: History | None = None, callback=None,
@@ -214,7 +231,7 @@ def fit(model, get_batch, optimizer, max_steps: int, eval_interval: int | None =
         evaluate(max_steps)
     return history
 
-# %% ../nbs/01b_train.ipynb #be55513a
+# %% ../nbs/01b_train.ipynb #b4865a45
 import hashlib, json
 from pathlib import Path
 from safetensors.torch import load as _st_load, save as _st_save
@@ -315,7 +332,7 @@ def load_checkpoint(path, model=None, optimizer=None, map_location='cpu') -> dic
         except (ValueError, KeyError) as e: raise CheckpointError(f"{path}: its optimizer state does not fit this optimizer: {e}") from None
     return header['meta']
 
-# %% ../nbs/01b_train.ipynb #868d29d8
+# %% ../nbs/01b_train.ipynb #d563e84c
 def rng_state() -> dict:
     "The states of Python's, NumPy's and PyTorch's (CPU and CUDA) generators, as JSON-able lists."
     v, st, gauss = random.getstate()
