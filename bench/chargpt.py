@@ -1,5 +1,5 @@
-"""Training speed of lesson 06's two models, side by side: the lecture-faithful `CharGPT` (one module per
-head, float32, eager) against `FusedCharGPT` on the fast path (one fused qkv projection per block,
+"""Training speed of the character model written two ways, side by side: lesson 07's lecture-faithful `CharGPT`
+(one module per head, float32, eager) against its configuration of lesson 08's `GPT` on the fast path (one fused qkv projection per block,
 `F.scaled_dot_product_attention`, autocast where available — bf16, or fp16 + GradScaler — TF32 on CUDA, and
 optionally `torch.compile`).
 
@@ -7,8 +7,8 @@ optionally `torch.compile`).
     python bench/chargpt.py --preset lecture --steps 300 --compile
     python bench/chargpt.py --preset cpu --steps 200 --threads 1
 
-Both start from the same initial weights (the fused model gets the reference's weights through
-`fuse_weights`) and see the same batches, for the same number of steps with the same optimizer settings.
+Both start from the same initial weights (the GPT gets the reference's weights through
+`GPT.from_chargpt`) and see the same batches, for the same number of steps with the same optimizer settings.
 Printed: the device, torch version, config, steps/s of each (the median step time after --warmup steps,
 evaluation excluded), their ratio, and the validation loss of each after the same steps (the same val
 batches for both; the two losses differ a little because dropout masks and rounding differ).
@@ -20,7 +20,8 @@ import torch
 
 
 def main(argv=None):
-    from gptcourse.chargpt import PRESETS, CharGPT, FusedCharGPT, preset_config
+    from gptcourse.chargpt import PRESETS, CharGPT, preset_config
+    from gptcourse.gpt2 import GPT
     from gptcourse.data import tiny_shakespeare, CharTokenizer, train_val_split, get_batch
     from gptcourse.train import Precision, configure_speed, default_device, estimate_loss, fit, maybe_compile, set_seed
 
@@ -60,7 +61,7 @@ def main(argv=None):
 
     def run(name, fast: bool):
         ref = CharGPT(mcfg); ref.load_state_dict(init)
-        model = (FusedCharGPT(mcfg).load_from_reference(ref) if fast else ref).to(device)
+        model = (GPT.from_chargpt(ref) if fast else ref).to(device)
         configure_speed(device, tf32=fast)  # TF32 on CUDA for the fast path only
         precision = Precision(device) if fast else Precision(device, 'float32')
         net = maybe_compile(model, fast and args.compile, device)
@@ -82,8 +83,8 @@ def main(argv=None):
         return rate, val
 
     r_ref, v_ref = run('CharGPT', fast=False)
-    r_fast, v_fast = run('FusedCharGPT', fast=True)
-    print(f'speed-up: {r_fast / r_ref:.2f}x   val loss after {steps} steps: {v_ref:.4f} (CharGPT) vs {v_fast:.4f} (FusedCharGPT), '
+    r_fast, v_fast = run('GPT (char)', fast=True)
+    print(f'speed-up: {r_fast / r_ref:.2f}x   val loss after {steps} steps: {v_ref:.4f} (CharGPT) vs {v_fast:.4f} (GPT, char config), '
           f'difference {abs(v_ref - v_fast):.4f}')
 
 

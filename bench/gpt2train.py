@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gptcourse.gpt2 import GPT, GPTConfig
-from gptcourse.gpt2train import flops_per_token, mfu, peak_flops
+from gptcourse.gpt2_train import flops_per_token, mfu, peak_flops
 from gptcourse.train import configure_speed
 from gptcourse.train import Precision
 

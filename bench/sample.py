@@ -1,4 +1,4 @@
-"""Tokens per second of sampling: gptcourse's `generate` with and without the KV cache (lesson 09), against
+"""Tokens per second of sampling: gptcourse's `generate` with and without the KV cache (lesson 10), against
 Hugging Face transformers' `generate` with and without its cache, on the same random GPT-2 weights.
 
     python bench/sample.py                 # GPT-2 124M config, batch 1, 8-token prompt, 256 new tokens, greedy
@@ -50,6 +50,7 @@ def main(argv=None):
     from transformers import GPT2Config, GPT2LMHeadModel
     from gptcourse.gpt2 import GPT
     from gptcourse.train import generate
+    from gptcourse.kv_cache import cached_next_logits
 
     dims = dict(n_layer=4, n_head=4, n_embd=256) if args.small else dict(n_layer=12, n_head=12, n_embd=768)
     if args.prompt_len + args.new_tokens > 1024:
@@ -68,7 +69,8 @@ def main(argv=None):
     mask = torch.ones_like(idx)
     n = args.new_tokens
 
-    def ours_fn(cache, k=n): return generate(ours, idx, k, temperature=0, use_cache=cache)
+    def ours_fn(cache, k=n):
+        return generate(ours, idx, k, temperature=0, next_logits=cached_next_logits(ours) if cache else None)
     def hf_fn(cache, k=n):
         with torch.inference_mode():
             return hf.generate(idx, attention_mask=mask, max_new_tokens=k, min_new_tokens=k, do_sample=False, use_cache=cache)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_bigram.ipynb #e55d23e3
 from __future__ import annotations
-import torch, torch.nn as nn
+import torch.nn as nn
 from torch.nn import functional as F
 
 # %% auto #0

@@ -4,14 +4,15 @@
 
 # %% ../nbs/00_data.ipynb #cd87029b
 from __future__ import annotations
-import hashlib, os, tempfile, urllib.error, urllib.request, warnings
+import contextlib, hashlib, os, tempfile, urllib.error, urllib.request, warnings
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['DATA_ENV', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'data_dir', 'ChecksumError', 'DownloadError',
-           'sha256sum', 'download', 'tiny_shakespeare', 'CharTokenizer', 'train_val_split', 'get_batch']
+__all__ = ['DATA_ENV', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'data_dir', 'atomic_write', 'ChecksumError',
+           'DownloadError', 'sha256sum', 'download', 'tiny_shakespeare', 'CharTokenizer', 'train_val_split',
+           'get_batch']
 
 # %% ../nbs/00_data.ipynb #ffb60147
 DATA_ENV = 'GPTCOURSE_DATA'
@@ -28,6 +29,22 @@ def data_dir() -> Path:
     return path
 
 # %% ../nbs/00_data.ipynb #a84e911d
+@contextlib.contextmanager
+def atomic_write(path, mode: str = 'wb'):
+    "Write `path` all or nothing: yield a temporary file beside it, then flush, fsync and rename it over `path`."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        with open(tmp, mode) as f:  # f.name is the temporary file's path
+            yield f  # an exception in the caller's block leaves `path` untouched
+            f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on one file system: readers see the old file or the new one
+    finally:
+        if os.path.exists(tmp): os.remove(tmp)
+
+# %% ../nbs/00_data.ipynb #78494948
 class ChecksumError(ValueError):
     "A downloaded or cached file does not have the sha256 it must have."
 
@@ -48,26 +65,20 @@ def download(url: str, fname: str, sha256: str, folder=None, progress: bool = Tr
         got = sha256sum(dest)
         if got == sha256: return dest
         warnings.warn(f'{dest} has sha256 {got}, expected {sha256}: downloading it again')
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.part')
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, 'wb') as f:
-            try:
-                with urllib.request.urlopen(url, timeout=60) as r:
-                    total = int(r.headers.get('Content-Length') or 0) or None
-                    with tqdm(total=total, unit='B', unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                        for chunk in iter(lambda: r.read(1 << 16), b''):
-                            f.write(chunk); h.update(chunk); bar.update(len(chunk))
-            except (urllib.error.URLError, OSError) as e:
-                raise DownloadError(f'downloading {url} failed: {e}') from e
+    h = hashlib.sha256()
+    with atomic_write(dest) as f:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                total = int(r.headers.get('Content-Length') or 0) or None
+                with tqdm(total=total, unit='B', unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                    for chunk in iter(lambda: r.read(1 << 16), b''):
+                        f.write(chunk); h.update(chunk); bar.update(len(chunk))
+        except (urllib.error.URLError, OSError) as e:
+            raise DownloadError(f'downloading {url} failed: {e}') from e
         if h.hexdigest() != sha256:
             raise ChecksumError(f'{dest.name} from {url} has sha256 {h.hexdigest()}, expected {sha256}; '
                                 'the file was not saved')
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
+    return dest
 
 # %% ../nbs/00_data.ipynb #5713f3b1
 TINY_SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'

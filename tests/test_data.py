@@ -1,7 +1,6 @@
 """The download against a real HTTP server on 127.0.0.1, the tokenizer as a property, batches, and
 the error cases of gptcourse.data."""
 import hashlib, http.server, threading
-from pathlib import Path
 import pytest, torch
 from hypothesis import given, settings, strategies as st
 from gptcourse.data import (CharTokenizer, ChecksumError, DownloadError, download, get_batch,

@@ -1,9 +1,10 @@
 """gptcourse.gpt2 against Hugging Face's GPT2LMHeadModel on a small transformers-saved folder, its errors,
-and the gpt2-sample command."""
-import argparse, inspect, json
+the character model as a GPT configuration, and the gpt2-sample command."""
+import inspect, json
 import pytest, torch
 from safetensors.torch import load_file, save_file
-from gptcourse.gpt2 import GPT, GPTConfig, add_cli, gpt2_tokenizer, sample_text
+from gptcourse.cli import build_parser
+from gptcourse.gpt2 import GPT, GPTConfig, gpt2_tokenizer, sample_text
 
 transformers = pytest.importorskip('transformers')
 SMALL = dict(n_layer=2, n_head=4, n_embd=64, n_positions=32)
@@ -82,8 +83,7 @@ def test_optimizer_groups():
 
 def test_gpt2_sample_cli(hf_folder, capsys):
     _, folder = hf_folder
-    parser = argparse.ArgumentParser(prog='gptcourse')
-    add_cli(parser.add_subparsers(dest='command', required=True))
+    parser = build_parser()
     args = parser.parse_args(['gpt2-sample', '--model', str(folder), '--prompt', 'Once upon a time',
                               '--num-samples', '2', '--max-new-tokens', '4', '--seed', '3', '--device', 'cpu'])
     texts = args.func(args)

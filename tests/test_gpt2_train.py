@@ -1,12 +1,11 @@
-"""Lesson 08 beyond its notebook: DDP with gradient accumulation (the `no_sync` path) and resume under torchrun,
+"""Lesson 09 beyond its notebook: DDP with gradient accumulation (the `no_sync` path) and resume under torchrun,
 training from a pretrained folder, and HellaSwag inside a run. CPU only (gloo on 127.0.0.1), tiny sizes."""
-import json, math, os, socket, subprocess, sys
-from pathlib import Path
+import json, os, socket, subprocess, sys
 import pytest
 import torch
 
-from gptcourse.gpt2train import DataLoaderLite, list_checkpoints, prepare, train_gpt2
-from gptcourse.train import load_checkpoint
+from gptcourse.gpt2_train import DataLoaderLite, prepare, train_gpt2
+from gptcourse.train import list_checkpoints, load_checkpoint
 
 SMALL = dict(batch_size=2, seq_len=32, eval_iters=1, progress=False, verbose=False)
 
