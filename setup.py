@@ -7,10 +7,8 @@ config = ConfigParser(delimiters=['='])
 config.read('settings.ini', encoding='utf-8')
 cfg = config['DEFAULT']
 
-cfg_keys = 'version description keywords author author_email'.split()
-expected = cfg_keys + "lib_name user branch license status min_python audience language".split()
+expected = "version description keywords author author_email lib_name user branch license status min_python audience language".split()
 for o in expected: assert o in cfg, "missing expected setting: {}".format(o)
-setup_cfg = {o:cfg[o] for o in cfg_keys}
 
 licenses = {
     'apache2': ('Apache Software License 2.0','OSI Approved :: Apache Software License'),
@@ -31,6 +29,12 @@ dev_requirements = (cfg.get('dev_requirements') or '').split()
 
 setuptools.setup(
     name = cfg['lib_name'],
+    version = cfg['version'],
+    description = cfg['description'],
+    keywords = cfg['keywords'],
+    author = cfg['author'],
+    author_email = cfg['author_email'],
+    project_urls = {'Source': cfg['git_url'], 'Documentation': cfg['doc_host'] + cfg['doc_baseurl']},
     license = lic[0],
     classifiers = [
         'Development Status :: ' + statuses[int(cfg['status'])],

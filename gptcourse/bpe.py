@@ -4,14 +4,14 @@
 
 # %% ../nbs/11_bpe.ipynb #2f235831
 from __future__ import annotations
-import functools, json
+import functools, heapq, json
 from pathlib import Path
 import regex  # the `regex` module: Python's `re` has no \p{L} (letter) / \p{N} (number) classes
-from .data import download
+from .data import gpt2_files
 
 # %% auto #0
-__all__ = ['GPT2_PATTERN', 'GPT2_ENCODER_URL', 'GPT2_ENCODER_SHA256', 'GPT2_VOCAB_URL', 'GPT2_VOCAB_SHA256', 'get_stats', 'merge',
-           'apply_merges', 'BasicTokenizer', 'bytes_to_unicode', 'gpt2_files', 'GPT2Tokenizer']
+__all__ = ['GPT2_PATTERN', 'get_stats', 'merge', 'apply_merges', 'BasicTokenizer', 'bytes_to_unicode', 'apply_merges_fast',
+           'GPT2Tokenizer']
 
 # %% ../nbs/11_bpe.ipynb #476e3075
 def get_stats(ids, counts: dict | None = None) -> dict:
@@ -92,16 +92,25 @@ def bytes_to_unicode() -> dict[int, str]:
         if b not in table: table[b] = chr(256 + n); n += 1
     return dict(sorted(table.items()))
 
-# %% ../nbs/11_bpe.ipynb #fc1bf1de
-GPT2_ENCODER_URL = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json'
-GPT2_ENCODER_SHA256 = '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'
-GPT2_VOCAB_URL = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe'
-GPT2_VOCAB_SHA256 = '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'
-
-def gpt2_files(folder=None) -> tuple[Path, Path]:
-    "Paths of GPT-2's `encoder.json` and `vocab.bpe` under `folder/gpt2` (default `data_dir()`), downloaded once and verified by sha256."
-    return (download(GPT2_ENCODER_URL, 'gpt2/encoder.json', GPT2_ENCODER_SHA256, folder),
-            download(GPT2_VOCAB_URL, 'gpt2/vocab.bpe', GPT2_VOCAB_SHA256, folder))
+# %% ../nbs/11_bpe.ipynb #de766130
+def apply_merges_fast(ids, ranks: dict, merges: dict | None = None) -> list[int]:
+    "`apply_merges` in O(n log n): a heap of (rank, position) over a linked list of the tokens; the same ids."
+    merges = ranks if merges is None else merges
+    ids = list(ids); n = len(ids)
+    nxt, prv, alive = list(range(1, n)) + [-1], list(range(-1, n - 1)), [True] * n
+    heap = [(ranks[p], i) for i, p in enumerate(zip(ids, ids[1:])) if p in ranks]
+    heapq.heapify(heap)
+    while heap:
+        r, i = heapq.heappop(heap)
+        j = nxt[i] if alive[i] else -1
+        if j < 0 or ranks.get((ids[i], ids[j])) != r: continue  # stale: the pair at i has changed since
+        ids[i], alive[j] = merges[ids[i], ids[j]], False      # merge j into i, unlink j
+        nxt[i] = nxt[j]
+        if nxt[i] >= 0: prv[nxt[i]] = i
+        for a in (prv[i], i):                                   # the two pairs the new token is part of
+            if a >= 0 and nxt[a] >= 0 and (ids[a], ids[nxt[a]]) in ranks:
+                heapq.heappush(heap, (ranks[ids[a], ids[nxt[a]]], a))
+    return [t for t, ok in zip(ids, alive) if ok]
 
 # %% ../nbs/11_bpe.ipynb #581790d0
 class GPT2Tokenizer:
@@ -145,7 +154,7 @@ class GPT2Tokenizer:
     def __repr__(self): return f'GPT2Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, special_tokens={self.special_tokens})'
 
     def _bpe_chunk(self, chunk: str) -> tuple[int, ...]:
-        return tuple(apply_merges([self.byte_ids[b] for b in chunk.encode('utf-8')], self.ranks, self.merges))
+        return tuple(apply_merges_fast([self.byte_ids[b] for b in chunk.encode('utf-8')], self.ranks, self.merges))
 
     def encode_ordinary(self, text: str) -> list[int]:
         "Token ids of `text`, treating special-token strings as ordinary text."

@@ -7,28 +7,55 @@ from __future__ import annotations
 import argparse, os, sys
 from pathlib import Path
 import torch
-from .train import CheckpointError, PRESET_ENV, default_device, generate
-from .data import CharTokenizer
-from .chargpt import PRESETS
-from .gpt2 import HF_REPOS, load_gpt_checkpoint, load_model, sample_text
+import gptcourse
+from .train import CheckpointError, History, PRESET_ENV, default_device, generate, list_checkpoints, load_latest
+from .data import CharTokenizer, DownloadError
+from .chargpt import PRESETS, preset_config
+from .gpt2 import GPT, GPTConfig, HF_REPOS, char_config, load_gpt_checkpoint, load_model, sample_text
 from .gpt2_train import CHAR_RUN, GPT2_PRESETS, default_data_dir, prepare, train_chargpt, train_gpt2
 from .kv_cache import cached_next_logits
 
 # %% auto #0
-__all__ = ['PRESET_HELP', 'DEVICE_HELP', 'train_command', 'sample_command', 'add_char_commands', 'gpt2_sample_command',
-           'add_gpt2_sample_command', 'prepare_command', 'add_prepare_command', 'gpt2_train_command',
-           'add_gpt2_train_command', 'build_parser', 'main']
+__all__ = ['PRESET_HELP', 'DEVICE_HELP', 'PRESET_COST', 'train_command', 'sample_command', 'add_char_commands',
+           'gpt2_sample_command', 'add_gpt2_sample_command', 'prepare_command', 'add_prepare_command',
+           'gpt2_train_command', 'add_gpt2_train_command', 'presets_command', 'plot_command', 'add_run_commands',
+           'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #2ca47d37
 PRESET_HELP = f'cpu or lecture (default: ${PRESET_ENV}, else lecture with CUDA, cpu without)'
 DEVICE_HELP = 'cuda, mps or cpu (default: the best available)'
 
-def _positive_int(s):
-    "argparse type: an integer >= 1."
-    try: v = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not an integer') from None
-    if v < 1: raise argparse.ArgumentTypeError(f'must be at least 1, got {v}')
-    return v
+def _int_at_least(low: int):
+    "An argparse type: an integer >= `low`."
+    def parse(s):
+        try: v = int(s)
+        except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not an integer') from None
+        if v < low: raise argparse.ArgumentTypeError(f'must be at least {low}, got {v}')
+        return v
+    return parse
+
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+
+def _device(s: str) -> str:
+    "An argparse type: a device this machine has (cpu, cuda, cuda:N, mps)."
+    try: d = torch.device(s)
+    except RuntimeError: raise argparse.ArgumentTypeError(f'{s!r} is not a device; use cpu, cuda, cuda:N or mps') from None
+    mps = getattr(torch.backends, 'mps', None)
+    have = {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': mps is not None and mps.is_available()}
+    if not have.get(d.type, False):
+        raise argparse.ArgumentTypeError(f'{s!r}: this machine has no {d.type} device; available: '
+                                         + ', '.join(k for k, v in have.items() if v))
+    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f'{s!r}: this machine has {torch.cuda.device_count()} CUDA device(s)')
+    return s
+
+def _stopped(cmd: str, out, why: str, code: int = 1) -> SystemExit:
+    "The exit of a training command that stopped early: why, and where its last good checkpoint is."
+    last = list_checkpoints(out)[-1] if out is not None and list_checkpoints(out) else None
+    where = (f'the last good checkpoint is {last}; continue with `gptcourse {cmd} --out {out} --resume`' if last
+             else 'no checkpoint was written')
+    print(f'gptcourse {cmd}: {why}; {where}', file=sys.stderr)
+    return SystemExit(code)
 
 def _char_sample(model, tokenizer, prompt: str, n: int, seed=None, **kw) -> str:
     "`prompt` continued by `n` characters of a character-level `model` (with the KV cache)."
@@ -43,7 +70,9 @@ def train_command(args):
     try:
         model, _ = train_chargpt(args.out, args.preset, args.max_steps, args.resume, args.eval_interval, args.eval_iters,
                                  args.device, args.compile, args.seed, args.overwrite, args.keep)
-    except (CheckpointError, ValueError) as e: raise SystemExit(f'gptcourse train: {e}') from None
+    except (CheckpointError, ValueError, DownloadError) as e: raise SystemExit(f'gptcourse train: {e}') from None
+    except FloatingPointError as e: raise _stopped('train', args.out, str(e)) from None
+    except KeyboardInterrupt: raise _stopped('train', args.out, 'interrupted', 130) from None
     if args.max_new_tokens:
         _, meta = load_gpt_checkpoint(args.out)
         print(_char_sample(model, CharTokenizer.from_dict(meta['tokenizer']), '\n', args.max_new_tokens, args.seed))
@@ -79,7 +108,7 @@ def add_char_commands(sub):
     p.add_argument('--eval-interval', type=_positive_int, help="evaluate and checkpoint every this many steps (default: the preset's)")
     p.add_argument('--eval-iters', type=_positive_int, help="batches per evaluation (default: the preset's)")
     p.add_argument('--keep', type=_positive_int, default=2, help='checkpoints to keep in --out (default: 2)')
-    p.add_argument('--device', help=DEVICE_HELP)
+    p.add_argument('--device', type=_device, help=DEVICE_HELP)
     p.add_argument('--compile', action='store_true', help='torch.compile the model (CUDA only; worth it for long runs)')
     p.add_argument('--seed', type=int, default=1337, help='random seed (default: 1337)')
     p.add_argument('--max-new-tokens', type=int, default=300, help='characters to sample at the end (default: 300; 0: none)')
@@ -92,7 +121,7 @@ def add_char_commands(sub):
     s.add_argument('--temperature', type=float, default=1.0, help='below 1: safer, above 1: wilder; 0: greedy (default: 1.0)')
     s.add_argument('--top-k', type=_positive_int, default=None, help='sample only among the k most likely characters (default: all)')
     s.add_argument('--seed', type=int, default=None, help='random seed, for a reproducible sample (default: none)')
-    s.add_argument('--device', help=DEVICE_HELP)
+    s.add_argument('--device', type=_device, help=DEVICE_HELP)
     s.set_defaults(func=sample_command)
 
 # %% ../nbs/12_cli.ipynb #88eb0fe2
@@ -121,20 +150,22 @@ def add_gpt2_sample_command(sub):
                                    'model.safetensors, or a gpt2-train checkpoint) and print samples continuing a prompt.')
     p.add_argument('--model', default='gpt2', help=f'one of {", ".join(HF_REPOS)}, a folder with config.json + '
                    'model.safetensors, or a run folder or checkpoint of `gptcourse gpt2-train` (default: gpt2)')
-    p.add_argument('--prompt', default="Hello, I'm a language model,", help='the text to continue')
+    p.add_argument('--prompt', default="Hello, I'm a language model,",
+                   help="the text to continue (default: \"Hello, I'm a language model,\")")
     p.add_argument('--num-samples', type=_positive_int, default=5, help='samples to print (default: 5)')
     p.add_argument('--max-new-tokens', type=_positive_int, default=30, help='tokens per sample (default: 30)')
     p.add_argument('--top-k', type=_positive_int, default=50, help='sample among the k most likely tokens (default: 50)')
     p.add_argument('--temperature', type=float, default=1.0, help='below 1: safer, above 1: wilder; 0: greedy (default: 1.0)')
     p.add_argument('--seed', type=int, default=None, help='random seed, for reproducible samples (default: none)')
-    p.add_argument('--device', default=None, help=DEVICE_HELP)
+    p.add_argument('--device', default=None, type=_device, help=DEVICE_HELP)
     p.set_defaults(func=gpt2_sample_command)
 
 # %% ../nbs/12_cli.ipynb #7df0290d
 def prepare_command(args):
     "Handler of `gptcourse prepare`."
-    try: info = prepare(args.src, args.out, val_frac=args.val_frac, shard_size=args.shard_size, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as e: raise SystemExit(f'gptcourse prepare: {e}') from None
+    try: info = prepare(args.src, args.out, val_frac=args.val_frac, shard_size=args.shard_size,
+                        progress=not args.no_progress, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, DownloadError) as e: raise SystemExit(f'gptcourse prepare: {e}') from None
     print(f'{info["train"]:,} train and {info["val"]:,} val tokens from {info["documents"]} document(s) in '
           f'{len(info["files"])} shard(s) under {Path(args.out) if args.out else default_data_dir()}')
     return info
@@ -148,6 +179,7 @@ def add_prepare_command(sub):
     p.add_argument('--out', default=None, help=f'the folder for the shards (default: {default_data_dir()})')
     p.add_argument('--val-frac', type=float, default=0.1, help='share of the tokens for validation (default: 0.1)')
     p.add_argument('--shard-size', type=_positive_int, default=100_000_000, help='tokens per shard (default: 1e8)')
+    p.add_argument('--overwrite', action='store_true', help='replace the shards already in --out')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.set_defaults(func=prepare_command)
 
@@ -162,7 +194,10 @@ def gpt2_train_command(args):
                          eval_interval=args.eval_interval, eval_iters=args.eval_iters, checkpoint_interval=args.checkpoint_interval,
                          keep=args.keep, hellaswag=args.hellaswag, seed=args.seed, stop_after=args.stop_after,
                          dropout=args.dropout, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, CheckpointError) as e: raise SystemExit(f'gptcourse gpt2-train: {e}') from None
+    except (ValueError, FileNotFoundError, CheckpointError, DownloadError) as e:
+        raise SystemExit(f'gptcourse gpt2-train: {e}') from None
+    except FloatingPointError as e: raise _stopped('gpt2-train', args.out, str(e)) from None
+    except KeyboardInterrupt: raise _stopped('gpt2-train', args.out, 'interrupted', 130) from None
     if res.history.val_loss and os.environ.get('RANK', '0') == '0':  # under torchrun, rank 0 reports
         print(f'done: step {len(res.history.loss)}, val loss {res.history.val_loss[-1]:.4f}'
               + (f', checkpoint {res.checkpoint}' if res.checkpoint else ''))
@@ -177,36 +212,93 @@ def add_gpt2_train_command(sub):
     t.add_argument('--data', default=None, help='folder of token shards (default: Tiny Shakespeare, prepared if needed)')
     t.add_argument('--preset', choices=list(GPT2_PRESETS), default=None,
                    help=PRESET_HELP + '; cpu: a GPT-2-shaped toy; lecture: GPT-2 124M, 524,288-token batches, 19,073 steps')
-    t.add_argument('--init', default='scratch', help='scratch, a GPT-2 name (gpt2, gpt2-medium, ...) or a folder with config.json + model.safetensors')
+    t.add_argument('--init', default='scratch', help='scratch, a GPT-2 name (gpt2, gpt2-medium, ...) or a folder with config.json + model.safetensors '
+                   '(default: scratch)')
     t.add_argument('--max-steps', type=_positive_int, default=None, help="steps of the schedule (default: the preset's)")
-    t.add_argument('--stop-after', type=_positive_int, default=None, help='stop after this step, keeping the schedule of --max-steps (resume later)')
+    t.add_argument('--stop-after', type=_positive_int, default=None, help='stop after this step, keeping the schedule of --max-steps, to resume later (default: run to the end)')
     t.add_argument('--batch-size', type=_positive_int, default=None, help="sequences per micro-batch per process, B (default: the preset's)")
     t.add_argument('--seq-len', type=_positive_int, default=None, help="tokens per sequence, T (default: the preset's)")
     t.add_argument('--total-batch', type=_positive_int, default=None, help="tokens per optimizer step, a multiple of B·T·processes (default: the preset's)")
     t.add_argument('--lr', type=float, default=None, help="maximum learning rate (default: the preset's)")
-    t.add_argument('--warmup-steps', type=int, default=None, help="steps of linear warm-up (default: the preset's)")
+    t.add_argument('--warmup-steps', type=_non_negative_int, default=None, help="steps of linear warm-up (default: the preset's)")
     t.add_argument('--dropout', type=float, default=0.0, help='dropout of a model trained from scratch (default: 0.0)')
     t.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None, help="torch.compile (CUDA only; default: the preset's)")
-    t.add_argument('--device', default=None, help=DEVICE_HELP)
+    t.add_argument('--device', default=None, type=_device, help=DEVICE_HELP)
     t.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16', 'float16'],
                    help='autocast dtype (default: auto: bfloat16, else float16 on CUDA; float32 elsewhere)')
     t.add_argument('--out', default=None, help='run folder for the checkpoints (default: none are written)')
     t.add_argument('--resume', action='store_true', help='continue the run in --out from its newest good checkpoint')
-    t.add_argument('--eval-interval', type=int, default=None, help="steps between validation losses (0: never; default: the preset's)")
+    t.add_argument('--eval-interval', type=_non_negative_int, default=None, help="steps between validation losses (0: never; default: the preset's)")
     t.add_argument('--eval-iters', type=_positive_int, default=None, help="batches per evaluation (default: the preset's)")
-    t.add_argument('--checkpoint-interval', type=int, default=None, help="steps between checkpoints (0: only at the end; default: the preset's)")
+    t.add_argument('--checkpoint-interval', type=_non_negative_int, default=None, help="steps between checkpoints (0: only at the end; default: the preset's)")
     t.add_argument('--keep', type=_positive_int, default=2, help='checkpoints to keep in --out (default: 2)')
-    t.add_argument('--hellaswag', default=None, help="'val' (downloads HellaSwag's validation set) or a .jsonl file; scored at every evaluation")
+    t.add_argument('--hellaswag', default=None, help="'val' (downloads HellaSwag's validation set) or a .jsonl file, scored at every evaluation (default: none)")
     t.add_argument('--seed', type=int, default=1337, help='random seed (default: 1337)')
     t.add_argument('--no-progress', action='store_true', help='no progress bar')
     t.set_defaults(func=gpt2_train_command)
+
+# %% ../nbs/12_cli.ipynb #a5c62472
+PRESET_COST = {  # what a run of each preset costs; measured where it says so
+    ('train', 'cpu'): '≈40 s on one CPU thread (measured, 2026-11)',
+    ('train', 'lecture'): '≈15 min on an A100 (the lecture\'s figure); many hours on a CPU',
+    ('gpt2-train', 'cpu'): '≈5 s on one CPU thread (measured, 2026-11)',
+    ('gpt2-train', 'lecture'): '10B tokens: hours on 8 GPUs (the lecture ran it on 8×A100), days on one',
+}
+
+def _preset_rows():
+    "(command, preset, parameters, shape, steps) of every preset of both trainers."
+    for name, p in PRESETS.items():
+        with torch.device('meta'): n = GPT(char_config(preset_config(p))).num_params()
+        yield ('train', name, n, f"{p['n_layer']}×{p['n_head']}×{p['n_embd']}, context {p['block_size']}",
+               f"{p['max_steps']:,} steps × {p['batch_size']}×{p['block_size']} characters")
+    for name, p in GPT2_PRESETS.items():
+        with torch.device('meta'): n = GPT(GPTConfig(**p['model'])).num_params()
+        m = p['model']
+        yield ('gpt2-train', name, n, f"{m['n_layer']}×{m['n_head']}×{m['n_embd']}, context {m['block_size']}",
+               f"{p['max_steps']:,} steps × {p['total_batch']:,} tokens")
+
+def presets_command(args):
+    "Handler of `gptcourse presets`."
+    print(f'presets (choose with --preset, or ${PRESET_ENV}; the default is lecture with CUDA, cpu without)')
+    for cmd, name, n, shape, steps in _preset_rows():
+        print(f'{cmd:10} {name:8} {n / 1e6:6.1f}M parameters  layers×heads×width {shape}; {steps}\n'
+              f'{"":20}{PRESET_COST[(cmd, name)]}')
+
+# %% ../nbs/12_cli.ipynb #f98295dc
+def plot_command(args):
+    "Handler of `gptcourse plot`: the loss history of a run's newest checkpoint, as numbers and as a PNG."
+    try: f, meta = load_latest(args.model)
+    except CheckpointError as e: raise SystemExit(f'gptcourse plot: {e}') from None
+    if not meta.get('history'): raise SystemExit(f'gptcourse plot: {f} holds no loss history')
+    h = History.from_state_dict(meta['history'])
+    fmt = lambda v: '   n/a' if v is None else f'{v:.4f}'
+    for s, tl, vl in zip(h.eval_step, h.train_loss, h.val_loss): print(f'step {s:>7}: train {fmt(tl)}  val {fmt(vl)}')
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 4))
+    h.plot(ax=fig.subplots(), title=str(f))
+    out = Path(args.out) if args.out else f.parent / 'loss.png'
+    fig.savefig(out, dpi=110, bbox_inches='tight')
+    print(f'wrote {out}')
+    return out
+
+def add_run_commands(sub):
+    "The `presets` and `plot` commands."
+    sub.add_parser('presets', help='list the presets of both trainers: sizes and what a run costs',
+                   description='List the presets of `train` and `gpt2-train`.').set_defaults(func=presets_command)
+    p = sub.add_parser('plot', help="plot a run's loss curve to a PNG (and print it)",
+                       description='Print the loss history of a run (its newest good checkpoint) and draw it into a PNG.')
+    p.add_argument('--model', default=CHAR_RUN, help=f'run folder or checkpoint file (default: {CHAR_RUN})')
+    p.add_argument('--out', default=None, help='the PNG to write (default: loss.png in the run folder)')
+    p.set_defaults(func=plot_command)
 
 # %% ../nbs/12_cli.ipynb #0a1d2fd6
 def build_parser() -> argparse.ArgumentParser:
     "The `gptcourse` parser with every command."
     parser = argparse.ArgumentParser(prog='gptcourse', description='Train and sample the models of the gptcourse lessons.')
+    parser.add_argument('--version', action='version', version=f'gptcourse {gptcourse.__version__}')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
-    for add in (add_char_commands, add_gpt2_sample_command, add_prepare_command, add_gpt2_train_command): add(sub)
+    for add in (add_char_commands, add_gpt2_sample_command, add_prepare_command, add_gpt2_train_command,
+                add_run_commands): add(sub)
     return parser
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,10 @@ import torch
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['DATA_ENV', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'data_dir', 'atomic_write', 'ChecksumError',
-           'DownloadError', 'sha256sum', 'download', 'tiny_shakespeare', 'CharTokenizer', 'train_val_split',
-           'get_batch']
+__all__ = ['DATA_ENV', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'GPT2_ENCODER_URL', 'GPT2_ENCODER_SHA256',
+           'GPT2_VOCAB_URL', 'GPT2_VOCAB_SHA256', 'data_dir', 'remove_stale_temps', 'atomic_write', 'ChecksumError',
+           'DownloadError', 'sha256sum', 'download', 'tiny_shakespeare', 'gpt2_files', 'CharTokenizer',
+           'train_val_split', 'get_batch']
 
 # %% ../nbs/00_data.ipynb #ffb60147
 DATA_ENV = 'GPTCOURSE_DATA'
@@ -29,12 +30,29 @@ def data_dir() -> Path:
     return path
 
 # %% ../nbs/00_data.ipynb #a84e911d
+def _pid_alive(pid: int) -> bool:
+    if os.name == 'nt': return True  # os.kill(pid, 0) would end the process on Windows: keep its files
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass     # alive, but another user's
+    return True
+
+def remove_stale_temps(folder) -> list[Path]:
+    "Delete the temporary files that `atomic_write`s killed mid-write left in `folder` (their process is gone)."
+    removed = []
+    for t in Path(folder).glob('.*.tmp'):
+        parts = t.name[:-len('.tmp')].rsplit('.', 2)  # '.', the file's name, the writer's pid, a random part
+        if len(parts) == 3 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            t.unlink(missing_ok=True); removed.append(t)
+    return removed
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = 'wb'):
     "Write `path` all or nothing: yield a temporary file beside it, then flush, fsync and rename it over `path`."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    remove_stale_temps(path.parent)  # a killed writer's leftovers go with the next write, not never
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.{os.getpid()}.', suffix='.tmp')
     os.close(fd)
     try:
         with open(tmp, mode) as f:  # f.name is the temporary file's path
@@ -74,7 +92,8 @@ def download(url: str, fname: str, sha256: str, folder=None, progress: bool = Tr
                     for chunk in iter(lambda: r.read(1 << 16), b''):
                         f.write(chunk); h.update(chunk); bar.update(len(chunk))
         except (urllib.error.URLError, OSError) as e:
-            raise DownloadError(f'downloading {url} failed: {e}') from e
+            raise DownloadError(f'could not download {fname} from {url} ({e}); without internet, put a copy at '
+                                f'{dest}, or point {DATA_ENV} at a folder that holds {fname}') from e
         if h.hexdigest() != sha256:
             raise ChecksumError(f'{dest.name} from {url} has sha256 {h.hexdigest()}, expected {sha256}; '
                                 'the file was not saved')
@@ -87,6 +106,17 @@ TINY_SHAKESPEARE_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca
 def tiny_shakespeare(folder=None) -> str:
     "The text of Tiny Shakespeare (1,115,394 characters), downloaded once and verified by sha256."
     return download(TINY_SHAKESPEARE_URL, 'tinyshakespeare.txt', TINY_SHAKESPEARE_SHA256, folder).read_text(encoding='utf-8')
+
+# %% ../nbs/00_data.ipynb #05b15fa4
+GPT2_ENCODER_URL = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json'
+GPT2_ENCODER_SHA256 = '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'
+GPT2_VOCAB_URL = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe'
+GPT2_VOCAB_SHA256 = '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'
+
+def gpt2_files(folder=None) -> tuple[Path, Path]:
+    "Paths of GPT-2's `encoder.json` and `vocab.bpe` in `folder/gpt2` (default `data_dir()`), downloaded once, verified."
+    return (download(GPT2_ENCODER_URL, 'gpt2/encoder.json', GPT2_ENCODER_SHA256, folder),
+            download(GPT2_VOCAB_URL, 'gpt2/vocab.bpe', GPT2_VOCAB_SHA256, folder))
 
 # %% ../nbs/00_data.ipynb #666615de
 class CharTokenizer:

@@ -4,17 +4,18 @@
 
 # %% ../nbs/08_gpt2.ipynb #ee096bf8
 from __future__ import annotations
-import inspect, json, math, re
+import functools, inspect, json, math, re
 from dataclasses import dataclass
 from pathlib import Path
 import torch, torch.nn as nn
 from torch.nn import functional as F
+from .data import gpt2_files
 from .train import CheckpointError, generate, load_checkpoint, load_latest
 from .chargpt import CharGPT, CharGPTConfig
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'GPT_CONFIGS', 'EOT', 'HF_REPOS', 'CONV1D_WEIGHTS', 'GPTConfig', 'CausalSelfAttention', 'MLP', 'Block',
-           'GPT', 'char_config', 'chargpt_to_gpt', 'gpt2_tokenizer', 'hf_to_state_dict', 'sample_text',
+__all__ = ['ACTIVATIONS', 'GPT_CONFIGS', 'EOT', 'GPT2_SPLIT', 'HF_REPOS', 'CONV1D_WEIGHTS', 'GPTConfig', 'CausalSelfAttention',
+           'MLP', 'Block', 'GPT', 'char_config', 'chargpt_to_gpt', 'gpt2_tokenizer', 'hf_to_state_dict', 'sample_text',
            'load_gpt_checkpoint', 'load_model']
 
 # %% ../nbs/08_gpt2.ipynb #12709adb
@@ -93,6 +94,18 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), kv_cache, layer_index)
         return x + self.mlp(self.ln_2(x))
 
+# %% ../nbs/08_gpt2.ipynb #2e3f03cd
+def _check_ids(idx, vocab_size: int):
+    "Refuse what is not a (B, T) tensor of token ids below `vocab_size`, with a message that says what was wrong."
+    if not torch.is_tensor(idx) or idx.dim() != 2 or idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        what = f'a {idx.dim()}-D {idx.dtype} tensor' if torch.is_tensor(idx) else type(idx).__name__
+        raise ValueError(f'GPT takes token ids: an integer tensor of shape (B, T); got {what}')
+    if idx.size(1) == 0: raise ValueError('GPT needs at least one token per sequence; got T = 0')
+    if idx.device.type == 'cpu' and not torch.compiler.is_compiling():  # free on a CPU; a GPU would have to sync
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f'token id {hi if hi >= vocab_size else lo} is outside the vocabulary: ids are 0..{vocab_size - 1}')
+
 # %% ../nbs/08_gpt2.ipynb #6a07084c
 class GPT(nn.Module):
     "GPT-2 (and any `GPTConfig`) with Hugging Face's parameter names; `forward(idx, targets=None, kv_cache=None) -> (logits, loss)`."
@@ -124,6 +137,7 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def forward(self, idx, targets=None, kv_cache=None):
+        _check_ids(idx, self.config.vocab_size)
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.block_size:
@@ -188,11 +202,19 @@ GPT.from_chargpt = _from_chargpt
 
 # %% ../nbs/08_gpt2.ipynb #81234403
 EOT = 50256  # <|endoftext|>
+GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # tiktoken's r50k pattern
 
-def gpt2_tokenizer():
-    "tiktoken's GPT-2 encoding (downloaded once; offline it is read from `$TIKTOKEN_CACHE_DIR`)."
+def gpt2_tokenizer(folder=None):
+    "tiktoken's GPT-2 encoding, built from the course's checksummed `encoder.json` and `vocab.bpe` (lesson 00)."
+    return _gpt2_encoding(*map(str, gpt2_files(folder)))
+
+@functools.lru_cache(maxsize=4)
+def _gpt2_encoding(encoder_json: str, vocab_bpe: str):
     import tiktoken
-    return tiktoken.get_encoding('gpt2')
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe, encoder_json)
+    return tiktoken.Encoding(name='gpt2', pat_str=GPT2_SPLIT, mergeable_ranks=ranks,
+                             special_tokens={'<|endoftext|>': EOT}, explicit_n_vocab=50257)
 
 # %% ../nbs/08_gpt2.ipynb #9113102a
 HF_REPOS = {'gpt2': 'openai-community/gpt2', 'gpt2-medium': 'openai-community/gpt2-medium',
@@ -249,12 +271,17 @@ def _from_pretrained(cls, name_or_folder) -> GPT:
     "GPT-2 with OpenAI's weights: a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) from the Hugging Face hub, or a local folder."
     from safetensors.torch import load_file
     config_path, weights_path = _checkpoint_files(name_or_folder)
-    hf = json.loads(config_path.read_text())
+    try: hf = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f'{config_path} is not a JSON file ({e})') from None
     if hf.get('model_type', 'gpt2') != 'gpt2': raise ValueError(f'{config_path} describes a {hf["model_type"]!r} model, not gpt2')
+    missing = [k for k in ('n_positions', 'vocab_size', 'n_layer', 'n_head', 'n_embd') if k not in hf]
+    if missing: raise ValueError(f'{config_path} lacks {", ".join(missing)}: a GPT-2 config.json names all five sizes')
     config = GPTConfig(block_size=hf['n_positions'], vocab_size=hf['vocab_size'],
                        n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'])
+    try: sd = load_file(weights_path)
+    except Exception as e: raise ValueError(f'{weights_path} is not a readable safetensors file (truncated or corrupt): {e}') from None
     with torch.device('meta'): model = cls(config)
-    return _load_into(model, hf_to_state_dict(load_file(weights_path))).eval()
+    return _load_into(model, hf_to_state_dict(sd)).eval()
 
 GPT.from_pretrained = _from_pretrained
 

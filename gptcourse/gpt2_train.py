@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_gpt2_train.ipynb #35c12404
 from __future__ import annotations
-import contextlib, json, math, os, types, urllib.request, warnings
+import contextlib, json, math, os, types, urllib.error, urllib.request, warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import numpy as np
@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 from tqdm.auto import tqdm
-from .data import CharTokenizer, atomic_write, data_dir, get_batch, tiny_shakespeare, train_val_split
+from .data import CharTokenizer, DownloadError, atomic_write, data_dir, get_batch, tiny_shakespeare, train_val_split
 from .train import (CheckpointError, History, Precision, configure_speed, default_device, fit, forward_backward,
                              get_preset, list_checkpoints, load_latest, maybe_compile, rng_state, save_step,
                              set_rng_state, set_seed, unwrap_model)
@@ -20,11 +20,11 @@ from .chargpt import PRESETS, preset_config
 from .gpt2 import EOT, GPT, GPTConfig, char_config, gpt2_tokenizer
 
 # %% auto #0
-__all__ = ['PEAK_FLOPS', 'HELLASWAG_URL', 'GPT2_PRESETS', 'CHAR_RUN', 'prepare', 'default_data_dir', 'DataLoaderLite',
-           'padded_vocab_size', 'get_lr', 'grad_accum_steps', 'accumulate', 'flops_per_token', 'peak_flops', 'mfu',
-           'DistInfo', 'setup_distributed', 'reduce_mean', 'save_train_state', 'Batches', 'read_hellaswag',
-           'load_hellaswag', 'render_example', 'completion_losses', 'hellaswag_acc_norm', 'TrainResult', 'train_gpt2',
-           'train_chargpt']
+__all__ = ['PEAK_FLOPS', 'HELLASWAG_URL', 'HELLASWAG_EXAMPLES', 'GPT2_PRESETS', 'CHAR_RUN', 'prepare', 'default_data_dir',
+           'DataLoaderLite', 'padded_vocab_size', 'get_lr', 'grad_accum_steps', 'accumulate', 'flops_per_token',
+           'peak_flops', 'mfu', 'DistInfo', 'setup_distributed', 'reduce_mean', 'save_train_state', 'Batches',
+           'read_hellaswag', 'load_hellaswag', 'render_example', 'completion_losses', 'hellaswag_acc_norm',
+           'TrainResult', 'train_gpt2', 'RandomBatches', 'train_chargpt']
 
 # %% ../nbs/09_gpt2_train.ipynb #a89d9cb2
 def _sources(src) -> list[tuple[str, object]]:
@@ -39,33 +39,52 @@ def _sources(src) -> list[tuple[str, object]]:
     raise FileNotFoundError(f'{src}: no such file or folder (prepare reads a text file or a folder of .txt files; '
                             'leave the source out for Tiny Shakespeare)')
 
-def prepare(src=None, out_dir=None, val_frac: float = 0.1, shard_size: int = 100_000_000, progress: bool = True) -> dict:
+def _read_document(name: str, p) -> str:
+    "The text of one source document; empty or non-UTF-8 files are refused, by name."
+    if p is None: return tiny_shakespeare()
+    try: text = p.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{p} is not UTF-8 text (byte {e.start}: {e.reason}); prepare reads UTF-8 text files') from None
+    if not text.strip(): raise ValueError(f'{p} is empty: there is nothing in it to tokenize')
+    return text
+
+# %% ../nbs/09_gpt2_train.ipynb #8bbd228c
+def prepare(src=None, out_dir=None, val_frac: float = 0.1, shard_size: int = 100_000_000, progress: bool = True,
+            overwrite: bool = False) -> dict:
     "Tokenize `src` (Tiny Shakespeare, a text file or a folder of .txt files) with GPT-2's BPE into uint16 shards in `out_dir`."
     if not 0 <= val_frac < 1: raise ValueError(f'val_frac must be in [0, 1), got {val_frac}')
     if shard_size < 1: raise ValueError(f'shard_size must be a positive number of tokens, got {shard_size}')
     sources = _sources(src)
     out = Path(out_dir) if out_dir is not None else default_data_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    enc = gpt2_tokenizer()
+    if list(out.glob('*_[0-9]*.npy')) and not overwrite:
+        raise ValueError(f'{out} already holds token shards: pass --overwrite to replace them, or another --out')
+    enc = gpt2_tokenizer()  # first: without its files (offline, say) nothing is created
     assert enc.n_vocab <= 2**16, 'uint16 shards need a vocabulary below 65,536'
-    total = sum(p.stat().st_size if p else 1_115_394 for _, p in sources)
     chunks = []
-    with tqdm(total=total, unit='B', unit_scale=True, desc='tokenizing', disable=not progress) as bar:
-        for name, p in sources:
-            text = tiny_shakespeare() if p is None else p.read_text(encoding='utf-8')
-            chunks.append(np.array([EOT] + enc.encode_ordinary(text), dtype=np.uint16))
-            bar.update(p.stat().st_size if p else 1_115_394)
+    for name, p in tqdm(sources, desc='tokenizing', unit='doc', disable=not progress):
+        chunks.append(np.array([EOT] + enc.encode_ordinary(_read_document(name, p)), dtype=np.uint16))
     tokens = np.concatenate(chunks)
     n_val = int(len(tokens) * val_frac)
     splits = {'train': tokens[:len(tokens) - n_val], 'val': tokens[len(tokens) - n_val:]}
+    if len(splits['train']) < 2 or (val_frac and len(splits['val']) < 2):
+        raise ValueError(f'{len(tokens)} tokens are too few to split into train and val shards (val_frac {val_frac})')
+    return {**_write_shards(out, splits, shard_size), 'documents': len(sources)}
+
+# %% ../nbs/09_gpt2_train.ipynb #99ac9d72
+def _write_shards(out: Path, splits: dict, shard_size: int) -> dict:
+    "Write the shards into a new folder beside `out`, then move them in, one atomic rename each; old shards go last."
+    tmp = out.parent / f'.{out.name}.{os.getpid()}.new'
+    tmp.mkdir(parents=True, exist_ok=False)
     files = []
     for split, toks in splits.items():
-        new = [out / f'{split}_{i // shard_size:06d}.npy' for i in range(0, len(toks), shard_size)]
-        for f, i in zip(new, range(0, len(toks), shard_size)):
-            with atomic_write(f) as fh: np.save(fh, toks[i:i + shard_size])
-        for old in set(out.glob(f'{split}_*.npy')) - set(new): old.unlink()  # shards of an earlier, larger run
-        files += new
-    return {'train': len(splits['train']), 'val': len(splits['val']), 'files': files, 'documents': len(sources)}
+        for i in range(0, len(toks), shard_size):
+            np.save(tmp / f'{split}_{i // shard_size:06d}.npy', toks[i:i + shard_size])
+            files.append(out / f'{split}_{i // shard_size:06d}.npy')
+    out.mkdir(parents=True, exist_ok=True)
+    for f in files: os.replace(tmp / f.name, f)
+    for old in set(out.glob('*_[0-9]*.npy')) - set(files): old.unlink()  # shards of an earlier, larger run
+    tmp.rmdir()
+    return {'train': len(splits['train']), 'val': len(splits['val']), 'files': files}
 
 def default_data_dir() -> Path:
     "Where `prepare` writes Tiny Shakespeare's shards by default: `<data_dir>/gpt2_tokens/tinyshakespeare`."
@@ -74,10 +93,12 @@ def default_data_dir() -> Path:
 # %% ../nbs/09_gpt2_train.ipynb #63a14186
 class DataLoaderLite:
     "(B, T) batches of token ids and their next-token targets, read in order from shards (or a token array); rank r of world_size reads its own slice."
-    def __init__(self, data, B: int, T: int, split: str = 'train', rank: int = 0, world_size: int = 1):
+    def __init__(self, data, B: int, T: int, split: str = 'train', rank: int = 0, world_size: int = 1,
+                 vocab_size: int | None = None):
         if B < 1 or T < 1: raise ValueError(f'B and T must be positive, got B={B}, T={T}')
         if not 0 <= rank < world_size: raise ValueError(f'rank must be in [0, world_size={world_size}), got {rank}')
         self.B, self.T, self.split, self.rank, self.world_size = B, T, split, rank, world_size
+        self.vocab_size, self._checked = vocab_size, set()
         if isinstance(data, (str, os.PathLike)):
             folder = Path(data)
             if not folder.is_dir():
@@ -85,7 +106,12 @@ class DataLoaderLite:
             self.shards = sorted(folder.glob(f'{split}_*.npy'))
             if not self.shards:
                 raise FileNotFoundError(f'{folder} has no {split}_*.npy shards (make them with `gptcourse prepare --out {folder}`)')
-            lengths = [len(np.load(f, mmap_mode='r')) for f in self.shards]
+            arrays = [np.load(f, mmap_mode='r') for f in self.shards]
+            for f, a in zip(self.shards, arrays):
+                if a.dtype.kind not in 'iu' or a.ndim != 1:
+                    raise ValueError(f'{f} holds a {a.ndim}-D {a.dtype} array, not token ids (a 1-D integer array, as '
+                                     '`gptcourse prepare` writes)')
+            lengths = [len(a) for a in arrays]
         else:
             self.shards = [torch.as_tensor(np.asarray(data)).long().reshape(-1)]
             lengths = [len(self.shards[0])]
@@ -101,6 +127,11 @@ class DataLoaderLite:
     def _load(self, i: int):
         s = self.shards[i]
         self.tokens = np.load(s, mmap_mode='r') if isinstance(s, Path) else s
+        if self.vocab_size is not None and i not in self._checked:  # once per shard: ids the model has no row for
+            hi = int(self.tokens.max())
+            if hi >= self.vocab_size: raise ValueError(f'{getattr(s, "name", "the token array")} holds token id {hi}, '
+                                                       f'but the model has {self.vocab_size} (ids 0..{self.vocab_size - 1})')
+            self._checked.add(i)
 
     def reset(self):
         "Back to the first batch of the first shard."
@@ -264,15 +295,27 @@ def read_hellaswag(path) -> list[dict]:
         out.append(ex)
     return out
 
+HELLASWAG_EXAMPLES = {'val': 10042}  # no published checksum: the count and read_hellaswag's schema check are the test
+
 def load_hellaswag(split: str = 'val', folder=None) -> list[dict]:
-    "HellaSwag's `split` ('val' has 10,042 examples), downloaded once from the authors' repository (needs the internet)."
+    "HellaSwag's `split` ('val' has 10,042 examples), downloaded once and checked (needs the internet the first time)."
     if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    dest = Path(folder or data_dir()) / f'hellaswag_{split}.jsonl'
-    if not dest.exists():  # no published checksum: the format check of read_hellaswag is the test
-        with atomic_write(dest) as f, urllib.request.urlopen(HELLASWAG_URL.format(split=split), timeout=60) as r:
+    dest, url = Path(folder or data_dir()) / f'hellaswag_{split}.jsonl', HELLASWAG_URL.format(split=split)
+    def checked(path):
+        ex = read_hellaswag(path)
+        if split in HELLASWAG_EXAMPLES and len(ex) != HELLASWAG_EXAMPLES[split]:
+            raise ValueError(f'{path} holds {len(ex)} HellaSwag {split} examples, not {HELLASWAG_EXAMPLES[split]} (cut short?)')
+        return ex
+    if dest.exists():
+        try: return checked(dest)
+        except ValueError as e: warnings.warn(f'{e}: downloading it again')
+    try:
+        with atomic_write(dest) as f, urllib.request.urlopen(url, timeout=60) as r:
             f.write(r.read()); f.flush()
-            read_hellaswag(f.name)  # a bad download raises here, and nothing is kept
-    return read_hellaswag(dest)
+            return checked(f.name)  # a bad download raises here, and nothing is kept
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f'could not download HellaSwag {split} from {url} ({e}); without internet, put a copy at '
+                            f'{dest}') from e
 
 def render_example(example: dict, enc=None) -> tuple[torch.Tensor, torch.Tensor, int]:
     "(tokens (4, L), mask (4, L), label): context + ' ' + each ending, zero-padded; mask is 1 on the ending's tokens."
@@ -313,6 +356,18 @@ def hellaswag_acc_norm(model, examples, device=None, rank: int = 0, world_size: 
     if total == 0: raise ValueError('hellaswag_acc_norm needs at least one example')
     return correct / total
 
+# %% ../nbs/09_gpt2_train.ipynb #897796eb
+def _run_settings(preset, resume_from, overrides: dict, dropout: float) -> tuple[dict, list[str]]:
+    "A run's settings: its preset's, or when resuming its checkpoint's, with `overrides`; and what the overrides change."
+    if resume_from is not None:  # the run goes on as it was started, unless asked otherwise
+        s = dict(load_latest(resume_from)[1]['settings'])
+        changed = [f'{k} {s[k]} -> {v}' for k, v in overrides.items() if k in s and s[k] != v]
+    else:
+        preset = get_preset(GPT2_PRESETS, preset).name  # by default $GPTCOURSE_PRESET, else lecture with CUDA, cpu without
+        s, changed = dict(GPT2_PRESETS[preset], preset=preset), []
+        s['model'] = dict(s['model'], dropout=dropout)
+    return s | overrides, changed
+
 # %% ../nbs/09_gpt2_train.ipynb #59a2aac4
 GPT2_PRESETS = {
     'cpu': dict(model=dict(block_size=64, vocab_size=50304, n_layer=2, n_head=2, n_embd=32),
@@ -347,21 +402,23 @@ def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_
                hellaswag=None, seed: int = 1337, stop_after: int | None = None, dropout: float = 0.0,
                progress: bool = True, verbose: bool = True, log_interval: int | None = None) -> TrainResult:
     "Train GPT-2 (from scratch or pretrained) on token shards with `fit`: one process or DDP under torchrun, checkpoints, resume."
-    preset = get_preset(GPT2_PRESETS, preset).name  # by default $GPTCOURSE_PRESET, else lecture with CUDA, cpu without
-    s = dict(GPT2_PRESETS[preset]); s['model'] = dict(s['model'], dropout=dropout)
-    for k, v in dict(max_steps=max_steps, batch_size=batch_size, seq_len=seq_len, total_batch=total_batch, max_lr=lr,
-                     warmup_steps=warmup_steps, compile=compile, eval_interval=eval_interval, eval_iters=eval_iters,
-                     checkpoint_interval=checkpoint_interval).items():
-        if v is not None: s[k] = v
-    for k in ('max_steps', 'batch_size', 'seq_len', 'total_batch', 'eval_iters'):
-        if int(s[k]) < 1: raise ValueError(f'{k} must be at least 1, got {s[k]}')
-    if not (math.isfinite(s['max_lr']) and s['max_lr'] > 0): raise ValueError(f'the learning rate must be positive and finite, got {s["max_lr"]}')
-    if stop_after is not None and not 0 < stop_after <= s['max_steps']:
-        raise ValueError(f'stop_after must be in [1, max_steps={s["max_steps"]}], got {stop_after}')
+    overrides = {k: v for k, v in dict(max_steps=max_steps, batch_size=batch_size, seq_len=seq_len, total_batch=total_batch,
+                                       max_lr=lr, warmup_steps=warmup_steps, compile=compile, eval_interval=eval_interval,
+                                       eval_iters=eval_iters, checkpoint_interval=checkpoint_interval).items() if v is not None}
     if resume is True and out_dir is None: raise ValueError('resume=True needs out_dir (the run folder), or pass resume=<checkpoint file or folder>')
     if resume and resume is not True and out_dir is None:  # keep writing checkpoints where the resumed run wrote them
         out_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
-    s.update(init=str(init), weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, dtype=dtype)
+    s, changed = _run_settings(preset, (out_dir if resume is True else resume) if resume else None, overrides, dropout)
+    for k in ('max_steps', 'batch_size', 'seq_len', 'total_batch', 'eval_iters'):
+        if int(s[k]) < 1: raise ValueError(f'{k} must be at least 1, got {s[k]}')
+    if not (math.isfinite(s['max_lr']) and s['max_lr'] > 0): raise ValueError(f'the learning rate must be positive and finite, got {s["max_lr"]}')
+    for k in ('warmup_steps', 'eval_interval', 'checkpoint_interval'):
+        if int(s[k]) < 0: raise ValueError(f'{k} must be at least 0, got {s[k]}')
+    if keep is not None and keep < 1: raise ValueError(f'keep must be at least 1 (or None: keep all), got {keep}')
+    if stop_after is not None and not 0 < stop_after <= s['max_steps']:
+        raise ValueError(f'stop_after must be in [1, max_steps={s["max_steps"]}], got {stop_after}')
+    s.setdefault('init', str(init)); s.update(weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, dtype=dtype)
+    preset = s.get('preset', 'resumed')
 
     di = setup_distributed(device)
     try:
@@ -371,7 +428,7 @@ def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_
             if di.master and not list(data.glob('train_*.npy')): prepare(None, data, progress=progress)
             if di.ddp: dist.barrier()
         set_seed(seed); configure_speed(dev)
-        if init == 'scratch':
+        if resume or s['init'] == 'scratch':  # resuming: the checkpoint's weights replace these
             cfg = GPTConfig(**s['model'])
             if s['seq_len'] > cfg.block_size: cfg.block_size = s['seq_len']
             model = GPT(cfg)
@@ -384,8 +441,9 @@ def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_
         optimizer = model.configure_optimizers(weight_decay, s['max_lr'], device_type=torch.device(dev).type)
         B, T = s['batch_size'], s['seq_len']
         accum = grad_accum_steps(s['total_batch'], B, T, di.world_size)
-        train_loader = DataLoaderLite(data, B, T, 'train', di.rank, di.world_size)
-        evals = {'train': DataLoaderLite(data, B, T, 'train'), 'val': DataLoaderLite(data, B, T, 'val')}
+        V = cfg.vocab_size
+        train_loader = DataLoaderLite(data, B, T, 'train', di.rank, di.world_size, vocab_size=V)
+        evals = {'train': DataLoaderLite(data, B, T, 'train', vocab_size=V), 'val': DataLoaderLite(data, B, T, 'val', vocab_size=V)}
         precision = Precision(dev, dtype)
         history, start, resumed_from = History(), 0, None
         if resume:
@@ -393,10 +451,8 @@ def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_
             start, history = meta['step'], History.from_state_dict(meta['history'])
             train_loader.load_state_dict(meta['loader']); set_rng_state(meta['rng'])
             if meta.get('scaler') and precision.scaler.is_enabled(): precision.scaler.load_state_dict(meta['scaler'])
-            old = meta.get('settings', {})
-            changed = [k for k in ('total_batch', 'max_steps', 'max_lr', 'warmup_steps', 'seq_len') if k in old and old[k] != s[k]]
-            if changed: warnings.warn(f'resuming {resumed_from} with changed settings: ' + ', '.join(f'{k} {old[k]} -> {s[k]}' for k in changed))
-            _log(f'resuming from {resumed_from} at step {start}', verbose and di.master)
+            how = f'with the new settings asked for: {", ".join(changed)}' if changed else 'continuing its schedule'
+            _log(f'resuming {resumed_from} at step {start}, {how}', verbose and di.master)
         end = stop_after or s['max_steps']
         if start >= end: raise ValueError(f'the checkpoint is at step {start}, nothing left to do up to step {end}')
 
@@ -435,6 +491,19 @@ def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_
         return result
     finally:
         if di.owns_group and dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/09_gpt2_train.ipynb #51fb39c5
+class RandomBatches:
+    "`get_batch` for `fit` over random chunks: training batches from `generator`; every evaluation the same batches."
+    def __init__(self, train, val, B: int, T: int, device='cpu', generator=None, eval_seed: int = 0):
+        self.data, self.B, self.T, self.device, self.generator = {'train': train, 'val': val}, B, T, device, generator
+        self.eval_gen, self.eval_seed, self.evaluating = torch.Generator(), eval_seed, False
+    def __call__(self, split: str):
+        if torch.is_grad_enabled():  # a training step
+            self.evaluating = False
+            return get_batch(self.data['train'], self.B, self.T, self.device, self.generator)
+        if not self.evaluating: self.eval_gen.manual_seed(self.eval_seed); self.evaluating = True
+        return get_batch(self.data[split], self.B, self.T, self.device, self.eval_gen)
 
 # %% ../nbs/09_gpt2_train.ipynb #5ead1baf
 CHAR_RUN = 'runs/chargpt'
@@ -480,7 +549,7 @@ def train_chargpt(out_dir=CHAR_RUN, preset: str | None = None, max_steps: int | 
         log(f'resuming {f} at step {start} of {cfg.max_steps}')
     configure_speed(device); precision = Precision(device)
     net = maybe_compile(model, compile, device)
-    batch = lambda split: get_batch(train_data if split == 'train' else val_data, cfg.batch_size, cfg.block_size, device, gen)
+    batch = RandomBatches(train_data, val_data, cfg.batch_size, cfg.block_size, device, gen, eval_seed=seed)
     log(f'{cfg.name} preset: {model.num_params():,} parameters on {device} ({precision})')
     save = lambda step, hist: save_step(out_dir, step, model, optimizer, keep, kind='chargpt', config=asdict(model.config),
                                         tokenizer=tokenizer.to_dict(), history=hist.state_dict(), train=dict(vars(cfg)),

@@ -112,6 +112,8 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
              block_size: int | None = None, next_logits=None):
     "Extend `idx` (B, T) by `max_new_tokens` tokens sampled from `model`; `next_logits(idx) -> (B, vocab)` computes the logits."
     if idx.dim() == 1: idx = idx[None]
+    if idx.dim() != 2 or idx.is_floating_point():
+        raise ValueError(f'generate takes token ids, an integer tensor (B, T) or (T,); got {idx.dim()}-D {idx.dtype}')
     if idx.size(1) == 0: raise ValueError('generate needs a context of at least one token')
     if generator is None and seed is not None:
         generator = torch.Generator(device=idx.device).manual_seed(seed)
@@ -236,7 +238,7 @@ from safetensors.torch import load as _st_load, save as _st_save
 class CheckpointError(ValueError):
     "A checkpoint that is missing, truncated, corrupt, or does not fit the model it is loaded into."
 
-_CKPT_FORMAT = 'gptcourse-checkpoint-1'
+_CKPT_FORMAT = 'gptcourse-checkpoint-2'  # 2: the sha256 covers the JSON header too (1: the tensors only)
 
 def unwrap_model(model):
     "The plain module inside `DistributedDataParallel` (`.module`) and/or `torch.compile` (`._orig_mod`)."
@@ -245,14 +247,17 @@ def unwrap_model(model):
         elif hasattr(model, '_orig_mod'): model = model._orig_mod
         else: return model
 
-def _digest(tensors: dict) -> str:
+def _digest(tensors: dict, header: dict | None = None) -> str:
+    "sha256 of the tensors (names, dtypes, shapes, bytes) and of the JSON `header` without its own 'sha256'."
     h = hashlib.sha256()
+    if header is not None: h.update(json.dumps({k: v for k, v in header.items() if k != 'sha256'}, sort_keys=True).encode())
     for k in sorted(tensors):
         t = tensors[k]
         h.update(k.encode()); h.update(str(t.dtype).encode()); h.update(str(tuple(t.shape)).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()
 
+# %% ../nbs/02_train.ipynb #fb2ffad3
 def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
     "Write `model`'s weights, `optimizer`'s state and JSON-able `meta` to one safetensors file, atomically."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,12 +277,18 @@ def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
                 if torch.is_tensor(v): tensors[f'optimizer.{i}.{name}'] = v.detach().to('cpu', copy=True).contiguous()
                 else: plain[str(i)][name] = v
         header['optimizer'] = {'param_groups': sd['param_groups'], 'state': plain}
-    header['sha256'] = _digest(tensors)
-    try: text = json.dumps(header)
+    bad = [k[len('model.'):] for k, t in tensors.items() if k.startswith('model.') and t.is_floating_point()
+           and not torch.isfinite(t).all()]
+    if bad: raise CheckpointError(f'not writing {path}: the weights {", ".join(bad[:3])} hold NaN or inf (the run '
+                                  'diverged); the checkpoints written before are kept')
+    try: header = json.loads(json.dumps(header))  # JSON's own form (str keys), which loading will see
     except TypeError as e: raise TypeError(f'checkpoint meta must be JSON-serialisable: {e}') from None
+    header['sha256'] = _digest(tensors, header)
+    text = json.dumps(header)
     with atomic_write(path) as f: f.write(_st_save(tensors, metadata={'gptcourse': text}))
     return path
 
+# %% ../nbs/02_train.ipynb #c1404cf0
 def load_checkpoint(path, model=None, optimizer=None, map_location='cpu') -> dict:
     "Verify the checkpoint at `path`, load it into `model` and `optimizer` (if given), and return its `meta`."
     path = Path(path)
@@ -289,10 +300,11 @@ def load_checkpoint(path, model=None, optimizer=None, map_location='cpu') -> dic
         header = json.loads(json.loads(raw[8:8 + n])['__metadata__']['gptcourse'])
     except Exception as e:
         raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt): {type(e).__name__}: {e}') from None
-    if header.get('format') != _CKPT_FORMAT:
+    if header.get('format') not in (_CKPT_FORMAT, 'gptcourse-checkpoint-1'):
         raise CheckpointError(f'{path} is not a gptcourse checkpoint (format {header.get("format")!r}, expected {_CKPT_FORMAT!r})')
-    if header.get('sha256') != _digest(tensors):
-        raise CheckpointError(f'{path} is corrupt: its tensors do not match the sha256 recorded when it was saved')
+    covers_header = header['format'] == _CKPT_FORMAT  # format 1 files (before 2026-11-25) have a tensors-only sha256
+    if header.get('sha256') != _digest(tensors, header if covers_header else None):
+        raise CheckpointError(f'{path} is corrupt: its tensors or header do not match the sha256 recorded when it was saved')
     if model is not None:
         sd = {k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}
         for alias, src in header['aliases'].items(): sd[alias] = sd[src]
@@ -351,8 +363,9 @@ def list_checkpoints(out_dir) -> list[Path]:
 
 def save_step(out_dir, step: int, model, optimizer=None, keep: int | None = 2, **meta) -> Path:
     "Checkpoint a run folder after `step` steps (`save_checkpoint` with `step` in the meta); keep the newest `keep` (None: all)."
+    if keep is not None and keep < 1: raise ValueError(f'keep must be at least 1 (or None: keep all), got {keep}')
     path = save_checkpoint(checkpoint_path(out_dir, step), model, optimizer, step=step, **meta)
-    if keep:
+    if keep is not None:
         for old in list_checkpoints(out_dir)[:-keep]: old.unlink(missing_ok=True)
     return path
 

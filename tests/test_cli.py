@@ -117,13 +117,18 @@ def test_each_sampler_points_to_the_other(run, tmp_path):
 
 @pytest.mark.parametrize('argv', [['train', '--preset', 'huge'], ['train', '--max-steps', '0'],
                                   ['sample', '--max-new-tokens', '0'], ['gpt2-sample', '--top-k', '0'],
-                                  ['gpt2-sample', '--num-samples', '0'], ['gpt2-train', '--batch-size', '0']])
+                                  ['gpt2-sample', '--num-samples', '0'], ['gpt2-train', '--batch-size', '0'],
+                                  ['gpt2-train', '--warmup-steps', '-5'], ['train', '--keep', '-1'],
+                                  ['gpt2-train', '--keep', '0'], ['train', '--device', 'nonsense'],
+                                  ['sample', '--device', 'cuda:99'], ['gpt2-sample', '--device', 'tpu'],
+                                  ['train', '--eval-iters', '-1'], ['train', '--eval-interval', '0']])
 def test_bad_values_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as e: main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert 'Traceback' not in err and err.strip().splitlines()[-1].startswith(f'gptcourse {argv[0]}: error: ')
-    assert ("invalid choice: 'huge'" in err and 'lecture' in err) or 'must be at least 1, got 0' in err, err
+    assert (("invalid choice: 'huge'" in err and 'lecture' in err) or 'must be at least' in err
+            or 'is not a device' in err or 'this machine has' in err), err
 
 
 def test_gpt2_train_resume_needs_a_run_folder():
@@ -131,11 +136,85 @@ def test_gpt2_train_resume_needs_a_run_folder():
 
 
 def test_commands_and_help():
+    import argparse
     parser = build_parser()
-    commands = set(parser._subparsers._group_actions[0].choices)
-    assert commands == {'train', 'sample', 'gpt2-sample', 'prepare', 'gpt2-train'}
-    for c in commands:
-        r = gptcourse(c, '--help')
-        assert r.returncode == 0 and f'usage: gptcourse {c}' in r.stdout
-        for line in r.stdout.split('options:')[1].split('\n  -')[1:]:  # every option says what it does
-            assert len(line.split(None, 1)) == 2 or '\n' in line, (c, line)
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == {'train', 'sample', 'gpt2-sample', 'prepare', 'gpt2-train', 'presets', 'plot'}
+    for name, sub in commands.items():
+        r = gptcourse(name, '--help')
+        assert r.returncode == 0 and f'usage: gptcourse {name}' in r.stdout
+        for a in sub._actions:  # every option that takes a value says what it does and its default
+            if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._StoreTrueAction)):
+                assert a.help and 'default' in a.help, (name, a.option_strings, a.help)
+
+
+def test_version_and_package_metadata():
+    import importlib.metadata
+    import gptcourse as pkg
+    r = gptcourse('--version')
+    assert r.returncode == 0 and r.stdout.strip() == f'gptcourse {pkg.__version__}'
+    assert importlib.metadata.version('gptcourse') == pkg.__version__
+    meta = importlib.metadata.metadata('gptcourse')
+    assert meta['Summary'].startswith('Build a GPT') and meta['Author'] == 'gptcourse contributors'
+    assert 'Apache' in meta['License'] and any('github.com/gptcourse' in u for u in meta.get_all('Project-URL'))
+
+
+def test_missing_data_offline_is_one_line(tmp_path, monkeypatch):
+    "No data and no internet: one line that names the file, the folder, the URL and GPTCOURSE_DATA; nothing half-made."
+    import urllib.error, urllib.request
+    def offline(*a, **k): raise urllib.error.URLError('no network')
+    monkeypatch.setattr(urllib.request, 'urlopen', offline)
+    data = tmp_path/'data'
+    monkeypatch.setenv('GPTCOURSE_DATA', str(data))
+    msg = exit_message('train', '--preset', 'cpu', '--out', tmp_path/'run', '--device', 'cpu')
+    assert msg.startswith('gptcourse train: could not download tinyshakespeare.txt from https://') and '\n' not in msg
+    assert str(data/'tinyshakespeare.txt') in msg and 'GPTCOURSE_DATA' in msg, msg
+    msg = exit_message('prepare', '--out', tmp_path/'shards', '--no-progress')
+    assert msg.startswith('gptcourse prepare: could not download gpt2/encoder.json') and 'GPTCOURSE_DATA' in msg, msg
+    msg = exit_message('gpt2-train', '--preset', 'cpu', '--out', tmp_path/'g', '--no-progress')
+    assert msg.startswith('gptcourse gpt2-train: could not download'), msg
+    assert not (tmp_path/'run').exists() and not (tmp_path/'shards').exists() and not (tmp_path/'g').exists()
+    assert sorted(p.name for p in data.rglob('*') if p.is_file()) == []   # no partial download left
+
+
+def test_presets_and_plot(run, tmp_path):
+    r = gptcourse('presets')
+    assert r.returncode == 0
+    for line in ('train      cpu', 'train      lecture', 'gpt2-train cpu', 'gpt2-train lecture'):
+        assert line in r.stdout, r.stdout
+    assert '10.8M parameters' in r.stdout and '124.5M parameters' in r.stdout
+    r = gptcourse('plot', '--model', run, '--out', tmp_path/'loss.png')
+    assert r.returncode == 0, r.stderr
+    assert 'step       0: train 4.1' in r.stdout and 'step     200:' in r.stdout
+    assert (tmp_path/'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert 'no checkpoint in' in exit_message('plot', '--model', tmp_path/'none')
+
+
+@pytest.mark.skipif(__import__('torch').cuda.is_available(), reason='checks the message of a machine without CUDA')
+def test_cuda_without_cuda_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e: main(['train', '--device', 'cuda'])
+    assert e.value.code == 2 and "'cuda': this machine has no cuda device; available: cpu" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_where_the_last_checkpoint_is(run, tmp_path, monkeypatch, capsys):
+    import gptcourse.gpt2_train as gt
+    copy = tmp_path/'run'; copy.mkdir()
+    for f in list_checkpoints(run): (copy/f.name).write_bytes(f.read_bytes())
+    def interrupted(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(gt, 'fit', interrupted)
+    with pytest.raises(SystemExit) as e: main(['train', *TINY, '--max-steps', '300', '--out', str(copy), '--resume'])
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and 'Traceback' not in err
+    assert f'interrupted; the last good checkpoint is {copy}/step_0000200.safetensors' in err
+    assert f'gptcourse train --out {copy} --resume' in err
+
+
+def test_a_diverging_gpt2_run_is_one_line(tmp_path, capsys):
+    from gptcourse.gpt2_train import prepare
+    prepare(None, tmp_path/'tok', progress=False)
+    with pytest.raises(SystemExit) as e:
+        main(['gpt2-train', '--data', str(tmp_path/'tok'), '--preset', 'cpu', '--out', str(tmp_path/'g'), '--lr', '1e30',
+              '--warmup-steps', '0', '--max-steps', '20', '--checkpoint-interval', '1', '--eval-interval', '0',
+              '--no-progress', '--device', 'cpu'])
+    msg = str(e.value.code) if isinstance(e.value.code, str) else capsys.readouterr().err
+    assert 'Traceback' not in msg and ('NaN' in msg or 'nan' in msg or 'inf' in msg), msg

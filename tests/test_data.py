@@ -3,7 +3,7 @@ the error cases of gptcourse.data."""
 import hashlib, http.server, threading
 import pytest, torch
 from hypothesis import given, settings, strategies as st
-from gptcourse.data import (CharTokenizer, ChecksumError, DownloadError, download, get_batch,
+from gptcourse.data import (CharTokenizer, ChecksumError, DownloadError, atomic_write, download, get_batch,
                             train_val_split, sha256sum)
 
 GOOD = b'First Citizen:\nBefore we proceed any further, hear me speak.\n' * 100
@@ -83,3 +83,22 @@ def test_batches():
     tr, va = train_val_split(data, 0.9)
     assert len(tr) == 900 and len(va) == 100
     with pytest.raises(ValueError, match='train_frac'): train_val_split(data, 1.5)
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    "A writer killed mid-write leaves its temporary file; the next write into the folder removes it, and only it."
+    import os, subprocess, sys
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f'.step_0000010.safetensors.{dead_pid}.abc123.tmp'; stale.write_bytes(b'x' * 1000)
+    mine = tmp_path / f'.other.{os.getpid()}.def456.tmp'; mine.write_bytes(b'in progress')
+    unrelated = tmp_path / '.notes.tmp'; unrelated.write_bytes(b'keep me')
+    with atomic_write(tmp_path / 'step_0000020.safetensors') as f: f.write(b'new')
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, unrelated.name, 'step_0000020.safetensors'])
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    (tmp_path / 'a.bin').write_bytes(b'good')
+    with pytest.raises(RuntimeError):
+        with atomic_write(tmp_path / 'a.bin') as f: f.write(b'half'); raise RuntimeError('crash')
+    assert (tmp_path / 'a.bin').read_bytes() == b'good' and [p.name for p in tmp_path.iterdir()] == ['a.bin']

@@ -106,3 +106,58 @@ def test_hub_failure_is_explained(monkeypatch):
     monkeypatch.setattr(huggingface_hub, 'hf_hub_download', offline)
     with pytest.raises(OSError, match='could not get openai-community/gpt2-medium .*ConnectionError: no network.*pass a folder'):
         GPT.from_pretrained('gpt2-medium')
+
+def test_dropout_is_off_in_eval_mode():
+    "With dropout 0.5, eval mode gives the same logits as the same weights without dropout, every time."
+    torch.manual_seed(0)
+    cfg = dict(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=16)
+    a, b = GPT(GPTConfig(dropout=0.5, **cfg)).eval(), GPT(GPTConfig(dropout=0.0, **cfg)).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randint(0, 50, (2, 16))
+    with torch.no_grad(): assert torch.equal(a(x)[0], b(x)[0]) and torch.equal(a(x)[0], a(x)[0])
+    a.train()
+    with torch.no_grad(): assert not torch.equal(a(x)[0], b(x)[0])   # and on in training
+
+def test_residual_projections_are_scaled_at_init():
+    "Both c_proj layers (attention and MLP) start at N(0, 0.02/sqrt(2 n_layer)); the others at N(0, 0.02)."
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(block_size=32, vocab_size=512, n_layer=8, n_head=4, n_embd=256))
+    sd, want = m.state_dict(), 0.02 / (2 * 8) ** 0.5
+    for i in range(8):
+        for name in ('attn.c_proj.weight', 'mlp.c_proj.weight'):
+            assert abs(sd[f'transformer.h.{i}.{name}'].std() - want) < 0.1 * want, (i, name)
+        assert abs(sd[f'transformer.h.{i}.attn.c_attn.weight'].std() - 0.02) < 0.002
+
+def test_gpt2_uses_the_tanh_gelu():
+    "GPT-2's activation is the tanh approximation, which differs from the exact GELU by up to ~1e-3."
+    m = GPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=1, n_embd=8))
+    x = torch.linspace(-4, 4, 1001)
+    tanh_gelu = 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3)))
+    act = m.transformer.h[0].mlp.act(x)
+    assert torch.allclose(act, tanh_gelu, atol=1e-6) and (act - torch.nn.functional.gelu(x)).abs().max() > 1e-4
+
+@pytest.mark.parametrize('idx, msg', [(torch.zeros(2, 3), 'integer tensor of shape (B, T)'),
+                                      (torch.zeros(3, dtype=torch.long), 'integer tensor of shape (B, T)'),
+                                      (torch.zeros(2, 0, dtype=torch.long), 'T = 0'),
+                                      (torch.tensor([[1, 16]]), 'token id 16 is outside the vocabulary: ids are 0..15'),
+                                      (torch.tensor([[-1, 2]]), 'token id -1 is outside')])
+def test_bad_token_tensors_are_refused(idx, msg):
+    m = GPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=1, n_embd=8))
+    with pytest.raises(ValueError) as e: m(idx)
+    assert msg in str(e.value)
+
+def test_generate_refuses_float_tokens():
+    from gptcourse.train import generate
+    m = GPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=1, n_embd=8))
+    with pytest.raises(ValueError, match='generate takes token ids'): generate(m, torch.zeros(1, 3), 2)
+
+def test_broken_folders_are_one_message(hf_folder, tmp_path):
+    _, folder = hf_folder
+    trunc = _copy(folder, tmp_path / 'trunc')
+    raw = (trunc / 'model.safetensors').read_bytes(); (trunc / 'model.safetensors').write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(ValueError, match='is not a readable safetensors file'): GPT.from_pretrained(trunc)
+    cfg = json.loads((folder / 'config.json').read_text()); del cfg['n_embd']
+    bad = _copy(folder, tmp_path / 'nokeys'); (bad / 'config.json').write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match='lacks n_embd'): GPT.from_pretrained(bad)
+    (bad / 'config.json').write_text('{not json')
+    with pytest.raises(ValueError, match='is not a JSON file'): GPT.from_pretrained(bad)

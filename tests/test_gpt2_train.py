@@ -66,3 +66,98 @@ def test_hellaswag_during_training(data, tmp_path):
     (tmp_path / 'bad.jsonl').write_text('{"ctx": 1}')
     with pytest.raises(ValueError, match='a HellaSwag example needs'):
         train_gpt2(data, 'cpu', max_steps=2, total_batch=64, eval_interval=2, hellaswag=str(tmp_path / 'bad.jsonl'), **SMALL)
+
+
+def test_resume_keeps_the_schedule_unless_asked(data, tmp_path, capsys):
+    "--resume continues the run's own schedule (not the preset's); a new one is used only when asked, and said plainly."
+    import warnings
+    kw = dict(total_batch=64, eval_interval=0, batch_size=2, seq_len=32, eval_iters=1, progress=False)
+    whole = train_gpt2(data, 'cpu', max_steps=6, verbose=False, **kw)
+    train_gpt2(data, 'cpu', out_dir=tmp_path, max_steps=6, stop_after=3, verbose=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no raw Python warning on the way
+        res = train_gpt2(data, None, out_dir=tmp_path, resume=True, **kw)
+    out = capsys.readouterr().out
+    assert 'at step 3, continuing its schedule' in out, out
+    assert res.settings['max_steps'] == 6 and res.history.lr == whole.history.lr and res.history.loss == whole.history.loss
+    longer = train_gpt2(data, None, out_dir=tmp_path, resume=True, max_steps=8, **kw)
+    assert 'at step 6, with the new settings asked for: max_steps 6 -> 8' in capsys.readouterr().out
+    assert len(longer.history.loss) == 8
+
+
+def test_a_diverging_run_keeps_its_good_checkpoints(data, tmp_path):
+    "lr 1e30 diverges: the run stops, no checkpoint with NaN weights is written, the good ones stay."
+    from gptcourse.train import CheckpointError
+    kw = dict(total_batch=64, eval_interval=0, checkpoint_interval=1, **SMALL)
+    train_gpt2(data, 'cpu', out_dir=tmp_path, max_steps=2, **kw)
+    good = {p.name: p.read_bytes() for p in list_checkpoints(tmp_path)}
+    assert list(good) == ['step_0000001.safetensors', 'step_0000002.safetensors']
+    with pytest.raises((FloatingPointError, CheckpointError)):
+        train_gpt2(data, 'cpu', out_dir=tmp_path, resume=True, max_steps=10, lr=1e30, warmup_steps=0, **kw)
+    for p in list_checkpoints(tmp_path):
+        meta = load_checkpoint(p)   # verifies; and the weights are finite
+        assert p.name in good or meta['step'] <= 10
+        from safetensors.torch import load_file
+        assert all(torch.isfinite(t).all() for k, t in load_file(p).items() if k.startswith('model.'))
+
+
+def test_prepare_never_loses_shards(data, tmp_path):
+    from gptcourse.gpt2_train import prepare as prep
+    out = tmp_path / 'shards'
+    (tmp_path / 'empty.txt').write_text('  \n')
+    (tmp_path / 'latin1.txt').write_bytes('café'.encode('latin-1'))
+    (tmp_path / 'good.txt').write_text('To be, or not to be, that is the question. ' * 50)
+    prep(tmp_path / 'good.txt', out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match='empty.txt is empty'): prep(tmp_path / 'empty.txt', out, progress=False, overwrite=True)
+    with pytest.raises(ValueError, match='latin1.txt is not UTF-8 text'): prep(tmp_path / 'latin1.txt', out, progress=False, overwrite=True)
+    with pytest.raises(ValueError, match='already holds token shards: pass --overwrite'): prep(tmp_path / 'good.txt', out, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['empty.txt', 'good.txt', 'latin1.txt', 'shards']  # no temp folder
+    info = prep(tmp_path / 'good.txt', out, progress=False, overwrite=True, val_frac=0.2)
+    assert info['val'] > 0 and sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def test_shards_that_are_not_token_ids_are_refused(tmp_path):
+    import numpy as np
+    (tmp_path / 'f').mkdir(); np.save(tmp_path / 'f' / 'train_000000.npy', np.arange(100, dtype=np.float64))
+    with pytest.raises(ValueError, match='float64 array, not token ids'): DataLoaderLite(tmp_path / 'f', 2, 4)
+    (tmp_path / 'i').mkdir(); np.save(tmp_path / 'i' / 'train_000000.npy', np.arange(100, dtype=np.uint16) + 50300)
+    with pytest.raises(ValueError, match='holds token id 50399, but the model has 50304'):
+        DataLoaderLite(tmp_path / 'i', 2, 4, vocab_size=50304)
+    assert DataLoaderLite(tmp_path / 'i', 2, 4).next_batch()[0].shape == (2, 4)   # without a vocabulary: no check
+
+
+def test_hellaswag_is_checked_before_it_is_kept(tmp_path, monkeypatch):
+    import io, urllib.error, urllib.request, warnings
+    from gptcourse.data import DownloadError
+    from gptcourse.gpt2_train import load_hellaswag
+    line = json.dumps({'ctx': 'a', 'endings': ['b', 'c', 'd', 'e'], 'label': 1}) + '\n'
+    served = {'body': (line * 3).encode()}
+    class Response(io.BytesIO):
+        def __enter__(self): return self
+        def __exit__(self, *a): return False
+    monkeypatch.setattr(urllib.request, 'urlopen', lambda *a, **k: Response(served['body']))
+    with pytest.raises(ValueError, match='holds 3 HellaSwag val examples, not 10042'): load_hellaswag('val', tmp_path)
+    assert list(tmp_path.iterdir()) == []                                   # a short download is not cached
+    served['body'] = (line * 10042).encode()
+    (tmp_path / 'hellaswag_val.jsonl').write_text(line * 5)                 # a cut cached copy is fetched again
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        assert len(load_hellaswag('val', tmp_path)) == 10042
+    assert any('downloading it again' in str(x.message) for x in w)
+    def offline(*a, **k): raise urllib.error.URLError('no network')
+    monkeypatch.setattr(urllib.request, 'urlopen', offline)
+    with pytest.raises(DownloadError, match='without internet, put a copy at'): load_hellaswag('test', tmp_path)
+
+
+def test_char_resume_is_exact_at_any_step_with_dropout(tmp_path, monkeypatch):
+    "Stopped at step 7 (not an evaluation step) and resumed == never stopped, with dropout on (RNG states restored)."
+    import gptcourse.gpt2_train as gt
+    monkeypatch.setitem(gt.PRESETS, 'cpu', dict(gt.PRESETS['cpu'], dropout=0.1, n_layer=2, n_embd=32, batch_size=8))
+    kw = dict(preset='cpu', eval_interval=5, eval_iters=2, device='cpu', progress=False, log=lambda *a: None)
+    straight, h1 = gt.train_chargpt(tmp_path / 'a', max_steps=12, **kw)
+    gt.train_chargpt(tmp_path / 'b', max_steps=7, **kw)
+    resumed, h2 = gt.train_chargpt(tmp_path / 'b', max_steps=12, resume=True, **kw)
+    assert h2.loss == h1.loss
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))

@@ -1,0 +1,77 @@
+"""The README as a new user meets it: its commands, run one after another in an empty folder with the data only
+in a data folder (no tiktoken cache, no internet), then its library snippet exactly as written. Commands that need
+a GPU or the Hugging Face hub (the lecture presets, OpenAI's weights, torchrun on 8 GPUs) are left out."""
+import os, re, shlex, shutil, subprocess, sys
+from pathlib import Path
+import pytest
+from gptcourse.data import data_dir, gpt2_files, tiny_shakespeare
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT/'README.md').read_text(encoding='utf-8')
+NEEDS_GPU_OR_HUB = ('--preset lecture', '--model runs/lecture', '--model gpt2 ', 'torchrun')
+
+
+def readme_blocks(lang: str) -> list[str]:
+    return re.findall(rf'```{lang}\n(.*?)```', README, re.S)
+
+
+def readme_commands() -> list[list[str]]:
+    "The `gptcourse ...` lines of the README's shell blocks that run on a CPU offline, as argument lists."
+    out = []
+    for block in readme_blocks('sh'):
+        for line in block.splitlines():
+            args = shlex.split(line, comments=True)
+            if args[:1] == ['gptcourse'] and not any(n in line for n in NEEDS_GPU_OR_HUB): out.append(args)
+    return out
+
+
+@pytest.fixture(scope='module')
+def user(tmp_path_factory):
+    "An empty working folder, and an environment whose data folder holds only the three checksummed files."
+    home = tmp_path_factory.mktemp('user')
+    data = home/'data'; (data/'gpt2').mkdir(parents=True)
+    tiny_shakespeare(); encoder, vocab = gpt2_files()  # from the test run's own data folder (CI: ../shared/data)
+    shutil.copy(data_dir()/'tinyshakespeare.txt', data/'tinyshakespeare.txt')
+    shutil.copy(encoder, data/'gpt2'/'encoder.json'); shutil.copy(vocab, data/'gpt2'/'vocab.bpe')
+    env = dict(os.environ, GPTCOURSE_DATA=str(data), TIKTOKEN_CACHE_DIR=str(home/'no-tiktoken-cache'),
+               HF_HUB_OFFLINE='1', MPLBACKEND='Agg', OMP_NUM_THREADS='1')  # one thread: steady on a shared machine
+    work = home/'work'; work.mkdir()
+    return work, env
+
+
+def test_the_readme_shows_the_main_job():
+    cmds = [' '.join(a[:2]) for a in readme_commands()]
+    for c in ('gptcourse train', 'gptcourse sample', 'gptcourse prepare', 'gptcourse gpt2-train', 'gptcourse gpt2-sample'):
+        assert c in cmds, c
+
+
+def test_readme_commands_then_library_snippet(user):
+    work, env = user
+    exe = shutil.which('gptcourse')
+    outputs = {}
+    for args in readme_commands():
+        cmd = [exe, *args[1:]] if exe else [sys.executable, '-m', 'gptcourse.cli', *args[1:]]
+        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f'{shlex.join(args)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}'
+        assert 'Traceback' not in r.stderr and 'Warning' not in r.stderr, r.stderr[-2000:]
+        outputs[shlex.join(args)] = r.stdout
+    assert sorted(p.name for p in (work/'runs'/'chargpt').glob('step_*')) == ['step_0003500.safetensors',
+                                                                             'step_0004000.safetensors']
+    assert (work/'runs'/'chargpt'/'loss.png').stat().st_size > 10_000
+    resumed = next(v for k, v in outputs.items() if k.startswith('gptcourse gpt2-train') and '--resume' in k)
+    assert 'continuing its schedule' in resumed, resumed
+    assert not (work/'data').exists() and not (Path(env['TIKTOKEN_CACHE_DIR'])/'gpt2').exists()
+
+    # the resumed GPT-2 run followed the 30-step schedule it was started with, as if never stopped
+    from gptcourse.gpt2_train import get_lr
+    from gptcourse.train import load_latest
+    meta = load_latest(work/'runs'/'gpt2')[1]
+    s = meta['settings']
+    assert meta['step'] == 30 and len(meta['history']['lr']) == 30
+    want = [get_lr(i, s['max_lr'], 0.1 * s['max_lr'], s['warmup_steps'], s['max_steps']) for i in range(30)]
+    assert meta['history']['lr'] == pytest.approx(want, rel=1e-12)
+
+    (snippet,) = readme_blocks('python')
+    r = subprocess.run([sys.executable, '-c', snippet], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith('ROMEO:') and len(r.stdout) > 200 and r.stdout.count('ROMEO:') >= 2, r.stdout
