@@ -40,6 +40,7 @@ def apply_merges(ids, ranks: dict, merges: dict | None = None) -> list[int]:
         ids = merge(ids, pair, merges[pair])
     return ids
 
+# %% ../nbs/11_bpe.ipynb #54e7902b
 class BasicTokenizer:
     "Byte-level BPE tokenizer: 256 byte tokens plus the merges `train` learns; `encode`/`decode` between text and ids."
     def __init__(self):
@@ -153,54 +154,62 @@ class GPT2Tokenizer:
     def special_tokens_set(self) -> set[str]: return set(self.special_tokens)
     def __repr__(self): return f'GPT2Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, special_tokens={self.special_tokens})'
 
-    def _bpe_chunk(self, chunk: str) -> tuple[int, ...]:
-        return tuple(apply_merges_fast([self.byte_ids[b] for b in chunk.encode('utf-8')], self.ranks, self.merges))
+# %% ../nbs/11_bpe.ipynb #b3bee44e
+def _tok_bpe_chunk(self, chunk: str) -> tuple[int, ...]:
+    return tuple(apply_merges_fast([self.byte_ids[b] for b in chunk.encode('utf-8')], self.ranks, self.merges))
 
-    def encode_ordinary(self, text: str) -> list[int]:
-        "Token ids of `text`, treating special-token strings as ordinary text."
-        try: text.encode('utf-8')
-        except UnicodeEncodeError: text = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')  # as tiktoken
-        ids = []
-        for chunk in self.pattern.findall(text): ids.extend(self._bpe(chunk))
-        return ids
+def _tok_encode_ordinary(self, text: str) -> list[int]:
+    "Token ids of `text`, treating special-token strings as ordinary text."
+    try: text.encode('utf-8')
+    except UnicodeEncodeError: text = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')  # as tiktoken
+    ids = []
+    for chunk in self.pattern.findall(text): ids.extend(self._bpe(chunk))
+    return ids
 
-    def _special_set(self, value, name: str) -> set[str]:
-        if value == 'all': return set(self.special_tokens)
-        if isinstance(value, str):
-            raise ValueError(f"{name} must be 'all' or a set of special token names, e.g. {{'<|endoftext|>'}}; got the string {value!r}")
-        value = set(value)
-        if unknown := value - set(self.special_tokens):
-            raise ValueError(f'unknown special token(s) in {name}: {sorted(unknown)}; the known special tokens are {sorted(self.special_tokens)}')
-        return value
+GPT2Tokenizer._bpe_chunk, GPT2Tokenizer.encode_ordinary = _tok_bpe_chunk, _tok_encode_ordinary
 
-    def encode(self, text: str, allowed_special=frozenset(), disallowed_special='all') -> list[int]:
-        "Token ids of `text`; special tokens become their ids only if in `allowed_special` ('all' or a set) and raise ValueError if in `disallowed_special` (default 'all': every special not allowed)."
-        allowed = self._special_set(allowed_special, 'allowed_special')
-        disallowed = self._special_set(disallowed_special, 'disallowed_special')
-        if disallowed_special == 'all': disallowed -= allowed
-        for m in self._special_pattern.finditer(text):
-            if m.group() in disallowed:
-                raise ValueError(f'the text contains the special token {m.group()!r} at position {m.start()}. To encode it as its '
-                                 f'token id pass allowed_special={{{m.group()!r}}} (or "all"); to encode it as ordinary text '
-                                 f'pass disallowed_special=() (or leave it out of disallowed_special).')
-        if not allowed: return self.encode_ordinary(text)
-        ids, start = [], 0
-        for m in self._special_pattern.finditer(text):
-            if m.group() not in allowed: continue
-            ids.extend(self.encode_ordinary(text[start:m.start()]))
-            ids.append(self.special_tokens[m.group()])
-            start = m.end()
-        ids.extend(self.encode_ordinary(text[start:]))
-        return ids
+# %% ../nbs/11_bpe.ipynb #8150a45a
+def _tok_special_set(self, value, name: str) -> set[str]:
+    if value == 'all': return set(self.special_tokens)
+    if isinstance(value, str):
+        raise ValueError(f"{name} must be 'all' or a set of special token names, e.g. {{'<|endoftext|>'}}; got the string {value!r}")
+    value = set(value)
+    if unknown := value - set(self.special_tokens):
+        raise ValueError(f'unknown special token(s) in {name}: {sorted(unknown)}; the known special tokens are {sorted(self.special_tokens)}')
+    return value
 
-    def decode_bytes(self, ids) -> bytes:
-        "The bytes that the token ids stand for (exact, even where they cut a character); ValueError on ids out of range."
-        ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
-        if ids and (min(ids) < 0 or max(ids) >= self.n_vocab):
-            bad = [i for i in ids if not 0 <= i < self.n_vocab]
-            raise ValueError(f'token id(s) {bad[:10]} out of range: valid ids are 0..{self.n_vocab - 1}')
-        return b''.join([self._bytes[i] for i in ids])
+def _tok_encode(self, text: str, allowed_special=frozenset(), disallowed_special='all') -> list[int]:
+    "Token ids of `text`; special tokens become their ids only if in `allowed_special` ('all' or a set) and raise ValueError if in `disallowed_special` (default 'all': every special not allowed)."
+    allowed = self._special_set(allowed_special, 'allowed_special')
+    disallowed = self._special_set(disallowed_special, 'disallowed_special')
+    if disallowed_special == 'all': disallowed -= allowed
+    for m in self._special_pattern.finditer(text):
+        if m.group() in disallowed:
+            raise ValueError(f'the text contains the special token {m.group()!r} at position {m.start()}. To encode it as its '
+                             f'token id pass allowed_special={{{m.group()!r}}} (or "all"); to encode it as ordinary text '
+                             f'pass disallowed_special=() (or leave it out of disallowed_special).')
+    if not allowed: return self.encode_ordinary(text)
+    ids, start = [], 0
+    for m in self._special_pattern.finditer(text):
+        if m.group() not in allowed: continue
+        ids.extend(self.encode_ordinary(text[start:m.start()]))
+        ids.append(self.special_tokens[m.group()])
+        start = m.end()
+    ids.extend(self.encode_ordinary(text[start:]))
+    return ids
+GPT2Tokenizer._special_set, GPT2Tokenizer.encode = _tok_special_set, _tok_encode
 
-    def decode(self, ids, errors: str = 'replace') -> str:
-        "The text for the token ids; bytes that are not valid UTF-8 become '�' (errors='replace', as tiktoken)."
-        return self.decode_bytes(ids).decode('utf-8', errors=errors)
+# %% ../nbs/11_bpe.ipynb #cccff2fd
+def _tok_decode_bytes(self, ids) -> bytes:
+    "The bytes that the token ids stand for (exact, even where they cut a character); ValueError on ids out of range."
+    ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
+    if ids and (min(ids) < 0 or max(ids) >= self.n_vocab):
+        bad = [i for i in ids if not 0 <= i < self.n_vocab]
+        raise ValueError(f'token id(s) {bad[:10]} out of range: valid ids are 0..{self.n_vocab - 1}')
+    return b''.join([self._bytes[i] for i in ids])
+
+def _tok_decode(self, ids, errors: str = 'replace') -> str:
+    "The text for the token ids; bytes that are not valid UTF-8 become '�' (errors='replace', as tiktoken)."
+    return self.decode_bytes(ids).decode('utf-8', errors=errors)
+
+GPT2Tokenizer.decode_bytes, GPT2Tokenizer.decode = _tok_decode_bytes, _tok_decode

@@ -48,7 +48,7 @@ def _init_weights(module):
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-
+# %% ../nbs/07_chargpt.ipynb #3b6da9dd
 class CharGPT(nn.Module):
     "The lecture's character-level GPT: embeddings, a stack of `Block`s, a final LayerNorm and a linear head."
     def __init__(self, config: CharGPTConfig):

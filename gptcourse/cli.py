@@ -57,6 +57,7 @@ def _stopped(cmd: str, out, why: str, code: int = 1) -> SystemExit:
     print(f'gptcourse {cmd}: {why}; {where}', file=sys.stderr)
     return SystemExit(code)
 
+# %% ../nbs/12_cli.ipynb #8bf5f6f8
 def _char_sample(model, tokenizer, prompt: str, n: int, seed=None, **kw) -> str:
     "`prompt` continued by `n` characters of a character-level `model` (with the KV cache)."
     device = next(model.parameters()).device
@@ -95,6 +96,7 @@ def sample_command(args):
     sys.stdout.write(text + '\n')
     return text
 
+# %% ../nbs/12_cli.ipynb #c3ff023f
 def add_char_commands(sub):
     "The `train` and `sample` commands of the character-level GPT (lessons 07–09)."
     p = sub.add_parser('train', help='train the character-level GPT on Tiny Shakespeare',

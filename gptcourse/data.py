@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, hashlib, os, tempfile, urllib.error, urllib.request, warnings
 from pathlib import Path
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 
 # %% auto #0
 __all__ = ['DATA_ENV', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'GPT2_ENCODER_URL', 'GPT2_ENCODER_SHA256',

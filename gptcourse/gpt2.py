@@ -70,6 +70,7 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
+# %% ../nbs/08_gpt2.ipynb #3bfd4ec3
 class MLP(nn.Module):
     "The position-wise feed-forward network: Linear to 4·n_embd, the non-linearity (GPT-2: tanh GELU), Linear back."
     def __init__(self, config: GPTConfig):
@@ -131,11 +132,6 @@ class GPT(nn.Module):
     @property
     def block_size(self) -> int: return self.config.block_size
 
-    def num_params(self, non_embedding: bool = False) -> int:
-        "Number of parameters (tied ones once); `non_embedding` leaves out the position embedding, as nanoGPT does."
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
-
     def forward(self, idx, targets=None, kv_cache=None):
         _check_ids(idx, self.config.vocab_size)
         B, T = idx.size()
@@ -152,14 +148,13 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
-    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.95), eps: float = 1e-8,
-                             device_type: str = 'cpu') -> torch.optim.AdamW:
-        "AdamW with weight decay on the matrices and embeddings (>= 2-D) only, not on biases and LayerNorm gains; fused on CUDA."
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-        extra = dict(fused=True) if device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters else {}
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, **extra)
+# %% ../nbs/08_gpt2.ipynb #b2d7abf9
+def _num_params(self, non_embedding: bool = False) -> int:
+    "Number of parameters (tied ones once); `non_embedding` leaves out the position embedding, as nanoGPT does."
+    n = sum(p.numel() for p in self.parameters())
+    return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+GPT.num_params = _num_params
 
 # %% ../nbs/08_gpt2.ipynb #87c1296f
 def char_config(cfg: CharGPTConfig) -> GPTConfig:
@@ -199,6 +194,18 @@ def _from_chargpt(cls, ref: CharGPT) -> GPT:
     return model
 
 GPT.from_chargpt = _from_chargpt
+
+# %% ../nbs/08_gpt2.ipynb #e7cb8221
+def _configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.95), eps: float = 1e-8,
+                          device_type: str = 'cpu') -> torch.optim.AdamW:
+    "AdamW with weight decay on the matrices and embeddings (>= 2-D) only, not on biases and LayerNorm gains; fused on CUDA."
+    params = [p for p in self.parameters() if p.requires_grad]
+    groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+              {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+    extra = dict(fused=True) if device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters else {}
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, **extra)
+
+GPT.configure_optimizers = _configure_optimizers
 
 # %% ../nbs/08_gpt2.ipynb #81234403
 EOT = 50256  # <|endoftext|>

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 from .data import CharTokenizer, DownloadError, atomic_write, data_dir, get_batch, tiny_shakespeare, train_val_split
 from .train import (CheckpointError, History, Precision, configure_speed, default_device, fit, forward_backward,
                              get_preset, list_checkpoints, load_latest, maybe_compile, rng_state, save_step,
@@ -90,6 +90,26 @@ def default_data_dir() -> Path:
     "Where `prepare` writes Tiny Shakespeare's shards by default: `<data_dir>/gpt2_tokens/tinyshakespeare`."
     return data_dir() / 'gpt2_tokens' / 'tinyshakespeare'
 
+# %% ../nbs/09_gpt2_train.ipynb #2d12fb48
+def _shards(folder: Path, split: str) -> tuple[list[Path], list[int]]:
+    "The `split`'s shard files in `folder` and their lengths, each checked to be a 1-D array of integer token ids."
+    if not folder.is_dir():
+        raise FileNotFoundError(f'{folder}: no such folder of token shards (make one with `gptcourse prepare --out {folder}`)')
+    shards = sorted(folder.glob(f'{split}_*.npy'))
+    if not shards:
+        raise FileNotFoundError(f'{folder} has no {split}_*.npy shards (make them with `gptcourse prepare --out {folder}`)')
+    arrays = [np.load(f, mmap_mode='r') for f in shards]
+    for f, a in zip(shards, arrays):
+        if a.dtype.kind not in 'iu' or a.ndim != 1:
+            raise ValueError(f'{f} holds a {a.ndim}-D {a.dtype} array, not token ids (a 1-D integer array, as '
+                             '`gptcourse prepare` writes)')
+    return shards, [len(a) for a in arrays]
+
+def _check_ids_below(tokens, vocab_size: int, name: str):
+    hi = int(tokens.max())
+    if hi >= vocab_size:
+        raise ValueError(f'{name} holds token id {hi}, but the model has {vocab_size} (ids 0..{vocab_size - 1})')
+
 # %% ../nbs/09_gpt2_train.ipynb #63a14186
 class DataLoaderLite:
     "(B, T) batches of token ids and their next-token targets, read in order from shards (or a token array); rank r of world_size reads its own slice."
@@ -99,19 +119,7 @@ class DataLoaderLite:
         if not 0 <= rank < world_size: raise ValueError(f'rank must be in [0, world_size={world_size}), got {rank}')
         self.B, self.T, self.split, self.rank, self.world_size = B, T, split, rank, world_size
         self.vocab_size, self._checked = vocab_size, set()
-        if isinstance(data, (str, os.PathLike)):
-            folder = Path(data)
-            if not folder.is_dir():
-                raise FileNotFoundError(f'{folder}: no such folder of token shards (make one with `gptcourse prepare --out {folder}`)')
-            self.shards = sorted(folder.glob(f'{split}_*.npy'))
-            if not self.shards:
-                raise FileNotFoundError(f'{folder} has no {split}_*.npy shards (make them with `gptcourse prepare --out {folder}`)')
-            arrays = [np.load(f, mmap_mode='r') for f in self.shards]
-            for f, a in zip(self.shards, arrays):
-                if a.dtype.kind not in 'iu' or a.ndim != 1:
-                    raise ValueError(f'{f} holds a {a.ndim}-D {a.dtype} array, not token ids (a 1-D integer array, as '
-                                     '`gptcourse prepare` writes)')
-            lengths = [len(a) for a in arrays]
+        if isinstance(data, (str, os.PathLike)): self.shards, lengths = _shards(Path(data), split)
         else:
             self.shards = [torch.as_tensor(np.asarray(data)).long().reshape(-1)]
             lengths = [len(self.shards[0])]
@@ -128,41 +136,44 @@ class DataLoaderLite:
         s = self.shards[i]
         self.tokens = np.load(s, mmap_mode='r') if isinstance(s, Path) else s
         if self.vocab_size is not None and i not in self._checked:  # once per shard: ids the model has no row for
-            hi = int(self.tokens.max())
-            if hi >= self.vocab_size: raise ValueError(f'{getattr(s, "name", "the token array")} holds token id {hi}, '
-                                                       f'but the model has {self.vocab_size} (ids 0..{self.vocab_size - 1})')
-            self._checked.add(i)
+            _check_ids_below(self.tokens, self.vocab_size, getattr(s, 'name', 'the token array')); self._checked.add(i)
 
-    def reset(self):
-        "Back to the first batch of the first shard."
-        self.shard, self.step = 0, 0
-        self._load(0)
+# %% ../nbs/09_gpt2_train.ipynb #bdb4605e
+def _loader_reset(self):
+    "Back to the first batch of the first shard."
+    self.shard, self.step = 0, 0
+    self._load(0)
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        "The next (x, y) of shape (B, T) for this rank; y is x shifted by one token."
-        B, T = self.B, self.T
-        pos = (self.step * self.world_size + self.rank) * B * T
-        buf = torch.as_tensor(np.asarray(self.tokens[pos:pos + B * T + 1], dtype=np.int64))
-        x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
-        self.step += 1
-        if self.step == self.steps_per_shard[self.shard]:  # no room for another step: every rank moves on together
-            self.shard, self.step = (self.shard + 1) % len(self.shards), 0
-            self._load(self.shard)
-        return x, y
+def _loader_next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    "The next (x, y) of shape (B, T) for this rank; y is x shifted by one token."
+    B, T = self.B, self.T
+    pos = (self.step * self.world_size + self.rank) * B * T
+    buf = torch.as_tensor(np.asarray(self.tokens[pos:pos + B * T + 1], dtype=np.int64))
+    x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
+    self.step += 1
+    if self.step == self.steps_per_shard[self.shard]:  # no room for another step: every rank moves on together
+        self.shard, self.step = (self.shard + 1) % len(self.shards), 0
+        self._load(self.shard)
+    return x, y
 
-    def state_dict(self) -> dict:
-        "Where the loader is: shard index and token position of the next step (the same on every rank)."
-        return {'shard': self.shard, 'position': self.step * self.tokens_per_step}
+DataLoaderLite.reset, DataLoaderLite.next_batch = _loader_reset, _loader_next_batch
 
-    def load_state_dict(self, state: dict):
-        "Continue from a `state_dict()`."
-        shard, pos = int(state['shard']), int(state['position'])
-        if not 0 <= shard < len(self.shards): raise ValueError(f'loader state names shard {shard}, but there are {len(self.shards)}')
-        if pos % self.tokens_per_step or pos // self.tokens_per_step >= self.steps_per_shard[shard]:
-            raise ValueError(f'loader position {pos} does not fit steps of world_size·B·T = {self.tokens_per_step} tokens '
-                             '(was it saved with another batch size, sequence length or number of processes?)')
-        self.shard, self.step = shard, pos // self.tokens_per_step
-        self._load(shard)
+# %% ../nbs/09_gpt2_train.ipynb #9a649af3
+def _loader_state_dict(self) -> dict:
+    "Where the loader is: shard index and token position of the next step (the same on every rank)."
+    return {'shard': self.shard, 'position': self.step * self.tokens_per_step}
+
+def _loader_load_state_dict(self, state: dict):
+    "Continue from a `state_dict()`."
+    shard, pos = int(state['shard']), int(state['position'])
+    if not 0 <= shard < len(self.shards): raise ValueError(f'loader state names shard {shard}, but there are {len(self.shards)}')
+    if pos % self.tokens_per_step or pos // self.tokens_per_step >= self.steps_per_shard[shard]:
+        raise ValueError(f'loader position {pos} does not fit steps of world_size·B·T = {self.tokens_per_step} tokens '
+                         '(was it saved with another batch size, sequence length or number of processes?)')
+    self.shard, self.step = shard, pos // self.tokens_per_step
+    self._load(shard)
+
+DataLoaderLite.state_dict, DataLoaderLite.load_state_dict = _loader_state_dict, _loader_load_state_dict
 
 # %% ../nbs/09_gpt2_train.ipynb #b19dc5ac
 def padded_vocab_size(vocab_size: int = 50257, multiple: int = 128) -> int:
@@ -295,6 +306,7 @@ def read_hellaswag(path) -> list[dict]:
         out.append(ex)
     return out
 
+# %% ../nbs/09_gpt2_train.ipynb #add6765b
 HELLASWAG_EXAMPLES = {'val': 10042}  # no published checksum: the count and read_hellaswag's schema check are the test
 
 def load_hellaswag(split: str = 'val', folder=None) -> list[dict]:
@@ -317,6 +329,7 @@ def load_hellaswag(split: str = 'val', folder=None) -> list[dict]:
         raise DownloadError(f'could not download HellaSwag {split} from {url} ({e}); without internet, put a copy at '
                             f'{dest}') from e
 
+# %% ../nbs/09_gpt2_train.ipynb #f6a143fa
 def render_example(example: dict, enc=None) -> tuple[torch.Tensor, torch.Tensor, int]:
     "(tokens (4, L), mask (4, L), label): context + ' ' + each ending, zero-padded; mask is 1 on the ending's tokens."
     enc = enc or gpt2_tokenizer()
@@ -340,6 +353,7 @@ def completion_losses(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.
     m = mask[:, 1:].float()
     return (losses.view(tokens.size(0), -1) * m).sum(1) / m.sum(1)
 
+# %% ../nbs/09_gpt2_train.ipynb #b9ba1b3c
 def hellaswag_acc_norm(model, examples, device=None, rank: int = 0, world_size: int = 1, progress: bool = False) -> float:
     "acc_norm of `model` on HellaSwag `examples`: the share where the ending with the lowest mean token loss is the labelled one."
     base = unwrap_model(model); device = device or next(base.parameters()).device
@@ -394,13 +408,60 @@ def _log(msg: str, on: bool):
     "Print `msg` above any progress bar if `on`."
     if on: tqdm.write(msg)
 
-def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_dir=None, resume=False, max_steps: int | None = None,
-               batch_size: int | None = None, seq_len: int | None = None, total_batch: int | None = None,
-               lr: float | None = None, warmup_steps: int | None = None, weight_decay: float = 0.1, grad_clip: float = 1.0,
-               compile: bool | None = None, device: str | None = None, dtype: str = 'auto', eval_interval: int | None = None,
-               eval_iters: int | None = None, checkpoint_interval: int | None = None, keep: int | None = 2,
-               hellaswag=None, seed: int = 1337, stop_after: int | None = None, dropout: float = 0.0,
-               progress: bool = True, verbose: bool = True, log_interval: int | None = None) -> TrainResult:
+# %% ../nbs/09_gpt2_train.ipynb #7c437c6d
+def _check_settings(s: dict, keep, stop_after):
+    "Refuse settings no run can use, with the value and what is allowed."
+    for k in ('max_steps', 'batch_size', 'seq_len', 'total_batch', 'eval_iters'):
+        if int(s[k]) < 1: raise ValueError(f'{k} must be at least 1, got {s[k]}')
+    for k in ('warmup_steps', 'eval_interval', 'checkpoint_interval'):
+        if int(s[k]) < 0: raise ValueError(f'{k} must be at least 0, got {s[k]}')
+    if not (math.isfinite(s['max_lr']) and s['max_lr'] > 0):
+        raise ValueError(f'the learning rate must be positive and finite, got {s["max_lr"]}')
+    if keep is not None and keep < 1: raise ValueError(f'keep must be at least 1 (or None: keep all), got {keep}')
+    if stop_after is not None and not 0 < stop_after <= s['max_steps']:
+        raise ValueError(f'stop_after must be in [1, max_steps={s["max_steps"]}], got {stop_after}')
+
+def _build_model(s: dict, resuming: bool, dropout: float) -> GPT:
+    "The run's model: from its config (new or resumed: the checkpoint's weights come later) or OpenAI's weights."
+    if resuming or s['init'] == 'scratch':
+        cfg = GPTConfig(**s['model'])
+        if s['seq_len'] > cfg.block_size: cfg.block_size = s['seq_len']
+        model = GPT(cfg)
+    else:
+        model = GPT.from_pretrained(s['init']).train()
+        if dropout: warnings.warn('dropout is ignored with a pretrained model (its config has none)')
+    if s['seq_len'] > model.config.block_size:
+        raise ValueError(f'seq_len {s["seq_len"]} exceeds the model\'s block_size {model.config.block_size}')
+    s['model'] = asdict(model.config)
+    return model
+
+# %% ../nbs/09_gpt2_train.ipynb #33b87099
+def _step_report(result: TrainResult, s: dict, end: int, fpt: int, peak, di, hs_examples, log_every: int,
+                 verbose: bool, save):
+    "`fit`'s callback: tokens/s and MFU every step; HellaSwag at evaluations; a log line and checkpoints now and then."
+    def callback(step, hist):
+        done, tps = step + 1, s['total_batch'] / hist.dt[-1]
+        result.tokens_per_sec.append(tps); result.mfu.append(mfu(tps / di.world_size, fpt, peak))
+        if hs_examples is not None and s['eval_interval'] and (done % s['eval_interval'] == 0 or done == end):
+            result.hellaswag.append((done, hellaswag_acc_norm(result.model, hs_examples, None, di.rank, di.world_size)))
+            _log(f'step {done}: HellaSwag acc_norm {result.hellaswag[-1][1]:.4f}', verbose and di.master)
+        if done % log_every == 0 or done == end:
+            u = result.mfu[-1]
+            norm = f' | norm {hist.grad_norm[-1]:.3f}' if hist.grad_norm[-1] is not None else ''
+            _log(f'step {done:>6} | loss {hist.loss[-1]:.4f} | lr {hist.lr[-1]:.2e}{norm} | {hist.dt[-1] * 1e3:.0f} ms | '
+                 f'{tps:,.0f} tok/s' + (f' | MFU {u:.1%}' if u is not None else ''), verbose and di.master)
+        if di.master and s['checkpoint_interval'] and done % s['checkpoint_interval'] == 0: save(done, hist)
+    return callback
+
+# %% ../nbs/09_gpt2_train.ipynb #523a6ffd
+def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_dir=None, resume=False,
+               max_steps: int | None = None, batch_size: int | None = None, seq_len: int | None = None,
+               total_batch: int | None = None, lr: float | None = None, warmup_steps: int | None = None,
+               weight_decay: float = 0.1, grad_clip: float = 1.0, compile: bool | None = None, device: str | None = None,
+               dtype: str = 'auto', eval_interval: int | None = None, eval_iters: int | None = None,
+               checkpoint_interval: int | None = None, keep: int | None = 2, hellaswag=None, seed: int = 1337,
+               stop_after: int | None = None, dropout: float = 0.0, progress: bool = True, verbose: bool = True,
+               log_interval: int | None = None) -> TrainResult:
     "Train GPT-2 (from scratch or pretrained) on token shards with `fit`: one process or DDP under torchrun, checkpoints, resume."
     overrides = {k: v for k, v in dict(max_steps=max_steps, batch_size=batch_size, seq_len=seq_len, total_batch=total_batch,
                                        max_lr=lr, warmup_steps=warmup_steps, compile=compile, eval_interval=eval_interval,
@@ -409,88 +470,62 @@ def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_
     if resume and resume is not True and out_dir is None:  # keep writing checkpoints where the resumed run wrote them
         out_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
     s, changed = _run_settings(preset, (out_dir if resume is True else resume) if resume else None, overrides, dropout)
-    for k in ('max_steps', 'batch_size', 'seq_len', 'total_batch', 'eval_iters'):
-        if int(s[k]) < 1: raise ValueError(f'{k} must be at least 1, got {s[k]}')
-    if not (math.isfinite(s['max_lr']) and s['max_lr'] > 0): raise ValueError(f'the learning rate must be positive and finite, got {s["max_lr"]}')
-    for k in ('warmup_steps', 'eval_interval', 'checkpoint_interval'):
-        if int(s[k]) < 0: raise ValueError(f'{k} must be at least 0, got {s[k]}')
-    if keep is not None and keep < 1: raise ValueError(f'keep must be at least 1 (or None: keep all), got {keep}')
-    if stop_after is not None and not 0 < stop_after <= s['max_steps']:
-        raise ValueError(f'stop_after must be in [1, max_steps={s["max_steps"]}], got {stop_after}')
+    _check_settings(s, keep, stop_after)
     s.setdefault('init', str(init)); s.update(weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, dtype=dtype)
-    preset = s.get('preset', 'resumed')
-
     di = setup_distributed(device)
-    try:
-        dev = di.device
-        if data is None:
-            data = default_data_dir()
-            if di.master and not list(data.glob('train_*.npy')): prepare(None, data, progress=progress)
-            if di.ddp: dist.barrier()
-        set_seed(seed); configure_speed(dev)
-        if resume or s['init'] == 'scratch':  # resuming: the checkpoint's weights replace these
-            cfg = GPTConfig(**s['model'])
-            if s['seq_len'] > cfg.block_size: cfg.block_size = s['seq_len']
-            model = GPT(cfg)
-        else:
-            model = GPT.from_pretrained(init).train(); cfg = model.config
-            if dropout: warnings.warn('dropout is ignored with a pretrained model (its config has none)')
-        if s['seq_len'] > cfg.block_size: raise ValueError(f'seq_len {s["seq_len"]} exceeds the model\'s block_size {cfg.block_size}')
-        s['model'] = asdict(cfg)
-        model.to(dev)
-        optimizer = model.configure_optimizers(weight_decay, s['max_lr'], device_type=torch.device(dev).type)
-        B, T = s['batch_size'], s['seq_len']
-        accum = grad_accum_steps(s['total_batch'], B, T, di.world_size)
-        V = cfg.vocab_size
-        train_loader = DataLoaderLite(data, B, T, 'train', di.rank, di.world_size, vocab_size=V)
-        evals = {'train': DataLoaderLite(data, B, T, 'train', vocab_size=V), 'val': DataLoaderLite(data, B, T, 'val', vocab_size=V)}
-        precision = Precision(dev, dtype)
-        history, start, resumed_from = History(), 0, None
-        if resume:
-            resumed_from, meta = load_latest(out_dir if resume is True else resume, model, optimizer)
-            start, history = meta['step'], History.from_state_dict(meta['history'])
-            train_loader.load_state_dict(meta['loader']); set_rng_state(meta['rng'])
-            if meta.get('scaler') and precision.scaler.is_enabled(): precision.scaler.load_state_dict(meta['scaler'])
-            how = f'with the new settings asked for: {", ".join(changed)}' if changed else 'continuing its schedule'
-            _log(f'resuming {resumed_from} at step {start}, {how}', verbose and di.master)
-        end = stop_after or s['max_steps']
-        if start >= end: raise ValueError(f'the checkpoint is at step {start}, nothing left to do up to step {end}')
-
-        net = maybe_compile(model, s['compile'], dev)
-        if di.ddp: net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[di.local_rank] if 'cuda' in dev else None)
-        fpt = flops_per_token(cfg, model.num_params(non_embedding=True), T)
-        peak = peak_flops() if 'cuda' in dev else None
-        hs_examples = None if hellaswag is None else (load_hellaswag('val') if hellaswag == 'val' else read_hellaswag(hellaswag))
-        result = TrainResult(model, history, s, start_step=start)
-        extra = lambda: dict(settings=s, scaler=precision.scaler.state_dict() if precision.scaler.is_enabled() else None,
-                             hellaswag=result.hellaswag)
-        log_every = log_interval or max(1, (end - start) // 10)
-
-        def callback(step, hist):
-            done = step + 1
-            tps = s['total_batch'] / hist.dt[-1]
-            result.tokens_per_sec.append(tps); result.mfu.append(mfu(tps / di.world_size, fpt, peak))
-            if hs_examples is not None and s['eval_interval'] and (done % s['eval_interval'] == 0 or done == end):
-                result.hellaswag.append((done, hellaswag_acc_norm(model, hs_examples, dev, di.rank, di.world_size)))
-                _log(f'step {done}: HellaSwag acc_norm {result.hellaswag[-1][1]:.4f}', verbose and di.master)
-            if done % log_every == 0 or done == end:
-                u = result.mfu[-1]
-                norm = f' | norm {hist.grad_norm[-1]:.3f}' if hist.grad_norm[-1] is not None else ''
-                _log(f'step {done:>6} | loss {hist.loss[-1]:.4f} | lr {hist.lr[-1]:.2e}{norm} | {hist.dt[-1] * 1e3:.0f} ms | '
-                     f'{tps:,.0f} tok/s' + (f' | MFU {u:.1%}' if u is not None else ''), verbose and di.master)
-            if out_dir is not None and di.master and s['checkpoint_interval'] and done % s['checkpoint_interval'] == 0:
-                result.checkpoint = save_train_state(out_dir, done, model, optimizer, train_loader, hist, cfg, keep, **extra())
-
-        schedule = lambda step: get_lr(step, s['max_lr'], 0.1 * s['max_lr'], s['warmup_steps'], s['max_steps'])
-        fit(net, Batches(train_loader, evals, dev), optimizer, end, eval_interval=s['eval_interval'], eval_iters=s['eval_iters'],
-            precision=precision, lr_schedule=schedule, grad_clip=grad_clip or None, start_step=start, history=history,
-            callback=callback, progress=progress and di.master, desc=f'gpt2-train ({preset})',
-            step_fn=accumulate(accum, reduce_mean if di.ddp else None))
-        if out_dir is not None and di.master:
-            result.checkpoint = save_train_state(out_dir, end, model, optimizer, train_loader, history, cfg, keep, **extra())
-        return result
+    try: return _train(s, changed, data, out_dir, resume, keep, hellaswag, stop_after, progress, verbose, log_interval, di)
     finally:
         if di.owns_group and dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/09_gpt2_train.ipynb #b2e7caa3
+def _shards_or_prepare(data, di, progress: bool):
+    "The folder of token shards to train on; by default Tiny Shakespeare's, prepared (by rank 0) if not there yet."
+    if data is not None: return data
+    data = default_data_dir()
+    if di.master and not list(data.glob('train_*.npy')): prepare(None, data, progress=progress)
+    if di.ddp: dist.barrier()
+    return data
+
+# %% ../nbs/09_gpt2_train.ipynb #0c928dc0
+def _train(s, changed, data, out_dir, resume, keep, hellaswag, stop_after, progress, verbose, log_interval, di):
+    "The body of `train_gpt2`, with its settings `s` checked and the process group (if any) joined."
+    dev, data = di.device, _shards_or_prepare(data, di, progress)
+    set_seed(s['seed']); configure_speed(dev)
+    model = _build_model(s, bool(resume), s['model'].get('dropout', 0.0)).to(dev); cfg = model.config
+    optimizer = model.configure_optimizers(s['weight_decay'], s['max_lr'], device_type=torch.device(dev).type)
+    B, T, V = s['batch_size'], s['seq_len'], cfg.vocab_size
+    accum = grad_accum_steps(s['total_batch'], B, T, di.world_size)
+    train_loader = DataLoaderLite(data, B, T, 'train', di.rank, di.world_size, vocab_size=V)
+    evals = {split: DataLoaderLite(data, B, T, split, vocab_size=V) for split in ('train', 'val')}
+    precision, history, start = Precision(dev, s['dtype']), History(), 0
+    if resume:
+        resumed_from, meta = load_latest(out_dir if resume is True else resume, model, optimizer)
+        start, history = meta['step'], History.from_state_dict(meta['history'])
+        train_loader.load_state_dict(meta['loader']); set_rng_state(meta['rng'])
+        if meta.get('scaler') and precision.scaler.is_enabled(): precision.scaler.load_state_dict(meta['scaler'])
+        how = f'with the new settings asked for: {", ".join(changed)}' if changed else 'continuing its schedule'
+        _log(f'resuming {resumed_from} at step {start}, {how}', verbose and di.master)
+    end = stop_after or s['max_steps']
+    if start >= end: raise ValueError(f'the checkpoint is at step {start}, nothing left to do up to step {end}')
+    net = maybe_compile(model, s['compile'], dev)
+    if di.ddp: net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[di.local_rank] if 'cuda' in dev else None)
+    hs = None if hellaswag is None else (load_hellaswag('val') if hellaswag == 'val' else read_hellaswag(hellaswag))
+    result = TrainResult(model, history, s, start_step=start)
+    def save(step, hist):
+        if out_dir is None: return
+        result.checkpoint = save_train_state(out_dir, step, model, optimizer, train_loader, hist, cfg, keep, settings=s,
+                                             scaler=precision.scaler.state_dict() if precision.scaler.is_enabled() else None,
+                                             hellaswag=result.hellaswag)
+    callback = _step_report(result, s, end, flops_per_token(cfg, model.num_params(non_embedding=True), T),
+                            peak_flops() if 'cuda' in dev else None, di, hs, log_interval or max(1, (end - start) // 10),
+                            verbose, save)
+    fit(net, Batches(train_loader, evals, dev), optimizer, end, eval_interval=s['eval_interval'], eval_iters=s['eval_iters'],
+        precision=precision, lr_schedule=lambda i: get_lr(i, s['max_lr'], 0.1 * s['max_lr'], s['warmup_steps'], s['max_steps']),
+        grad_clip=s['grad_clip'] or None, start_step=start, history=history, callback=callback,
+        progress=progress and di.master, desc=f'gpt2-train ({s.get("preset", "resumed")})',
+        step_fn=accumulate(accum, reduce_mean if di.ddp else None))
+    if di.master: save(end, history)
+    return result
 
 # %% ../nbs/09_gpt2_train.ipynb #51fb39c5
 class RandomBatches:

@@ -49,29 +49,32 @@ class KVCache:
         self.v[layer] = k.new_empty(B, nh, self.max_len, hd)
         return self.k[layer], self.v[layer]
 
-    def attend(self, layer: int, q, k, v):
-        "Store `k`, `v` (B, nh, T, hs) at positions [length, length+T) of `layer`; return the causal attention of `q` over all length+T keys."
-        if not 0 <= layer < self.n_layer:
-            raise IndexError(f'KVCache: layer {layer} does not exist; this cache has layers 0..{self.n_layer - 1}')
-        start, T = self.length, k.size(2)
-        end = start + T
-        if end > self.max_len:
-            raise ValueError(f'KVCache: {start} positions cached + {T} new = {end}, more than max_len={self.max_len}; '
-                             f'reset() and feed at most {self.max_len} positions')
-        if q.size(2) != T or v.shape != k.shape:
-            raise ValueError(f'KVCache: q, k, v must have the same number of positions, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}')
-        kb, vb = self._buffers(layer, k)
-        kb[:, :, start:end] = k
-        vb[:, :, start:end] = v
-        if start == 0:   # prefill: ordinary causal attention over the new tokens
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif T == 1:     # one new token sees every cached position
-            y = F.scaled_dot_product_attention(q, kb[:, :, :end], vb[:, :, :end])
-        else:            # new query i sees keys j <= start + i
-            mask = torch.ones(T, end, dtype=torch.bool, device=q.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, kb[:, :, :end], vb[:, :, :end], attn_mask=mask)
-        if layer == self.n_layer - 1: self.length = end
-        return y
+# %% ../nbs/10_kv_cache.ipynb #ffcc6896
+def _attend(self, layer: int, q, k, v):
+    "Store `k`, `v` (B, nh, T, hs) at positions [length, length+T) of `layer`; return the causal attention of `q` over all length+T keys."
+    if not 0 <= layer < self.n_layer:
+        raise IndexError(f'KVCache: layer {layer} does not exist; this cache has layers 0..{self.n_layer - 1}')
+    start, T = self.length, k.size(2)
+    end = start + T
+    if end > self.max_len:
+        raise ValueError(f'KVCache: {start} positions cached + {T} new = {end}, more than max_len={self.max_len}; '
+                         f'reset() and feed at most {self.max_len} positions')
+    if q.size(2) != T or v.shape != k.shape:
+        raise ValueError(f'KVCache: q, k, v must have the same number of positions, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}')
+    kb, vb = self._buffers(layer, k)
+    kb[:, :, start:end] = k
+    vb[:, :, start:end] = v
+    if start == 0:   # prefill: ordinary causal attention over the new tokens
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    elif T == 1:     # one new token sees every cached position
+        y = F.scaled_dot_product_attention(q, kb[:, :, :end], vb[:, :, :end])
+    else:            # new query i sees keys j <= start + i
+        mask = torch.ones(T, end, dtype=torch.bool, device=q.device).tril(diagonal=start)
+        y = F.scaled_dot_product_attention(q, kb[:, :, :end], vb[:, :, :end], attn_mask=mask)
+    if layer == self.n_layer - 1: self.length = end
+    return y
+
+KVCache.attend = _attend
 
 # %% ../nbs/10_kv_cache.ipynb #a5cf2784
 def cached_next_logits(model, cache: KVCache | None = None):

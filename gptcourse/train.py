@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 from .data import atomic_write
 
 # %% auto #0
@@ -98,6 +98,7 @@ def sample_logits(logits, temperature: float = 1.0, top_k: int | None = None, to
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float('-inf'))
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 
+# %% ../nbs/02_train.ipynb #599b9f0d
 def _block_size(model):
     return getattr(model, 'block_size', None) or getattr(getattr(model, 'config', None), 'block_size', None)
 
@@ -192,6 +193,7 @@ def forward_backward(model, get_batch, precision, scale: float = 1.0):
     precision.scaler.scale(loss).backward()
     return loss.detach().float()
 
+# %% ../nbs/02_train.ipynb #874591b9
 def fit(model, get_batch, optimizer, max_steps: int, eval_interval: int | None = None, eval_iters: int = 200,
         precision: Precision | None = None, lr_schedule=None, grad_clip: float | None = None, start_step: int = 0,
         history: History | None = None, callback=None, progress: bool = True, desc: str = 'train',
@@ -305,32 +307,37 @@ def load_checkpoint(path, model=None, optimizer=None, map_location='cpu') -> dic
     covers_header = header['format'] == _CKPT_FORMAT  # format 1 files (before 2026-11-25) have a tensors-only sha256
     if header.get('sha256') != _digest(tensors, header if covers_header else None):
         raise CheckpointError(f'{path} is corrupt: its tensors or header do not match the sha256 recorded when it was saved')
-    if model is not None:
-        sd = {k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}
-        for alias, src in header['aliases'].items(): sd[alias] = sd[src]
-        target = unwrap_model(model)
-        own = target.state_dict()
-        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-        shapes = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
-                  for k in own if k in sd and sd[k].shape != own[k].shape]
-        if missing or unexpected or shapes:
-            raise CheckpointError(f'{path} does not fit this model: ' + '; '.join(filter(None, [
-                missing and f'missing keys {missing[:8]}{"..." if len(missing) > 8 else ""}',
-                unexpected and f'unexpected keys {unexpected[:8]}{"..." if len(unexpected) > 8 else ""}',
-                shapes and 'shape mismatches ' + ', '.join(shapes[:8])])))
-        target.load_state_dict(sd)
-    if optimizer is not None:
-        opt = header.get('optimizer')
-        if opt is None: raise CheckpointError(f'{path} holds no optimizer state (it was saved without one)')
-        state = {}
-        for i, plain in opt['state'].items():
-            st = dict(plain)
-            for k, v in tensors.items():
-                if k.startswith(f'optimizer.{i}.'): st[k[len(f'optimizer.{i}.'):]] = v
-            state[int(i)] = st
-        try: optimizer.load_state_dict({'state': state, 'param_groups': opt['param_groups']})
-        except (ValueError, KeyError) as e: raise CheckpointError(f"{path}: its optimizer state does not fit this optimizer: {e}") from None
+    if model is not None: _load_model(path, model, tensors, header['aliases'])
+    if optimizer is not None: _load_optimizer(path, optimizer, tensors, header.get('optimizer'))
     return header['meta']
+
+# %% ../nbs/02_train.ipynb #1fb24764
+def _load_model(path, model, tensors: dict, aliases: dict):
+    sd = {k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}
+    for alias, src in aliases.items(): sd[alias] = sd[src]
+    target = unwrap_model(model)
+    own = target.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    shapes = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
+              for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f'{path} does not fit this model: ' + '; '.join(filter(None, [
+            missing and f'missing keys {missing[:8]}{"..." if len(missing) > 8 else ""}',
+            unexpected and f'unexpected keys {unexpected[:8]}{"..." if len(unexpected) > 8 else ""}',
+            shapes and 'shape mismatches ' + ', '.join(shapes[:8])])))
+    target.load_state_dict(sd)
+
+def _load_optimizer(path, optimizer, tensors: dict, opt: dict | None):
+    if opt is None: raise CheckpointError(f'{path} holds no optimizer state (it was saved without one)')
+    state = {}
+    for i, plain in opt['state'].items():
+        st = dict(plain)
+        for k, v in tensors.items():
+            if k.startswith(f'optimizer.{i}.'): st[k[len(f'optimizer.{i}.'):]] = v
+        state[int(i)] = st
+    try: optimizer.load_state_dict({'state': state, 'param_groups': opt['param_groups']})
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f'{path}: its optimizer state does not fit this optimizer: {e}') from None
 
 # %% ../nbs/02_train.ipynb #d563e84c
 def rng_state() -> dict:

@@ -161,3 +161,59 @@ def test_char_resume_is_exact_at_any_step_with_dropout(tmp_path, monkeypatch):
     resumed, h2 = gt.train_chargpt(tmp_path / 'b', max_steps=12, resume=True, **kw)
     assert h2.loss == h1.loss
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_bad_arguments_are_refused(data, tmp_path):
+    "The error paths that lesson 09 used to show: each one a ValueError or FileNotFoundError that says what is wrong."
+    from gptcourse.gpt2_train import grad_accum_steps, read_hellaswag
+    docs = tmp_path / 'docs'; docs.mkdir(); (docs / 'a.txt').write_text('First document.')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='no such file or folder'): prepare(tmp_path / 'nope', tmp_path / 'x')
+    with pytest.raises(ValueError, match='holds no .txt files'): prepare(tmp_path / 'empty', tmp_path / 'x')
+    with pytest.raises(ValueError, match=r'val_frac must be in \[0, 1\)'): prepare(docs, tmp_path / 'x', val_frac=1.5)
+    toks = torch.arange(1000)
+    with pytest.raises(ValueError, match=r'rank must be in \[0, world_size=2\)'): DataLoaderLite(toks, 2, 8, rank=2, world_size=2)
+    with pytest.raises(ValueError, match='too few for one step'): DataLoaderLite(toks[:10], 2, 8)
+    with pytest.raises(FileNotFoundError, match=r'has no train_\*.npy shards'): DataLoaderLite(tmp_path / 'empty', 2, 8)
+    with pytest.raises(ValueError, match='does not fit'): DataLoaderLite(data, 1, 2).load_state_dict({'shard': 0, 'position': 3})
+    with pytest.raises(ValueError, match='e.g. 16,384'): grad_accum_steps(1024, 16, 1024)
+    with pytest.raises(ValueError, match='learning rate must be positive'): train_gpt2(data, 'cpu', lr=-1.0)
+    with pytest.raises(ValueError, match='must be a positive multiple of B·T·world_size'): train_gpt2(data, 'cpu', total_batch=1000)
+    with pytest.raises(ValueError, match="unknown preset 'gpu-huge'"): train_gpt2(data, 'gpu-huge')
+    (tmp_path / 'bad.jsonl').write_text('{"ctx": "x", "endings": ["a"], "label": 0}')
+    with pytest.raises(ValueError, match=r'needs "ctx" \(str\), "endings" \(4 str\)'): read_hellaswag(tmp_path / 'bad.jsonl')
+
+
+def test_char_runs_refuse_what_would_lose_or_repeat_work(tmp_path):
+    from gptcourse.gpt2_train import train_chargpt
+    kw = dict(preset='cpu', eval_interval=5, eval_iters=1, device='cpu', progress=False, log=lambda *a: None)
+    train_chargpt(tmp_path / 'run', max_steps=5, **kw)
+    with pytest.raises(ValueError, match='already holds checkpoints'): train_chargpt(tmp_path / 'run', max_steps=10, **kw)
+    with pytest.raises(ValueError, match='already at step 5'): train_chargpt(tmp_path / 'run', max_steps=5, resume=True, **kw)
+    from gptcourse.train import CheckpointError
+    with pytest.raises(CheckpointError, match='no checkpoint in'): train_chargpt(tmp_path / 'none', max_steps=5, resume=True, **kw)
+
+
+def test_a_broken_newest_checkpoint_falls_back_to_the_one_before(data, tmp_path):
+    "A cut-short newest checkpoint is refused by name; resuming warns and continues from the previous good one, exactly."
+    import warnings
+    from gptcourse.gpt2 import GPT, GPTConfig
+    from gptcourse.gpt2_train import GPT2_PRESETS
+    from gptcourse.train import CheckpointError, load_latest
+    kw = dict(max_steps=4, eval_interval=2, eval_iters=1, checkpoint_interval=2, batch_size=2, seq_len=32,
+              total_batch=64, progress=False, verbose=False, dropout=0.1)
+    whole = train_gpt2(data, 'cpu', **kw)
+    train_gpt2(data, 'cpu', out_dir=tmp_path, **kw)
+    ck = list_checkpoints(tmp_path)
+    assert [p.name for p in ck] == ['step_0000002.safetensors', 'step_0000004.safetensors']
+    good = ck[-1].read_bytes(); ck[-1].write_bytes(good[:len(good) // 2])
+    model = lambda: GPT(GPTConfig(**GPT2_PRESETS['cpu']['model']))
+    with pytest.raises(CheckpointError, match='truncated or corrupt'): load_checkpoint(ck[-1], model())
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        used, meta = load_latest(tmp_path, model())
+    assert used == ck[0] and meta['step'] == 2 and any('skipping an unusable checkpoint' in str(x.message) for x in w)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        again = train_gpt2(data, 'cpu', out_dir=tmp_path, resume=True, **kw)
+    assert again.start_step == 2 and again.history.loss == whole.history.loss

@@ -1,21 +1,38 @@
-"""Every notebook is a test: it runs top to bottom and its asserts hold.
+"""Every lesson is a test, run the way a reader runs it: top to bottom ("Run All") in a real Jupyter kernel
+(`.ci/notebooks.py`), with its asserts. Offline and on a CPU, the cells that need the hub or a GPU check for it
+themselves and say what they skipped; on a GPU machine they run.
 
-Cells flagged with a test flag from settings.ini (`gpu`, `hub`) are skipped unless
-`GPTCOURSE_TEST_FLAGS` names them, e.g. `GPTCOURSE_TEST_FLAGS=gpu python -m pytest tests`.
-"""
-import os
+And what a reader sees is current: every lesson holds outputs, every plot its picture, each made from the cell's
+present code (`python .ci/notebooks.py write` regenerates them)."""
+import importlib.util
 from pathlib import Path
+import nbformat
 import pytest
-import nbdev.test as nbdev_test  # the module, not `test_nb` itself, or pytest would collect it
-from nbdev.config import get_config
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT/'nbs').glob('[0-9]*.ipynb'))
+_spec = importlib.util.spec_from_file_location('ci_notebooks', ROOT/'.ci'/'notebooks.py')
+nbrun = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(nbrun)
+LESSONS = nbrun.lessons()
 
-@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook(nb, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    skip = get_config(path=ROOT).tst_flags.split()
-    force = os.environ.get('GPTCOURSE_TEST_FLAGS', '').split()
-    ok, seconds = nbdev_test.test_nb(nb, skip_flags=skip, force_flags=force)
-    assert ok, f'{nb.name} failed (its traceback is printed above)'
+
+@pytest.mark.parametrize('nb', LESSONS, ids=lambda p: p.stem)
+def test_lesson_runs_in_a_kernel(nb):
+    nbrun.execute(nb)   # raises CellExecutionError, with the cell and its traceback, at the first failing cell
+
+
+@pytest.mark.parametrize('nb', LESSONS, ids=lambda p: p.stem)
+def test_outputs_are_current(nb):
+    assert not nbrun.problems(nb), '\n'.join(nbrun.problems(nb) + ['run `python .ci/notebooks.py write` and commit'])
+
+
+def test_the_staleness_check_sees_an_edit(tmp_path):
+    "A code cell edited after its outputs were made, and a plot whose picture is gone, are both reported."
+    nb = nbformat.read(ROOT/'nbs'/'07_chargpt.ipynb', as_version=4)
+    code = [c for c in nb.cells if c.cell_type == 'code' and not nbrun.is_export_call(c)]
+    plot = next(c for c in code if nbrun.PLOTS.search(c.source) and any('image/png' in o.get('data', {}) for o in c.outputs))
+    code[3].source += '\nx = 1'
+    plot.outputs = []
+    path = tmp_path/'07_chargpt.ipynb'; nbformat.write(nb, path)
+    found = nbrun.problems(path)
+    assert any('was edited since its outputs were made' in p for p in found), found
+    assert any('plots but holds no picture' in p for p in found), found

@@ -1,0 +1,19 @@
+"""gptcourse.kv_cache beyond its lesson: what the cache refuses, with a message that says so."""
+import pytest, torch
+from gptcourse.kv_cache import KVCache
+
+
+def test_the_cache_refuses_what_it_cannot_do():
+    "A 17th position in a cache of 16, another batch size mid-sequence, a layer it does not have; after reset() all is fine."
+    nh, hs = 3, 8
+    cache = KVCache(n_layer=1, max_len=16)
+    x = torch.randn(2, nh, 10, hs)
+    cache.attend(0, x, x, x)
+    y = torch.randn(2, nh, 7, hs)
+    with pytest.raises(ValueError, match='more than max_len=16'): cache.attend(0, y, y, y)
+    z = torch.randn(3, nh, 1, hs)
+    with pytest.raises(ValueError, match='batch size changed from 2 to 3'): cache.attend(0, z, z, z)
+    with pytest.raises(IndexError, match='layer 1 does not exist'): cache.attend(1, z, z, z)
+    with pytest.raises(ValueError, match='n_layer >= 1'): KVCache(0, 16)
+    cache.reset(); cache.attend(0, z, z, z)
+    assert cache.length == 1 and cache.k[0].shape == (3, nh, 16, hs)
