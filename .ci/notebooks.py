@@ -47,7 +47,8 @@ def _coalesce(outputs: list) -> list:
     "Consecutive writes to the same stream as one output, each line as a terminal leaves it (a progress bar: its end)."
     out = []
     for o in outputs:
-        if o.get('output_type') == 'stream' and out and out[-1].get('output_type') == 'stream' and out[-1]['name'] == o['name']:
+        same_stream = out and out[-1].get('output_type') == 'stream' and out[-1].get('name') == o.get('name')
+        if o.get('output_type') == 'stream' and same_stream:
             out[-1]['text'] += o['text']
         else: out.append(o)
     for o in out:
@@ -56,7 +57,8 @@ def _coalesce(outputs: list) -> list:
 
 
 def execute(path: Path, timeout: int = 900) -> nbformat.NotebookNode:
-    "The notebook at `path` run top to bottom in a fresh python3 kernel, in nbs/ (as Jupyter runs it); the preset is $GPTCOURSE_PRESET or the machine's default."
+    """The notebook at `path` run top to bottom in a fresh python3 kernel, in nbs/ (as Jupyter runs it); the preset is
+    $GPTCOURSE_PRESET or the machine's default."""
     nb = nbformat.read(path, as_version=4)
     skipped = {i: c for i, c in enumerate(nb.cells) if is_export_call(c)}
     for i in skipped: nb.cells[i] = nbformat.v4.new_markdown_cell('')   # placeholders, put back below

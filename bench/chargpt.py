@@ -1,5 +1,6 @@
 """Training speed of the character model written two ways, side by side: lesson 07's lecture-faithful `CharGPT`
-(one module per head, float32, eager) against its configuration of lesson 08's `GPT` on the fast path (one fused qkv projection per block,
+(one module per head, float32,
+ eager) against its configuration of lesson 08's `GPT` on the fast path (one fused qkv projection per block,
 `F.scaled_dot_product_attention`, autocast where available — bf16, or fp16 + GradScaler — TF32 on CUDA, and
 optionally `torch.compile`).
 
@@ -26,8 +27,10 @@ def main(argv=None):
     from gptcourse.train import Precision, configure_speed, default_device, estimate_loss, fit, maybe_compile, set_seed
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--preset', choices=sorted(PRESETS), default=None, help='model and batch sizes (default: lecture with CUDA, cpu without)')
-    ap.add_argument('--steps', type=int, default=None, help='training steps of each model (default: 300 for cpu, 200 for lecture)')
+    ap.add_argument('--preset', choices=sorted(PRESETS), default=None,
+                    help='model and batch sizes (default: lecture with CUDA, cpu without)')
+    ap.add_argument('--steps', type=int, default=None,
+                    help='training steps of each model (default: 300 for cpu, 200 for lecture)')
     ap.add_argument('--warmup', type=int, default=20, help='first steps left out of the timing (default: 20)')
     ap.add_argument('--eval-iters', type=int, default=None, help="validation batches (default: the preset's)")
     ap.add_argument('--device', default=None, help='cpu, cuda or mps (default: the best available)')
@@ -51,9 +54,11 @@ def main(argv=None):
 
     print('command:', ' '.join(['python'] + sys.argv) if argv is None else argv)
     print(f'device: {device}' + (f' ({torch.cuda.get_device_name()})' if torch.device(device).type == 'cuda' else
-                                  f' ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)'))
+                                  f' ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+                                  f'{torch.get_num_threads()} torch threads)'))
     print(f'torch {torch.__version__}, python {platform.python_version()}')
-    print(f'preset {preset}: {mcfg}; batch {cfg["batch_size"]}, lr {cfg["lr"]}, {steps} steps (timing after {args.warmup}), '
+    print(f'preset {preset}: {mcfg}; batch {cfg["batch_size"]}, lr {cfg["lr"]}, {steps} steps (timing after '
+          f'{args.warmup}), '
           f'val loss over {eval_iters} batches')
 
     set_seed(args.seed)
@@ -67,7 +72,8 @@ def main(argv=None):
         net = maybe_compile(model, fast and args.compile, device)
         set_seed(args.seed + 1)  # the same dropout stream and the same batches for both
         g = torch.Generator().manual_seed(args.seed)
-        batch = lambda split: get_batch(train_data if split == 'train' else val_data, cfg['batch_size'], mcfg.block_size, device, g)
+        batch = lambda split: get_batch(train_data if split == 'train' else val_data, cfg['batch_size'],
+                                        mcfg.block_size, device, g)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg['lr'])
         t0 = time.perf_counter()
         hist = fit(net, batch, opt, steps, precision=precision, progress=False)
@@ -77,14 +83,17 @@ def main(argv=None):
         val = estimate_loss(model, vbatch, eval_iters, splits=('val',), precision=precision)['val']
         rate = 1 / statistics.median(hist.dt[args.warmup:])
         what = (f'fused qkv + SDPA, {str(precision.dtype).split(".")[-1]}'
-                + (', TF32' if fast and torch.device(device).type == 'cuda' else '') + (', compiled' if fast and args.compile else ''))
-        print(f'{name:13s} {rate:8.2f} steps/s  ({1000 / rate:7.1f} ms/step; {wall:6.1f} s for {steps} steps incl. warm-up)  '
+                + (', TF32' if fast and torch.device(device).type == 'cuda' else '')
+                + (', compiled' if fast and args.compile else ''))
+        print(f'{name:13s} {rate:8.2f} steps/s  ({1000 / rate:7.1f} ms/step; {wall:6.1f} s for {steps} steps incl. '
+              f'warm-up)  '
               f'val loss {val:.4f}  [{what if fast else "one module per head, float32, eager"}]')
         return rate, val
 
     r_ref, v_ref = run('CharGPT', fast=False)
     r_fast, v_fast = run('GPT (char)', fast=True)
-    print(f'speed-up: {r_fast / r_ref:.2f}x   val loss after {steps} steps: {v_ref:.4f} (CharGPT) vs {v_fast:.4f} (GPT, char config), '
+    print(f'speed-up: {r_fast / r_ref:.2f}x   val loss after {steps} steps: {v_ref:.4f} (CharGPT) vs {v_fast:.4f} '
+          f'(GPT, char config), '
           f'difference {abs(v_ref - v_fast):.4f}')
 
 

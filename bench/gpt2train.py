@@ -39,7 +39,8 @@ def adamw(model, lr, device_type):
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': 0.1},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, **({'fused': True} if device_type == 'cuda' else {}))
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8,
+                             **({'fused': True} if device_type == 'cuda' else {}))
 
 
 def make_step(model, opt, precision, x, y, hf: bool):
@@ -71,7 +72,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--preset', choices=list(PRESETS), default='cpu')
     ap.add_argument('--device', default=None, help='default: cuda for --preset gpu, else cpu')
-    ap.add_argument('--dtype', default='auto', help="Precision dtype: auto (bf16 on CUDA where supported, fp32 on CPU), float32, bfloat16, float16")
+    ap.add_argument('--dtype', default='auto', help="Precision dtype: auto (bf16 on CUDA where supported, fp32 on "
+                    "CPU), float32, bfloat16, float16")
     ap.add_argument('--compile', action='store_true', help='torch.compile both models')
     ap.add_argument('--batch-size', type=int, default=None); ap.add_argument('--seq-len', type=int, default=None)
     ap.add_argument('--rounds', type=int, default=None); ap.add_argument('--threads', type=int, default=None)
@@ -83,7 +85,8 @@ def main(argv=None):
     if args.threads: torch.set_num_threads(args.threads)
     configure_speed(device)
     precision = Precision(device, args.dtype)
-    cfg = GPTConfig(block_size=T, vocab_size=p['vocab_size'], n_layer=p['n_layer'], n_head=p['n_head'], n_embd=p['n_embd'])
+    cfg = GPTConfig(block_size=T, vocab_size=p['vocab_size'], n_layer=p['n_layer'], n_head=p['n_head'],
+                    n_embd=p['n_embd'])
 
     torch.manual_seed(0)
     ours = GPT(cfg).to(device)
@@ -114,7 +117,8 @@ def main(argv=None):
         dt = statistics.median(ts); tps[name] = B * T / dt
         fpt = flops_per_token(cfg, ours.num_params(non_embedding=True), T)  # same model, same FLOPs
         u = mfu(tps[name], fpt, peak)
-        print(f'{name:30s} {dt * 1e3:9.1f} ms/step  {tps[name]:12,.0f} tokens/s  {tps[name] * fpt / 1e9:8.1f} GFLOP/s  MFU '
+        print(f'{name:30s} {dt * 1e3:9.1f} ms/step  {tps[name]:12,.0f} tokens/s  {tps[name] * fpt / 1e9:8.1f} GFLOP/s  '
+              f'MFU '
               + (f'{u:.1%}' if u is not None else 'n/a (no known peak)')
               + f'  (median of {len(ts)} rounds of {p["steps"]} steps; min {min(ts) * 1e3:.1f} ms)')
     a, b = tps.values()

@@ -36,14 +36,17 @@ def main(argv=None):
     ap.add_argument('--prompt-len', type=int, default=8, help='prompt length in tokens (default: 8)')
     ap.add_argument('--batch', type=int, default=1, help='batch size (default: 1)')
     ap.add_argument('--device', default='cpu', help='cpu or cuda (default: cpu)')
-    ap.add_argument('--repeat', type=int, default=3, help='time the cached variants this many times (interleaved), keep the best (default: 3)')
-    ap.add_argument('--repeat-uncached', type=int, default=1, help='the same for the (slow) cache-free variants (default: 1)')
+    ap.add_argument('--repeat', type=int, default=3,
+                    help='time the cached variants this many times (interleaved), keep the best (default: 3)')
+    ap.add_argument('--repeat-uncached', type=int, default=1,
+                    help='the same for the (slow) cache-free variants (default: 1)')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
     ap.add_argument('--skip-uncached', action='store_true', help='time only the cached variants')
     ap.add_argument('--seed', type=int, default=0)
     args = ap.parse_args(argv)
     if min(args.new_tokens, args.prompt_len, args.batch, args.repeat, args.repeat_uncached) < 1:
-        raise SystemExit('bench/sample.py: --new-tokens, --prompt-len, --batch, --repeat and --repeat-uncached must be >= 1')
+        raise SystemExit('bench/sample.py: --new-tokens, --prompt-len, --batch, --repeat and --repeat-uncached must be '
+                         '>= 1')
     if args.threads: torch.set_num_threads(args.threads)
 
     import transformers
@@ -73,7 +76,8 @@ def main(argv=None):
         return generate(ours, idx, k, temperature=0, next_logits=cached_next_logits(ours) if cache else None)
     def hf_fn(cache, k=n):
         with torch.inference_mode():
-            return hf.generate(idx, attention_mask=mask, max_new_tokens=k, min_new_tokens=k, do_sample=False, use_cache=cache)
+            return hf.generate(idx, attention_mask=mask, max_new_tokens=k, min_new_tokens=k, do_sample=False,
+                               use_cache=cache)
 
     print(f'# bench/sample.py {" ".join(sys.argv[1:] if argv is None else argv)}')
     print(f'device {args.device}' + (f' ({torch.cuda.get_device_name()})' if args.device.startswith('cuda') else
@@ -104,10 +108,15 @@ def main(argv=None):
         if name == 'ours, KV cache': continue
         out = out.cpu()
         same = out.shape == ref.shape and torch.equal(out, ref)
-        where = '' if same else f' (first difference at new token {int((out[:, args.prompt_len:] != ref[:, args.prompt_len:]).any(0).nonzero()[0])})' if out.shape == ref.shape else f' (shapes {tuple(out.shape)} vs {tuple(ref.shape)})'
+        if same: where = ''
+        elif out.shape != ref.shape: where = f' (shapes {tuple(out.shape)} vs {tuple(ref.shape)})'
+        else:
+            first = int((out[:, args.prompt_len:] != ref[:, args.prompt_len:]).any(0).nonzero()[0])
+            where = f' (first difference at new token {first})'
         print(f'greedy tokens: ours (cache) vs {name}: {"identical" if same else "DIFFERENT"}{where}')
     t = times['ours, KV cache']
-    print('ratios (time / ours with KV cache): ' + ', '.join(f'{k} {v / t:.2f}x' for k, v in times.items() if k != 'ours, KV cache'))
+    print('ratios (time / ours with KV cache): ' + ', '.join(f'{k} {v / t:.2f}x' for k,
+                                                             v in times.items() if k != 'ours, KV cache'))
     print(f'machine load after: {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
     return times
 

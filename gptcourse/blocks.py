@@ -12,7 +12,8 @@ __all__ = ['LayerNorm1d', 'Block']
 
 # %% ../nbs/06_blocks.ipynb #b664cb12
 class LayerNorm1d(nn.Module):
-    "Layer normalisation written out: normalise the last dimension to mean 0, variance 1, then scale by `weight` and shift by `bias`."
+    """Layer normalisation written out: normalise the last dimension to mean 0, variance 1, then scale by `weight` and
+    shift by `bias`."""
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps

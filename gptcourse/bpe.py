@@ -15,7 +15,8 @@ __all__ = ['GPT2_PATTERN', 'get_stats', 'merge', 'apply_merges', 'BasicTokenizer
 
 # %% ../nbs/11_bpe.ipynb #476e3075
 def get_stats(ids, counts: dict | None = None) -> dict:
-    "Counts of adjacent pairs in `ids`, e.g. [1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}; updates `counts` if given."
+    """Counts of adjacent pairs in `ids`, e.g. [1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}; updates `counts` if
+    given."""
     counts = {} if counts is None else counts
     for pair in zip(ids, ids[1:]): counts[pair] = counts.get(pair, 0) + 1
     return counts
@@ -31,7 +32,8 @@ def merge(ids, pair: tuple[int, int], idx: int) -> list[int]:
 
 # %% ../nbs/11_bpe.ipynb #bd6a1a65
 def apply_merges(ids, ranks: dict, merges: dict | None = None) -> list[int]:
-    "Apply BPE merges to `ids`: repeatedly merge the present pair of lowest rank (`ranks[pair]`) into `merges[pair]` (default: the rank itself)."
+    """Apply BPE merges to `ids`: repeatedly merge the present pair of lowest rank (`ranks[pair]`) into `merges[pair]`
+    (default: the rank itself)."""
     merges = ranks if merges is None else merges
     ids = list(ids)
     while len(ids) >= 2:
@@ -64,7 +66,8 @@ class BasicTokenizer:
             ids = merge(ids, pair, idx)
             self.merges[pair] = idx
             self.vocab[idx] = self.vocab[pair[0]] + self.vocab[pair[1]]
-            if verbose: print(f'merge {i + 1}/{vocab_size - 256}: {pair} -> {idx} {self.vocab[idx]!r} had {stats[pair]} occurrences')
+            if verbose: print(f'merge {i + 1}/{vocab_size - 256}: {pair} -> {idx} {self.vocab[idx]!r} had '
+                              f'{stats[pair]} occurrences')
         return self
 
     def encode(self, text: str) -> list[int]:
@@ -75,10 +78,12 @@ class BasicTokenizer:
         "The bytes that the ids stand for; raises ValueError on an id outside the vocabulary."
         try: return b''.join(self.vocab[int(i)] for i in ids)
         except KeyError as e:
-            raise ValueError(f'token id {e.args[0]} is not in the vocabulary: valid ids are 0..{self.vocab_size - 1}') from None
+            raise ValueError(f'token id {e.args[0]} is not in the vocabulary: '
+                             f'valid ids are 0..{self.vocab_size - 1}') from None
 
     def decode(self, ids, errors: str = 'replace') -> str:
-        "The text for `ids`; bytes that are not valid UTF-8 become '�' (errors='replace') unless `errors` says otherwise."
+        """The text for `ids`; bytes that are not valid UTF-8 become '�' (errors='replace') unless `errors` says
+        otherwise."""
         return self.decode_bytes(ids).decode('utf-8', errors=errors)
 
 # %% ../nbs/11_bpe.ipynb #f3ae14a8
@@ -86,7 +91,8 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 
 # %% ../nbs/11_bpe.ipynb #868161c2
 def bytes_to_unicode() -> dict[int, str]:
-    "GPT-2's map from each byte 0..255 to a printable unicode character (printable Latin-1 maps to itself, the rest to chr(256 + n))."
+    """GPT-2's map from each byte 0..255 to a printable unicode character (printable Latin-1 maps to itself, the rest to
+    chr(256 + n))."""
     printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
     table, n = {b: chr(b) for b in printable}, 0
     for b in range(256):
@@ -115,7 +121,8 @@ def apply_merges_fast(ids, ranks: dict, merges: dict | None = None) -> list[int]
 
 # %% ../nbs/11_bpe.ipynb #581790d0
 class GPT2Tokenizer:
-    "GPT-2's byte-level BPE tokenizer (regex pre-split, 50,000 merges, `<|endoftext|>`), token-for-token equal to tiktoken's 'gpt2'."
+    """GPT-2's byte-level BPE tokenizer (regex pre-split, 50,000 merges, `<|endoftext|>`), token-for-token equal to
+    tiktoken's 'gpt2'."""
     def __init__(self, encoder: dict[str, int], bpe_merges: list[tuple[str, str]],
                  special_tokens: dict[str, int] | None = None, pattern: str = GPT2_PATTERN, cache_size: int = 1 << 16):
         self.special_tokens = {'<|endoftext|>': 50256} if special_tokens is None else dict(special_tokens)
@@ -132,7 +139,8 @@ class GPT2Tokenizer:
             if t not in self.special_tokens: self._bytes[i] = bytes(byte_decoder[c] for c in t)
         for t, i in self.special_tokens.items(): self._bytes[i] = t.encode('utf-8')
         self.pattern = regex.compile(pattern)
-        self._special_pattern = regex.compile('|'.join(map(regex.escape, sorted(self.special_tokens, key=len, reverse=True))))
+        self._special_pattern = regex.compile('|'.join(map(regex.escape, sorted(self.special_tokens, key=len,
+                                                                                reverse=True))))
         self._bpe = functools.lru_cache(maxsize=cache_size)(self._bpe_chunk)
 
     @classmethod
@@ -140,19 +148,22 @@ class GPT2Tokenizer:
         "The tokenizer from OpenAI's `encoder.json` (token string -> id) and `vocab.bpe` (the merges, in order)."
         encoder = json.loads(Path(encoder_json).read_text(encoding='utf-8'))
         lines = Path(vocab_bpe).read_text(encoding='utf-8').split('\n')
-        if not lines[0].startswith('#version'): raise ValueError(f'{vocab_bpe} does not start with a "#version" line: not a vocab.bpe file')
+        if not lines[0].startswith('#version'): raise ValueError(f'{vocab_bpe} does not start with a "#version" line: '
+                                                                 f'not a vocab.bpe file')
         return cls(encoder, [tuple(line.split(' ')) for line in lines[1:] if line], **kwargs)
 
     @classmethod
     def load(cls, folder=None, **kwargs):
-        "GPT-2's tokenizer from its files, downloaded once into `folder/gpt2` (default `data_dir()`) and verified by sha256."
+        """GPT-2's tokenizer from its files, downloaded once into `folder/gpt2` (default `data_dir()`) and verified by
+        sha256."""
         return cls.from_files(*gpt2_files(folder), **kwargs)
 
     @property
     def eot_token(self) -> int: return self.special_tokens['<|endoftext|>']
     @property
     def special_tokens_set(self) -> set[str]: return set(self.special_tokens)
-    def __repr__(self): return f'GPT2Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, special_tokens={self.special_tokens})'
+    def __repr__(self):
+        return f'GPT2Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, special_tokens={self.special_tokens})'
 
 # %% ../nbs/11_bpe.ipynb #b3bee44e
 def _tok_bpe_chunk(self, chunk: str) -> tuple[int, ...]:
@@ -172,21 +183,26 @@ GPT2Tokenizer._bpe_chunk, GPT2Tokenizer.encode_ordinary = _tok_bpe_chunk, _tok_e
 def _tok_special_set(self, value, name: str) -> set[str]:
     if value == 'all': return set(self.special_tokens)
     if isinstance(value, str):
-        raise ValueError(f"{name} must be 'all' or a set of special token names, e.g. {{'<|endoftext|>'}}; got the string {value!r}")
+        raise ValueError(f"{name} must be 'all' or a set of special token names, e.g. {{'<|endoftext|>'}}; got the "
+                         f"string {value!r}")
     value = set(value)
     if unknown := value - set(self.special_tokens):
-        raise ValueError(f'unknown special token(s) in {name}: {sorted(unknown)}; the known special tokens are {sorted(self.special_tokens)}')
+        raise ValueError(f'unknown special token(s) in {name}: {sorted(unknown)}; the known special tokens are '
+                         f'{sorted(self.special_tokens)}')
     return value
 
 def _tok_encode(self, text: str, allowed_special=frozenset(), disallowed_special='all') -> list[int]:
-    "Token ids of `text`; special tokens become their ids only if in `allowed_special` ('all' or a set) and raise ValueError if in `disallowed_special` (default 'all': every special not allowed)."
+    """Token ids of `text`; special tokens become their ids only if in `allowed_special` ('all' or a set) and raise
+    ValueError if in `disallowed_special` (default 'all': every special not allowed)."""
     allowed = self._special_set(allowed_special, 'allowed_special')
     disallowed = self._special_set(disallowed_special, 'disallowed_special')
     if disallowed_special == 'all': disallowed -= allowed
     for m in self._special_pattern.finditer(text):
         if m.group() in disallowed:
-            raise ValueError(f'the text contains the special token {m.group()!r} at position {m.start()}. To encode it as its '
-                             f'token id pass allowed_special={{{m.group()!r}}} (or "all"); to encode it as ordinary text '
+            raise ValueError(f'the text contains the special token {m.group()!r} at position {m.start()}. To encode it '
+                             f'as its '
+                             f'token id pass allowed_special={{{m.group()!r}}} (or "all"); to encode it as ordinary '
+                             f'text '
                              f'pass disallowed_special=() (or leave it out of disallowed_special).')
     if not allowed: return self.encode_ordinary(text)
     ids, start = [], 0

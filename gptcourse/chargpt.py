@@ -26,7 +26,8 @@ class CharGPTConfig:
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
-            raise ValueError(f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head} (each head gets n_embd // n_head dimensions)')
+            raise ValueError(f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head} (each head gets n_embd '
+                             f'// n_head dimensions)')
 
     def to_dict(self) -> dict:
         "The configuration as a plain dict (JSON-able)."
@@ -36,7 +37,8 @@ class CharGPTConfig:
     def from_dict(cls, d: dict):
         "The configuration saved by `to_dict`; unknown fields are an error."
         known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known: raise ValueError(f'unknown CharGPTConfig fields {sorted(set(d) - known)}; the fields are {sorted(known)}')
+        if set(d) - known: raise ValueError(f'unknown CharGPTConfig fields {sorted(set(d) - known)}; the fields are '
+                                            f'{sorted(known)}')
         return cls(**d)
 
 # %% ../nbs/07_chargpt.ipynb #e4f4a1b0
@@ -70,7 +72,8 @@ class CharGPT(nn.Module):
     def forward(self, idx, targets=None):
         B, T = idx.shape
         if T > self.block_size:
-            raise ValueError(f'the context has {T} positions but block_size is {self.block_size}: the model has no position '
+            raise ValueError(f'the context has {T} positions but block_size is {self.block_size}: the model has no '
+                             f'position '
                              f'embedding beyond it; crop the context to its last {self.block_size} tokens')
         tok_emb = self.token_embedding_table(idx)                                      # (B, T, C)
         pos_emb = self.position_embedding_table(torch.arange(T, device=idx.device))   # (T, C)
@@ -94,4 +97,5 @@ PRESETS = {
 def preset_config(cfg, vocab_size: int = 65) -> CharGPTConfig:
     "The `CharGPTConfig` of a preset (a dict or namespace with n_layer, n_head, n_embd, block_size, dropout)."
     d = cfg if isinstance(cfg, dict) else vars(cfg)
-    return CharGPTConfig(vocab_size=vocab_size, **{k: d[k] for k in ('block_size', 'n_embd', 'n_head', 'n_layer', 'dropout')})
+    return CharGPTConfig(vocab_size=vocab_size, **{k: d[k] for k in ('block_size', 'n_embd', 'n_head', 'n_layer',
+                                                                     'dropout')})

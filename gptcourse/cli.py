@@ -8,7 +8,8 @@ import argparse, os, sys
 from pathlib import Path
 import torch
 import gptcourse
-from .train import CheckpointError, History, PRESET_ENV, default_device, generate, list_checkpoints, load_latest
+from .train import (CheckpointError, History, PRESET_ENV, default_device, generate, list_checkpoints,
+                             load_latest)
 from .data import CharTokenizer, DownloadError
 from .chargpt import PRESETS, preset_config
 from .gpt2 import GPT, GPTConfig, HF_REPOS, char_config, load_gpt_checkpoint, load_model, sample_text
@@ -39,7 +40,8 @@ _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 def _device(s: str) -> str:
     "An argparse type: a device this machine has (cpu, cuda, cuda:N, mps)."
     try: d = torch.device(s)
-    except RuntimeError: raise argparse.ArgumentTypeError(f'{s!r} is not a device; use cpu, cuda, cuda:N or mps') from None
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f'{s!r} is not a device; use cpu, cuda, cuda:N or mps') from None
     mps = getattr(torch.backends, 'mps', None)
     have = {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': mps is not None and mps.is_available()}
     if not have.get(d.type, False):
@@ -69,7 +71,8 @@ def _char_sample(model, tokenizer, prompt: str, n: int, seed=None, **kw) -> str:
 def train_command(args):
     "Handler of `gptcourse train`."
     try:
-        model, _ = train_chargpt(args.out, args.preset, args.max_steps, args.resume, args.eval_interval, args.eval_iters,
+        model, _ = train_chargpt(args.out, args.preset, args.max_steps, args.resume, args.eval_interval,
+                                 args.eval_iters,
                                  args.device, args.compile, args.seed, args.overwrite, args.keep)
     except (CheckpointError, ValueError, DownloadError) as e: raise SystemExit(f'gptcourse train: {e}') from None
     except FloatingPointError as e: raise _stopped('train', args.out, str(e)) from None
@@ -107,21 +110,26 @@ def add_char_commands(sub):
     p.add_argument('--out', default=CHAR_RUN, help=f'run folder for the checkpoints (default: {CHAR_RUN})')
     p.add_argument('--resume', action='store_true', help='continue the run in --out from its newest good checkpoint')
     p.add_argument('--overwrite', action='store_true', help='start again, deleting the checkpoints in --out')
-    p.add_argument('--eval-interval', type=_positive_int, help="evaluate and checkpoint every this many steps (default: the preset's)")
+    p.add_argument('--eval-interval', type=_positive_int,
+                   help="evaluate and checkpoint every this many steps (default: the preset's)")
     p.add_argument('--eval-iters', type=_positive_int, help="batches per evaluation (default: the preset's)")
     p.add_argument('--keep', type=_positive_int, default=2, help='checkpoints to keep in --out (default: 2)')
     p.add_argument('--device', type=_device, help=DEVICE_HELP)
     p.add_argument('--compile', action='store_true', help='torch.compile the model (CUDA only; worth it for long runs)')
     p.add_argument('--seed', type=int, default=1337, help='random seed (default: 1337)')
-    p.add_argument('--max-new-tokens', type=int, default=300, help='characters to sample at the end (default: 300; 0: none)')
+    p.add_argument('--max-new-tokens', type=int, default=300,
+                   help='characters to sample at the end (default: 300; 0: none)')
     p.set_defaults(func=train_command)
     s = sub.add_parser('sample', help='sample text from a character-level GPT run',
                        description='Continue a prompt with a character-level GPT trained by `gptcourse train`.')
     s.add_argument('--model', default=CHAR_RUN, help=f'run folder or checkpoint file (default: {CHAR_RUN})')
-    s.add_argument('--prompt', default='\n', help='text to continue, in the training text\'s characters (default: a newline)')
+    s.add_argument('--prompt', default='\n',
+                   help='text to continue, in the training text\'s characters (default: a newline)')
     s.add_argument('--max-new-tokens', type=_positive_int, default=500, help='characters to generate (default: 500)')
-    s.add_argument('--temperature', type=float, default=1.0, help='below 1: safer, above 1: wilder; 0: greedy (default: 1.0)')
-    s.add_argument('--top-k', type=_positive_int, default=None, help='sample only among the k most likely characters (default: all)')
+    s.add_argument('--temperature', type=float, default=1.0,
+                   help='below 1: safer, above 1: wilder; 0: greedy (default: 1.0)')
+    s.add_argument('--top-k', type=_positive_int, default=None,
+                   help='sample only among the k most likely characters (default: all)')
     s.add_argument('--seed', type=int, default=None, help='random seed, for a reproducible sample (default: none)')
     s.add_argument('--device', type=_device, help=DEVICE_HELP)
     s.set_defaults(func=sample_command)
@@ -149,15 +157,18 @@ def add_gpt2_sample_command(sub):
     "The `gpt2-sample` command (lesson 08)."
     p = sub.add_parser('gpt2-sample', help='sample text from GPT-2 (a hub name, a folder, or a gpt2-train run)',
                        description='Load GPT-2 (OpenAI\'s weights by name, a Hugging Face folder with config.json and '
-                                   'model.safetensors, or a gpt2-train checkpoint) and print samples continuing a prompt.')
+                                   'model.safetensors, or a gpt2-train checkpoint) and print samples continuing a '
+                                   'prompt.')
     p.add_argument('--model', default='gpt2', help=f'one of {", ".join(HF_REPOS)}, a folder with config.json + '
                    'model.safetensors, or a run folder or checkpoint of `gptcourse gpt2-train` (default: gpt2)')
     p.add_argument('--prompt', default="Hello, I'm a language model,",
                    help="the text to continue (default: \"Hello, I'm a language model,\")")
     p.add_argument('--num-samples', type=_positive_int, default=5, help='samples to print (default: 5)')
     p.add_argument('--max-new-tokens', type=_positive_int, default=30, help='tokens per sample (default: 30)')
-    p.add_argument('--top-k', type=_positive_int, default=50, help='sample among the k most likely tokens (default: 50)')
-    p.add_argument('--temperature', type=float, default=1.0, help='below 1: safer, above 1: wilder; 0: greedy (default: 1.0)')
+    p.add_argument('--top-k', type=_positive_int, default=50,
+                   help='sample among the k most likely tokens (default: 50)')
+    p.add_argument('--temperature', type=float, default=1.0,
+                   help='below 1: safer, above 1: wilder; 0: greedy (default: 1.0)')
     p.add_argument('--seed', type=int, default=None, help='random seed, for reproducible samples (default: none)')
     p.add_argument('--device', default=None, type=_device, help=DEVICE_HELP)
     p.set_defaults(func=gpt2_sample_command)
@@ -188,12 +199,16 @@ def add_prepare_command(sub):
 # %% ../nbs/12_cli.ipynb #fbc34c33
 def gpt2_train_command(args):
     "Handler of `gptcourse gpt2-train`."
-    if args.resume and args.out is None: raise SystemExit('gptcourse gpt2-train: --resume needs --out, the run folder to continue')
+    if args.resume and args.out is None: raise SystemExit('gptcourse gpt2-train: --resume needs --out, the run folder '
+                                                          'to continue')
     try:
         res = train_gpt2(args.data, args.preset, init=args.init, out_dir=args.out, resume=args.resume,
-                         max_steps=args.max_steps, batch_size=args.batch_size, seq_len=args.seq_len, total_batch=args.total_batch,
-                         lr=args.lr, warmup_steps=args.warmup_steps, compile=args.compile, device=args.device, dtype=args.dtype,
-                         eval_interval=args.eval_interval, eval_iters=args.eval_iters, checkpoint_interval=args.checkpoint_interval,
+                         max_steps=args.max_steps, batch_size=args.batch_size, seq_len=args.seq_len,
+                         total_batch=args.total_batch,
+                         lr=args.lr, warmup_steps=args.warmup_steps, compile=args.compile, device=args.device,
+                         dtype=args.dtype,
+                         eval_interval=args.eval_interval, eval_iters=args.eval_iters,
+                         checkpoint_interval=args.checkpoint_interval,
                          keep=args.keep, hellaswag=args.hellaswag, seed=args.seed, stop_after=args.stop_after,
                          dropout=args.dropout, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, CheckpointError, DownloadError) as e:
@@ -211,30 +226,43 @@ def add_gpt2_train_command(sub):
     t = sub.add_parser('gpt2-train', help='train GPT-2 on token shards (one process or under torchrun)',
                        description='Train GPT-2 with the lecture\'s recipe on shards made by `gptcourse prepare`. Runs '
                                    'the same under `torchrun --nproc_per_node N -m gptcourse.cli gpt2-train ...`.')
-    t.add_argument('--data', default=None, help='folder of token shards (default: Tiny Shakespeare, prepared if needed)')
+    t.add_argument('--data', default=None,
+                   help='folder of token shards (default: Tiny Shakespeare, prepared if needed)')
     t.add_argument('--preset', choices=list(GPT2_PRESETS), default=None,
-                   help=PRESET_HELP + '; cpu: a GPT-2-shaped toy; lecture: GPT-2 124M, 524,288-token batches, 19,073 steps')
-    t.add_argument('--init', default='scratch', help='scratch, a GPT-2 name (gpt2, gpt2-medium, ...) or a folder with config.json + model.safetensors '
+                   help=PRESET_HELP + '; cpu: a GPT-2-shaped toy; lecture: GPT-2 124M, 524,288-token batches, 19,073 '
+                   'steps')
+    t.add_argument('--init', default='scratch', help='scratch, a GPT-2 name (gpt2, gpt2-medium, ...) or a folder with '
+                   'config.json + model.safetensors '
                    '(default: scratch)')
-    t.add_argument('--max-steps', type=_positive_int, default=None, help="steps of the schedule (default: the preset's)")
-    t.add_argument('--stop-after', type=_positive_int, default=None, help='stop after this step, keeping the schedule of --max-steps, to resume later (default: run to the end)')
-    t.add_argument('--batch-size', type=_positive_int, default=None, help="sequences per micro-batch per process, B (default: the preset's)")
+    t.add_argument('--max-steps', type=_positive_int, default=None,
+                   help="steps of the schedule (default: the preset's)")
+    t.add_argument('--stop-after', type=_positive_int, default=None, help='stop after this step, keeping the schedule '
+                   'of --max-steps, to resume later (default: run to the end)')
+    t.add_argument('--batch-size', type=_positive_int, default=None,
+                   help="sequences per micro-batch per process, B (default: the preset's)")
     t.add_argument('--seq-len', type=_positive_int, default=None, help="tokens per sequence, T (default: the preset's)")
-    t.add_argument('--total-batch', type=_positive_int, default=None, help="tokens per optimizer step, a multiple of B·T·processes (default: the preset's)")
+    t.add_argument('--total-batch', type=_positive_int, default=None,
+                   help="tokens per optimizer step, a multiple of B·T·processes (default: the preset's)")
     t.add_argument('--lr', type=float, default=None, help="maximum learning rate (default: the preset's)")
-    t.add_argument('--warmup-steps', type=_non_negative_int, default=None, help="steps of linear warm-up (default: the preset's)")
+    t.add_argument('--warmup-steps', type=_non_negative_int, default=None,
+                   help="steps of linear warm-up (default: the preset's)")
     t.add_argument('--dropout', type=float, default=0.0, help='dropout of a model trained from scratch (default: 0.0)')
-    t.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None, help="torch.compile (CUDA only; default: the preset's)")
+    t.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile (CUDA only; default: the preset's)")
     t.add_argument('--device', default=None, type=_device, help=DEVICE_HELP)
     t.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16', 'float16'],
                    help='autocast dtype (default: auto: bfloat16, else float16 on CUDA; float32 elsewhere)')
     t.add_argument('--out', default=None, help='run folder for the checkpoints (default: none are written)')
     t.add_argument('--resume', action='store_true', help='continue the run in --out from its newest good checkpoint')
-    t.add_argument('--eval-interval', type=_non_negative_int, default=None, help="steps between validation losses (0: never; default: the preset's)")
-    t.add_argument('--eval-iters', type=_positive_int, default=None, help="batches per evaluation (default: the preset's)")
-    t.add_argument('--checkpoint-interval', type=_non_negative_int, default=None, help="steps between checkpoints (0: only at the end; default: the preset's)")
+    t.add_argument('--eval-interval', type=_non_negative_int, default=None,
+                   help="steps between validation losses (0: never; default: the preset's)")
+    t.add_argument('--eval-iters', type=_positive_int, default=None,
+                   help="batches per evaluation (default: the preset's)")
+    t.add_argument('--checkpoint-interval', type=_non_negative_int, default=None,
+                   help="steps between checkpoints (0: only at the end; default: the preset's)")
     t.add_argument('--keep', type=_positive_int, default=2, help='checkpoints to keep in --out (default: 2)')
-    t.add_argument('--hellaswag', default=None, help="'val' (downloads HellaSwag's validation set) or a .jsonl file, scored at every evaluation (default: none)")
+    t.add_argument('--hellaswag', default=None, help="'val' (downloads HellaSwag's validation set) or a .jsonl file, "
+                   "scored at every evaluation (default: none)")
     t.add_argument('--seed', type=int, default=1337, help='random seed (default: 1337)')
     t.add_argument('--no-progress', action='store_true', help='no progress bar')
     t.set_defaults(func=gpt2_train_command)
@@ -288,7 +316,8 @@ def add_run_commands(sub):
     sub.add_parser('presets', help='list the presets of both trainers: sizes and what a run costs',
                    description='List the presets of `train` and `gpt2-train`.').set_defaults(func=presets_command)
     p = sub.add_parser('plot', help="plot a run's loss curve to a PNG (and print it)",
-                       description='Print the loss history of a run (its newest good checkpoint) and draw it into a PNG.')
+                       description='Print the loss history of a run (its newest good checkpoint) and draw it into a '
+                       'PNG.')
     p.add_argument('--model', default=CHAR_RUN, help=f'run folder or checkpoint file (default: {CHAR_RUN})')
     p.add_argument('--out', default=None, help='the PNG to write (default: loss.png in the run folder)')
     p.set_defaults(func=plot_command)
@@ -296,7 +325,8 @@ def add_run_commands(sub):
 # %% ../nbs/12_cli.ipynb #0a1d2fd6
 def build_parser() -> argparse.ArgumentParser:
     "The `gptcourse` parser with every command."
-    parser = argparse.ArgumentParser(prog='gptcourse', description='Train and sample the models of the gptcourse lessons.')
+    parser = argparse.ArgumentParser(prog='gptcourse',
+                                     description='Train and sample the models of the gptcourse lessons.')
     parser.add_argument('--version', action='version', version=f'gptcourse {gptcourse.__version__}')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
     for add in (add_char_commands, add_gpt2_sample_command, add_prepare_command, add_gpt2_train_command,

@@ -105,7 +105,8 @@ TINY_SHAKESPEARE_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca
 
 def tiny_shakespeare(folder=None) -> str:
     "The text of Tiny Shakespeare (1,115,394 characters), downloaded once and verified by sha256."
-    return download(TINY_SHAKESPEARE_URL, 'tinyshakespeare.txt', TINY_SHAKESPEARE_SHA256, folder).read_text(encoding='utf-8')
+    return download(TINY_SHAKESPEARE_URL, 'tinyshakespeare.txt', TINY_SHAKESPEARE_SHA256,
+                    folder).read_text(encoding='utf-8')
 
 # %% ../nbs/00_data.ipynb #05b15fa4
 GPT2_ENCODER_URL = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json'
@@ -114,7 +115,8 @@ GPT2_VOCAB_URL = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/mai
 GPT2_VOCAB_SHA256 = '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'
 
 def gpt2_files(folder=None) -> tuple[Path, Path]:
-    "Paths of GPT-2's `encoder.json` and `vocab.bpe` in `folder/gpt2` (default `data_dir()`), downloaded once, verified."
+    """Paths of GPT-2's `encoder.json` and `vocab.bpe` in `folder/gpt2` (default `data_dir()`), downloaded once,
+    verified."""
     return (download(GPT2_ENCODER_URL, 'gpt2/encoder.json', GPT2_ENCODER_SHA256, folder),
             download(GPT2_VOCAB_URL, 'gpt2/vocab.bpe', GPT2_VOCAB_SHA256, folder))
 

@@ -98,18 +98,21 @@ class Block(nn.Module):
 # %% ../nbs/08_gpt2.ipynb #2e3f03cd
 def _check_ids(idx, vocab_size: int):
     "Refuse what is not a (B, T) tensor of token ids below `vocab_size`, with a message that says what was wrong."
-    if not torch.is_tensor(idx) or idx.dim() != 2 or idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+    if not torch.is_tensor(idx) or idx.dim() != 2 or idx.is_floating_point() or idx.is_complex() \
+            or idx.dtype == torch.bool:
         what = f'a {idx.dim()}-D {idx.dtype} tensor' if torch.is_tensor(idx) else type(idx).__name__
         raise ValueError(f'GPT takes token ids: an integer tensor of shape (B, T); got {what}')
     if idx.size(1) == 0: raise ValueError('GPT needs at least one token per sequence; got T = 0')
     if idx.device.type == 'cpu' and not torch.compiler.is_compiling():  # free on a CPU; a GPU would have to sync
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= vocab_size:
-            raise ValueError(f'token id {hi if hi >= vocab_size else lo} is outside the vocabulary: ids are 0..{vocab_size - 1}')
+            raise ValueError(f'token id {hi if hi >= vocab_size else lo} is outside the vocabulary: ids are '
+                             f'0..{vocab_size - 1}')
 
 # %% ../nbs/08_gpt2.ipynb #6a07084c
 class GPT(nn.Module):
-    "GPT-2 (and any `GPTConfig`) with Hugging Face's parameter names; `forward(idx, targets=None, kv_cache=None) -> (logits, loss)`."
+    """GPT-2 (and any `GPTConfig`) with Hugging Face's parameter names; `forward(idx, targets=None, kv_cache=None) ->
+    (logits, loss)`."""
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -138,7 +141,8 @@ class GPT(nn.Module):
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f'cannot forward a sequence of length {start + T}'
-                             f'{f" ({start} cached + {T} new)" if start else ""}: block_size is {self.config.block_size}')
+                             f'{f" ({start} cached + {T} new)" if start else ""}: block_size is '
+                             f'{self.config.block_size}')
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C) + (T, C)
         for i, block in enumerate(self.transformer.h): x = block(x, kv_cache, i)
@@ -198,11 +202,13 @@ GPT.from_chargpt = _from_chargpt
 # %% ../nbs/08_gpt2.ipynb #e7cb8221
 def _configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.95), eps: float = 1e-8,
                           device_type: str = 'cpu') -> torch.optim.AdamW:
-    "AdamW with weight decay on the matrices and embeddings (>= 2-D) only, not on biases and LayerNorm gains; fused on CUDA."
+    """AdamW with weight decay on the matrices and embeddings (>= 2-D) only, not on biases and LayerNorm gains; fused on
+    CUDA."""
     params = [p for p in self.parameters() if p.requires_grad]
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    extra = dict(fused=True) if device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters else {}
+    fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+    extra = dict(fused=True) if fused else {}
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, **extra)
 
 GPT.configure_optimizers = _configure_optimizers
@@ -229,12 +235,14 @@ HF_REPOS = {'gpt2': 'openai-community/gpt2', 'gpt2-medium': 'openai-community/gp
 CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
 def _checkpoint_files(name_or_folder) -> tuple[Path, Path]:
-    "The paths of `config.json` and `model.safetensors`: from a local folder, or downloaded from the hub for a known name."
+    """The paths of `config.json` and `model.safetensors`: from a local folder, or downloaded from the hub for a known
+    name."""
     folder = Path(name_or_folder)
     if folder.is_dir():
         files = folder / 'config.json', folder / 'model.safetensors'
         missing = [f.name for f in files if not f.is_file()]
-        if missing: raise FileNotFoundError(f'{folder} has no {" and no ".join(missing)} (a GPT-2 folder needs config.json and model.safetensors)')
+        if missing: raise FileNotFoundError(f'{folder} has no {" and no ".join(missing)} (a GPT-2 folder needs '
+                                            f'config.json and model.safetensors)')
         return files
     if str(name_or_folder) not in HF_REPOS:
         raise ValueError(f'unknown model {str(name_or_folder)!r}: not a folder, and not one of {", ".join(HF_REPOS)}')
@@ -246,7 +254,8 @@ def _checkpoint_files(name_or_folder) -> tuple[Path, Path]:
                       'without internet, pass a folder holding config.json and model.safetensors') from e
 
 def hf_to_state_dict(sd: dict) -> dict:
-    "Hugging Face GPT-2 tensors renamed and transposed into `GPT`'s state dict (prefix added, mask buffers dropped, Conv1D weights transposed)."
+    """Hugging Face GPT-2 tensors renamed and transposed into `GPT`'s state dict (prefix added, mask buffers dropped,
+    Conv1D weights transposed)."""
     out = {}
     for k, v in sd.items():
         if k.endswith(('.attn.bias', '.attn.masked_bias')): continue  # causal-mask buffers, not weights
@@ -254,7 +263,8 @@ def hf_to_state_dict(sd: dict) -> dict:
         out[k] = v.t().contiguous() if k.endswith(CONV1D_WEIGHTS) else v  # Conv1D (in, out) -> Linear (out, in)
     if 'lm_head.weight' in out and 'transformer.wte.weight' in out:
         if not torch.equal(out['lm_head.weight'], out['transformer.wte.weight']):
-            raise ValueError('lm_head.weight differs from transformer.wte.weight; GPT ties them and cannot load an untied head')
+            raise ValueError('lm_head.weight differs from transformer.wte.weight; GPT ties them and cannot load an '
+                             'untied head')
     elif 'transformer.wte.weight' in out: out['lm_head.weight'] = out['transformer.wte.weight']  # tied
     return out
 
@@ -275,18 +285,21 @@ def _load_into(model: GPT, sd: dict):
 
 @classmethod
 def _from_pretrained(cls, name_or_folder) -> GPT:
-    "GPT-2 with OpenAI's weights: a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) from the Hugging Face hub, or a local folder."
+    """GPT-2 with OpenAI's weights: a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) from the Hugging Face hub, or a
+    local folder."""
     from safetensors.torch import load_file
     config_path, weights_path = _checkpoint_files(name_or_folder)
     try: hf = json.loads(config_path.read_text())
     except (ValueError, UnicodeDecodeError) as e: raise ValueError(f'{config_path} is not a JSON file ({e})') from None
-    if hf.get('model_type', 'gpt2') != 'gpt2': raise ValueError(f'{config_path} describes a {hf["model_type"]!r} model, not gpt2')
+    if hf.get('model_type',
+              'gpt2') != 'gpt2': raise ValueError(f'{config_path} describes a {hf["model_type"]!r} model, not gpt2')
     missing = [k for k in ('n_positions', 'vocab_size', 'n_layer', 'n_head', 'n_embd') if k not in hf]
     if missing: raise ValueError(f'{config_path} lacks {", ".join(missing)}: a GPT-2 config.json names all five sizes')
     config = GPTConfig(block_size=hf['n_positions'], vocab_size=hf['vocab_size'],
                        n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'])
     try: sd = load_file(weights_path)
-    except Exception as e: raise ValueError(f'{weights_path} is not a readable safetensors file (truncated or corrupt): {e}') from None
+    except Exception as e: raise ValueError(f'{weights_path} is not a readable safetensors file (truncated or '
+                                            f'corrupt): {e}') from None
     with torch.device('meta'): model = cls(config)
     return _load_into(model, hf_to_state_dict(sd)).eval()
 
@@ -296,7 +309,8 @@ GPT.from_pretrained = _from_pretrained
 def sample_text(model, prompt: str, max_new_tokens: int = 30, num_samples: int = 1, top_k: int | None = 50,
                 temperature: float = 1.0, seed: int | None = None, device=None, stop_at_eot: bool = False,
                 **generate_kwargs) -> list[str]:
-    "`num_samples` continuations of `prompt` from a GPT-2-vocabulary `model` (moved to `device` if given), decoded with tiktoken."
+    """`num_samples` continuations of `prompt` from a GPT-2-vocabulary `model` (moved to `device` if given), decoded
+    with tiktoken."""
     enc = gpt2_tokenizer()
     if device is not None: model = model.to(device)
     device = next(model.parameters()).device
@@ -314,7 +328,8 @@ def sample_text(model, prompt: str, max_new_tokens: int = 30, num_samples: int =
 
 # %% ../nbs/08_gpt2.ipynb #fcdf2ba6
 def load_gpt_checkpoint(path) -> tuple[GPT, dict]:
-    "A `GPT` (eval mode) and the meta of a course checkpoint: a `step_*.safetensors` file, or a run folder's newest good one."
+    """A `GPT` (eval mode) and the meta of a course checkpoint: a `step_*.safetensors` file, or a run folder's newest
+    good one."""
     f, meta = load_latest(path)
     if not isinstance(meta.get('config'), dict):
         raise CheckpointError(f'{f} holds no GPT config: it was not written by a GPT trainer of the course')
@@ -323,7 +338,8 @@ def load_gpt_checkpoint(path) -> tuple[GPT, dict]:
     return model.eval(), meta
 
 def load_model(name_or_path) -> GPT:
-    "A `GPT` from a hub name, a Hugging Face folder, or a course checkpoint (a step_*.safetensors file or its run folder)."
+    """A `GPT` from a hub name, a Hugging Face folder, or a course checkpoint (a step_*.safetensors file or its run
+    folder)."""
     p = Path(name_or_path)
     if p.is_file() or (p.is_dir() and not (p/'config.json').exists()): return load_gpt_checkpoint(p)[0]
     return GPT.from_pretrained(name_or_path)

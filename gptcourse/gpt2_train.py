@@ -12,8 +12,10 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
-from .data import CharTokenizer, DownloadError, atomic_write, data_dir, get_batch, tiny_shakespeare, train_val_split
-from .train import (CheckpointError, History, Precision, configure_speed, default_device, fit, forward_backward,
+from .data import (CharTokenizer, DownloadError, atomic_write, data_dir, get_batch, tiny_shakespeare,
+                            train_val_split)
+from .train import (CheckpointError, History, Precision, configure_speed, default_device, fit,
+                             forward_backward,
                              get_preset, list_checkpoints, load_latest, maybe_compile, rng_state, save_step,
                              set_rng_state, set_seed, unwrap_model)
 from .chargpt import PRESETS, preset_config
@@ -28,7 +30,8 @@ __all__ = ['PEAK_FLOPS', 'HELLASWAG_URL', 'HELLASWAG_EXAMPLES', 'GPT2_PRESETS', 
 
 # %% ../nbs/09_gpt2_train.ipynb #a89d9cb2
 def _sources(src) -> list[tuple[str, object]]:
-    "(name, path or None) of every document: Tiny Shakespeare by default, one text file, or the sorted .txt files under a folder."
+    """(name, path or None) of every document: Tiny Shakespeare by default, one text file, or the sorted .txt files
+    under a folder."""
     if src is None: return [('tinyshakespeare', None)]
     p = Path(src)
     if p.is_file(): return [(p.name, p)]
@@ -44,14 +47,16 @@ def _read_document(name: str, p) -> str:
     if p is None: return tiny_shakespeare()
     try: text = p.read_text(encoding='utf-8')
     except UnicodeDecodeError as e:
-        raise ValueError(f'{p} is not UTF-8 text (byte {e.start}: {e.reason}); prepare reads UTF-8 text files') from None
+        raise ValueError(f'{p} is not UTF-8 text (byte {e.start}: {e.reason}); '
+                         'prepare reads UTF-8 text files') from None
     if not text.strip(): raise ValueError(f'{p} is empty: there is nothing in it to tokenize')
     return text
 
 # %% ../nbs/09_gpt2_train.ipynb #8bbd228c
 def prepare(src=None, out_dir=None, val_frac: float = 0.1, shard_size: int = 100_000_000, progress: bool = True,
             overwrite: bool = False) -> dict:
-    "Tokenize `src` (Tiny Shakespeare, a text file or a folder of .txt files) with GPT-2's BPE into uint16 shards in `out_dir`."
+    """Tokenize `src` (Tiny Shakespeare, a text file or a folder of .txt files) with GPT-2's BPE into uint16 shards in
+    `out_dir`."""
     if not 0 <= val_frac < 1: raise ValueError(f'val_frac must be in [0, 1), got {val_frac}')
     if shard_size < 1: raise ValueError(f'shard_size must be a positive number of tokens, got {shard_size}')
     sources = _sources(src)
@@ -94,10 +99,12 @@ def default_data_dir() -> Path:
 def _shards(folder: Path, split: str) -> tuple[list[Path], list[int]]:
     "The `split`'s shard files in `folder` and their lengths, each checked to be a 1-D array of integer token ids."
     if not folder.is_dir():
-        raise FileNotFoundError(f'{folder}: no such folder of token shards (make one with `gptcourse prepare --out {folder}`)')
+        raise FileNotFoundError(f'{folder}: no such folder of token shards (make one with `gptcourse prepare --out '
+                                f'{folder}`)')
     shards = sorted(folder.glob(f'{split}_*.npy'))
     if not shards:
-        raise FileNotFoundError(f'{folder} has no {split}_*.npy shards (make them with `gptcourse prepare --out {folder}`)')
+        raise FileNotFoundError(f'{folder} has no {split}_*.npy shards (make them with `gptcourse prepare --out '
+                                f'{folder}`)')
     arrays = [np.load(f, mmap_mode='r') for f in shards]
     for f, a in zip(shards, arrays):
         if a.dtype.kind not in 'iu' or a.ndim != 1:
@@ -112,7 +119,8 @@ def _check_ids_below(tokens, vocab_size: int, name: str):
 
 # %% ../nbs/09_gpt2_train.ipynb #63a14186
 class DataLoaderLite:
-    "(B, T) batches of token ids and their next-token targets, read in order from shards (or a token array); rank r of world_size reads its own slice."
+    """(B, T) batches of token ids and their next-token targets, read in order from shards (or a token array); rank r of
+    world_size reads its own slice."""
     def __init__(self, data, B: int, T: int, split: str = 'train', rank: int = 0, world_size: int = 1,
                  vocab_size: int | None = None):
         if B < 1 or T < 1: raise ValueError(f'B and T must be positive, got B={B}, T={T}')
@@ -125,7 +133,8 @@ class DataLoaderLite:
             lengths = [len(self.shards[0])]
         self.steps_per_shard = [(n - 1) // self.tokens_per_step for n in lengths]
         for s, n, k in zip(self.shards, lengths, self.steps_per_shard):
-            if k == 0: raise ValueError(f'{getattr(s, "name", "the token array")} has {n:,} tokens, too few for one step '
+            if k == 0: raise ValueError(f'{getattr(s, "name", "the token array")} has {n:,} tokens, too few for one '
+                                        f'step '
                                         f'of world_size·B·T + 1 = {self.tokens_per_step + 1:,}')
         self.reset()
 
@@ -166,7 +175,8 @@ def _loader_state_dict(self) -> dict:
 def _loader_load_state_dict(self, state: dict):
     "Continue from a `state_dict()`."
     shard, pos = int(state['shard']), int(state['position'])
-    if not 0 <= shard < len(self.shards): raise ValueError(f'loader state names shard {shard}, but there are {len(self.shards)}')
+    if not 0 <= shard < len(self.shards): raise ValueError(f'loader state names shard {shard}, but there are '
+                                                           f'{len(self.shards)}')
     if pos % self.tokens_per_step or pos // self.tokens_per_step >= self.steps_per_shard[shard]:
         raise ValueError(f'loader position {pos} does not fit steps of world_size·B·T = {self.tokens_per_step} tokens '
                          '(was it saved with another batch size, sequence length or number of processes?)')
@@ -181,8 +191,10 @@ def padded_vocab_size(vocab_size: int = 50257, multiple: int = 128) -> int:
     return -(-vocab_size // multiple) * multiple
 
 # %% ../nbs/09_gpt2_train.ipynb #44bfe2dd
-def get_lr(step: int, max_lr: float = 6e-4, min_lr: float | None = None, warmup_steps: int = 715, max_steps: int = 19073) -> float:
-    "Linear warm-up to `max_lr` over `warmup_steps`, then cosine decay to `min_lr` (default 10% of `max_lr`) at `max_steps`, constant after."
+def get_lr(step: int, max_lr: float = 6e-4, min_lr: float | None = None, warmup_steps: int = 715,
+           max_steps: int = 19073) -> float:
+    """Linear warm-up to `max_lr` over `warmup_steps`, then cosine decay to `min_lr` (default 10% of `max_lr`) at
+    `max_steps`, constant after."""
     min_lr = 0.1 * max_lr if min_lr is None else min_lr
     if step < warmup_steps: return max_lr * (step + 1) / warmup_steps
     if step >= max_steps or max_steps == warmup_steps: return min_lr
@@ -191,17 +203,20 @@ def get_lr(step: int, max_lr: float = 6e-4, min_lr: float | None = None, warmup_
 
 # %% ../nbs/09_gpt2_train.ipynb #fa5ca236
 def grad_accum_steps(total_batch: int, B: int, T: int, world_size: int = 1) -> int:
-    "Micro-steps per optimizer step so that `B·T·world_size·steps == total_batch` tokens; an error if it does not divide."
+    """Micro-steps per optimizer step so that `B·T·world_size·steps == total_batch` tokens; an error if it does not
+    divide."""
     per = B * T * world_size
     if total_batch < per or total_batch % per:
         fits = max(1, round(total_batch / per)) * per
         raise ValueError(f'the total batch of {total_batch:,} tokens must be a positive multiple of B·T·world_size = '
-                         f'{B}·{T}·{world_size} = {per:,} (e.g. {fits:,}); change --total-batch, --batch-size or --seq-len')
+                         f'{B}·{T}·{world_size} = {per:,} (e.g. {fits:,}); change --total-batch, --batch-size or '
+                         f'--seq-len')
     return total_batch // per
 
 # %% ../nbs/09_gpt2_train.ipynb #5114e0e9
 def accumulate(steps: int, reduce=None):
-    "A `step_fn` for `fit`: gradients summed over `steps` micro-batches (each loss / steps), DDP syncing on the last only."
+    """A `step_fn` for `fit`: gradients summed over `steps` micro-batches (each loss / steps), DDP syncing on the last
+    only."""
     if steps < 1: raise ValueError(f'accumulate needs at least one micro-step, got {steps}')
     def step(model, get_batch, precision):
         loss = 0.0
@@ -248,10 +263,12 @@ class DistInfo:
     def master(self) -> bool: return self.rank == 0
 
 def setup_distributed(device: str | None = None) -> DistInfo:
-    "Join the process group `torchrun` describes (RANK, LOCAL_RANK, WORLD_SIZE; NCCL on CUDA, gloo on CPU), or describe a single process."
+    """Join the process group `torchrun` describes (RANK, LOCAL_RANK, WORLD_SIZE; NCCL on CUDA, gloo on CPU), or
+    describe a single process."""
     if 'RANK' not in os.environ: return DistInfo(False, 0, 0, 1, device or default_device())
     try: rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
-    except (KeyError, ValueError) as e: raise RuntimeError(f'RANK is set but WORLD_SIZE is missing or bad ({e}); start with torchrun') from None
+    except (KeyError, ValueError) as e: raise RuntimeError(f'RANK is set but WORLD_SIZE is missing or bad ({e}); start '
+                                                           f'with torchrun') from None
     local = int(os.environ.get('LOCAL_RANK', rank))
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if torch.device(device).type == 'cuda':
@@ -262,7 +279,8 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     return DistInfo(world > 1, rank, local, world, device, owns)
 
 def reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    "The mean of `t` over all processes (sum all-reduce / world size, which gloo and NCCL both support); `t` when not distributed."
+    """The mean of `t` over all processes (sum all-reduce / world size, which gloo and NCCL both support); `t` when not
+    distributed."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return t
     t = t.detach().clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -277,7 +295,8 @@ def save_train_state(out_dir, step: int, model, optimizer, loader: DataLoaderLit
 
 # %% ../nbs/09_gpt2_train.ipynb #d89df604
 class Batches:
-    "`get_batch` for `fit`: training batches in order; in evaluations (no grad) the same first batches of each split every time."
+    """`get_batch` for `fit`: training batches in order; in evaluations (no grad) the same first batches of each split
+    every time."""
     def __init__(self, train: DataLoaderLite, evals: dict, device='cpu'):
         self.train, self.evals, self.device, self.evaluating = train, evals, device, False
     def __call__(self, split: str):
@@ -301,8 +320,12 @@ def read_hellaswag(path) -> list[dict]:
         try: ex = json.loads(line)
         except json.JSONDecodeError as e: raise ValueError(f'{path}, line {i}: not JSON ({e})') from None
         ok = isinstance(ex, dict) and isinstance(ex.get('ctx'), str) and isinstance(ex.get('endings'), list) \
-             and len(ex['endings']) == 4 and all(isinstance(e, str) for e in ex['endings']) and ex.get('label') in (0, 1, 2, 3)
-        if not ok: raise ValueError(f'{path}, line {i}: a HellaSwag example needs "ctx" (str), "endings" (4 str) and "label" (0-3)')
+             and len(ex['endings']) == 4 and all(isinstance(e, str) for e in ex['endings']) and ex.get('label') in (0,
+                                                                                                                    1,
+                                                                                                                    2,
+                                                                                                                    3)
+        if not ok: raise ValueError(f'{path}, line {i}: a HellaSwag example needs "ctx" (str), "endings" (4 str) and '
+                                    f'"label" (0-3)')
         out.append(ex)
     return out
 
@@ -316,7 +339,8 @@ def load_hellaswag(split: str = 'val', folder=None) -> list[dict]:
     def checked(path):
         ex = read_hellaswag(path)
         if split in HELLASWAG_EXAMPLES and len(ex) != HELLASWAG_EXAMPLES[split]:
-            raise ValueError(f'{path} holds {len(ex)} HellaSwag {split} examples, not {HELLASWAG_EXAMPLES[split]} (cut short?)')
+            raise ValueError(f'{path} holds {len(ex)} HellaSwag {split} examples, not {HELLASWAG_EXAMPLES[split]} (cut '
+                             f'short?)')
         return ex
     if dest.exists():
         try: return checked(dest)
@@ -334,7 +358,8 @@ def render_example(example: dict, enc=None) -> tuple[torch.Tensor, torch.Tensor,
     "(tokens (4, L), mask (4, L), label): context + ' ' + each ending, zero-padded; mask is 1 on the ending's tokens."
     enc = enc or gpt2_tokenizer()
     ctx = enc.encode_ordinary(example['ctx'])
-    rows = [(ctx + enc.encode_ordinary(' ' + e), [0] * len(ctx) + [1] * len(enc.encode_ordinary(' ' + e))) for e in example['endings']]
+    rows = [(ctx + enc.encode_ordinary(' ' + e),
+             [0] * len(ctx) + [1] * len(enc.encode_ordinary(' ' + e))) for e in example['endings']]
     L = max(len(r) for r, _ in rows)
     tokens, mask = torch.zeros(4, L, dtype=torch.long), torch.zeros(4, L, dtype=torch.long)
     for i, (r, m) in enumerate(rows): tokens[i, :len(r)] = torch.tensor(r); mask[i, :len(m)] = torch.tensor(m)
@@ -342,7 +367,8 @@ def render_example(example: dict, enc=None) -> tuple[torch.Tensor, torch.Tensor,
 
 @torch.no_grad()
 def completion_losses(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    "Mean loss per masked (ending) token of each row, (4,); a row longer than the model's block size keeps its last tokens."
+    """Mean loss per masked (ending) token of each row, (4,); a row longer than the model's block size keeps its last
+    tokens."""
     bs = unwrap_model(model).config.block_size
     if tokens.size(1) > bs:  # crop each row to its own last block_size tokens (its ending stays whole)
         lengths = [int(m.nonzero().max()) + 1 for m in mask]
@@ -354,8 +380,10 @@ def completion_losses(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.
     return (losses.view(tokens.size(0), -1) * m).sum(1) / m.sum(1)
 
 # %% ../nbs/09_gpt2_train.ipynb #b9ba1b3c
-def hellaswag_acc_norm(model, examples, device=None, rank: int = 0, world_size: int = 1, progress: bool = False) -> float:
-    "acc_norm of `model` on HellaSwag `examples`: the share where the ending with the lowest mean token loss is the labelled one."
+def hellaswag_acc_norm(model, examples, device=None, rank: int = 0, world_size: int = 1,
+                       progress: bool = False) -> float:
+    """acc_norm of `model` on HellaSwag `examples`: the share where the ending with the lowest mean token loss is the
+    labelled one."""
     base = unwrap_model(model); device = device or next(base.parameters()).device
     was_training = base.training; base.eval()
     enc = gpt2_tokenizer(); correct = total = 0
@@ -372,12 +400,14 @@ def hellaswag_acc_norm(model, examples, device=None, rank: int = 0, world_size: 
 
 # %% ../nbs/09_gpt2_train.ipynb #897796eb
 def _run_settings(preset, resume_from, overrides: dict, dropout: float) -> tuple[dict, list[str]]:
-    "A run's settings: its preset's, or when resuming its checkpoint's, with `overrides`; and what the overrides change."
+    """A run's settings: its preset's, or when resuming its checkpoint's, with `overrides`; and what the overrides
+    change."""
     if resume_from is not None:  # the run goes on as it was started, unless asked otherwise
         s = dict(load_latest(resume_from)[1]['settings'])
         changed = [f'{k} {s[k]} -> {v}' for k, v in overrides.items() if k in s and s[k] != v]
     else:
-        preset = get_preset(GPT2_PRESETS, preset).name  # by default $GPTCOURSE_PRESET, else lecture with CUDA, cpu without
+        # by default $GPTCOURSE_PRESET, else lecture with CUDA, cpu without
+        preset = get_preset(GPT2_PRESETS, preset).name
         s, changed = dict(GPT2_PRESETS[preset], preset=preset), []
         s['model'] = dict(s['model'], dropout=dropout)
     return s | overrides, changed
@@ -394,7 +424,8 @@ GPT2_PRESETS = {
 
 @dataclass
 class TrainResult:
-    "What `train_gpt2` returns: the (unwrapped) model, its `History`, the settings, per-step tokens/s and MFU, checkpoints, HellaSwag scores."
+    """What `train_gpt2` returns: the (unwrapped) model, its `History`, the settings, per-step tokens/s and MFU,
+    checkpoints, HellaSwag scores."""
     model: GPT
     history: History
     settings: dict
@@ -448,7 +479,8 @@ def _step_report(result: TrainResult, s: dict, end: int, fpt: int, peak, di, hs_
         if done % log_every == 0 or done == end:
             u = result.mfu[-1]
             norm = f' | norm {hist.grad_norm[-1]:.3f}' if hist.grad_norm[-1] is not None else ''
-            _log(f'step {done:>6} | loss {hist.loss[-1]:.4f} | lr {hist.lr[-1]:.2e}{norm} | {hist.dt[-1] * 1e3:.0f} ms | '
+            _log(f'step {done:>6} | loss {hist.loss[-1]:.4f} | lr {hist.lr[-1]:.2e}{norm} | {hist.dt[-1] * 1e3:.0f} ms '
+                 f'| '
                  f'{tps:,.0f} tok/s' + (f' | MFU {u:.1%}' if u is not None else ''), verbose and di.master)
         if di.master and s['checkpoint_interval'] and done % s['checkpoint_interval'] == 0: save(done, hist)
     return callback
@@ -457,23 +489,30 @@ def _step_report(result: TrainResult, s: dict, end: int, fpt: int, peak, di, hs_
 def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_dir=None, resume=False,
                max_steps: int | None = None, batch_size: int | None = None, seq_len: int | None = None,
                total_batch: int | None = None, lr: float | None = None, warmup_steps: int | None = None,
-               weight_decay: float = 0.1, grad_clip: float = 1.0, compile: bool | None = None, device: str | None = None,
+               weight_decay: float = 0.1, grad_clip: float = 1.0, compile: bool | None = None,
+               device: str | None = None,
                dtype: str = 'auto', eval_interval: int | None = None, eval_iters: int | None = None,
                checkpoint_interval: int | None = None, keep: int | None = 2, hellaswag=None, seed: int = 1337,
                stop_after: int | None = None, dropout: float = 0.0, progress: bool = True, verbose: bool = True,
                log_interval: int | None = None) -> TrainResult:
-    "Train GPT-2 (from scratch or pretrained) on token shards with `fit`: one process or DDP under torchrun, checkpoints, resume."
-    overrides = {k: v for k, v in dict(max_steps=max_steps, batch_size=batch_size, seq_len=seq_len, total_batch=total_batch,
-                                       max_lr=lr, warmup_steps=warmup_steps, compile=compile, eval_interval=eval_interval,
-                                       eval_iters=eval_iters, checkpoint_interval=checkpoint_interval).items() if v is not None}
-    if resume is True and out_dir is None: raise ValueError('resume=True needs out_dir (the run folder), or pass resume=<checkpoint file or folder>')
+    """Train GPT-2 (from scratch or pretrained) on token shards with `fit`: one process or DDP under torchrun,
+    checkpoints, resume."""
+    overrides = {k: v for k, v in dict(max_steps=max_steps, batch_size=batch_size, seq_len=seq_len,
+                                       total_batch=total_batch,
+                                       max_lr=lr, warmup_steps=warmup_steps, compile=compile,
+                                       eval_interval=eval_interval,
+                                       eval_iters=eval_iters,
+                                       checkpoint_interval=checkpoint_interval).items() if v is not None}
+    if resume is True and out_dir is None: raise ValueError('resume=True needs out_dir (the run folder), or pass '
+                                                            'resume=<checkpoint file or folder>')
     if resume and resume is not True and out_dir is None:  # keep writing checkpoints where the resumed run wrote them
         out_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
     s, changed = _run_settings(preset, (out_dir if resume is True else resume) if resume else None, overrides, dropout)
     _check_settings(s, keep, stop_after)
     s.setdefault('init', str(init)); s.update(weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, dtype=dtype)
     di = setup_distributed(device)
-    try: return _train(s, changed, data, out_dir, resume, keep, hellaswag, stop_after, progress, verbose, log_interval, di)
+    try: return _train(s, changed, data, out_dir, resume, keep, hellaswag, stop_after, progress, verbose, log_interval,
+                       di)
     finally:
         if di.owns_group and dist.is_initialized(): dist.destroy_process_group()
 
@@ -508,19 +547,24 @@ def _train(s, changed, data, out_dir, resume, keep, hellaswag, stop_after, progr
     end = stop_after or s['max_steps']
     if start >= end: raise ValueError(f'the checkpoint is at step {start}, nothing left to do up to step {end}')
     net = maybe_compile(model, s['compile'], dev)
-    if di.ddp: net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[di.local_rank] if 'cuda' in dev else None)
+    if di.ddp: net = torch.nn.parallel.DistributedDataParallel(net,
+                                                               device_ids=[di.local_rank] if 'cuda' in dev else None)
     hs = None if hellaswag is None else (load_hellaswag('val') if hellaswag == 'val' else read_hellaswag(hellaswag))
     result = TrainResult(model, history, s, start_step=start)
     def save(step, hist):
         if out_dir is None: return
+        scaler = precision.scaler.state_dict() if precision.scaler.is_enabled() else None
         result.checkpoint = save_train_state(out_dir, step, model, optimizer, train_loader, hist, cfg, keep, settings=s,
-                                             scaler=precision.scaler.state_dict() if precision.scaler.is_enabled() else None,
+                                             scaler=scaler,
                                              hellaswag=result.hellaswag)
     callback = _step_report(result, s, end, flops_per_token(cfg, model.num_params(non_embedding=True), T),
-                            peak_flops() if 'cuda' in dev else None, di, hs, log_interval or max(1, (end - start) // 10),
+                            peak_flops() if 'cuda' in dev else None, di, hs, log_interval or max(1,
+                                                                                                 (end - start) // 10),
                             verbose, save)
-    fit(net, Batches(train_loader, evals, dev), optimizer, end, eval_interval=s['eval_interval'], eval_iters=s['eval_iters'],
-        precision=precision, lr_schedule=lambda i: get_lr(i, s['max_lr'], 0.1 * s['max_lr'], s['warmup_steps'], s['max_steps']),
+    fit(net, Batches(train_loader, evals, dev), optimizer, end, eval_interval=s['eval_interval'],
+        eval_iters=s['eval_iters'],
+        precision=precision, lr_schedule=lambda i: get_lr(i, s['max_lr'], 0.1 * s['max_lr'], s['warmup_steps'],
+                                                          s['max_steps']),
         grad_clip=s['grad_clip'] or None, start_step=start, history=history, callback=callback,
         progress=progress and di.master, desc=f'gpt2-train ({s.get("preset", "resumed")})',
         step_fn=accumulate(accum, reduce_mean if di.ddp else None))
@@ -586,16 +630,19 @@ def train_chargpt(out_dir=CHAR_RUN, preset: str | None = None, max_steps: int | 
     net = maybe_compile(model, compile, device)
     batch = RandomBatches(train_data, val_data, cfg.batch_size, cfg.block_size, device, gen, eval_seed=seed)
     log(f'{cfg.name} preset: {model.num_params():,} parameters on {device} ({precision})')
-    save = lambda step, hist: save_step(out_dir, step, model, optimizer, keep, kind='chargpt', config=asdict(model.config),
+    save = lambda step, hist: save_step(out_dir, step, model, optimizer, keep, kind='chargpt',
+                                        config=asdict(model.config),
                                         tokenizer=tokenizer.to_dict(), history=hist.state_dict(), train=dict(vars(cfg)),
                                         rng=rng_state(), data_rng=gen.get_state().tolist())
     printed = set(history.eval_step if history else [])
     def callback(step, hist):
         for s, tl, vl in zip(hist.eval_step, hist.train_loss, hist.val_loss):
-            if s not in printed: printed.add(s); (tqdm.write if progress else log)(f'step {s}: train loss {tl:.4f}, val loss {vl:.4f}')
+            if s not in printed: printed.add(s); (tqdm.write if progress else log)(f'step {s}: train loss {tl:.4f}, '
+                                                                                   f'val loss {vl:.4f}')
         if (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.max_steps: save(step + 1, hist)
     history = fit(net, batch, optimizer, cfg.max_steps, eval_interval=cfg.eval_interval, eval_iters=cfg.eval_iters,
-                  precision=precision, start_step=start, history=history, callback=callback, progress=progress, desc='train')
+                  precision=precision, start_step=start, history=history, callback=callback, progress=progress,
+                  desc='train')
     callback(cfg.max_steps, history)  # prints the final evaluation (and saves nothing: the step is max_steps)
     path = save(cfg.max_steps, history)
     log(f'saved {path} (step {cfg.max_steps})')

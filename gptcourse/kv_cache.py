@@ -14,7 +14,8 @@ __all__ = ['KVCache', 'cached_next_logits']
 class KVCache:
     "Keys and values of every past position, per layer, so each new token costs one position of work (lesson 10)."
     def __init__(self, n_layer: int, max_len: int):
-        if n_layer < 1 or max_len < 1: raise ValueError(f'KVCache needs n_layer >= 1 and max_len >= 1, got {n_layer} and {max_len}')
+        if n_layer < 1 or max_len < 1: raise ValueError(f'KVCache needs n_layer >= 1 and max_len >= 1, got {n_layer} '
+                                                        f'and {max_len}')
         self.n_layer, self.max_len = n_layer, max_len
         self.k: list = [None] * n_layer  # per layer: (B, n_head, max_len, head_dim), allocated on first use
         self.v: list = [None] * n_layer
@@ -37,12 +38,15 @@ class KVCache:
     def _buffers(self, layer: int, k):
         B, nh, _, hd = k.shape
         kb = self.k[layer]
-        if kb is not None and kb.shape[0] == B and kb.shape[1] == nh and kb.shape[3] == hd and kb.dtype == k.dtype and kb.device == k.device:
+        fits = kb is not None and (kb.shape[0], kb.shape[1], kb.shape[3]) == (B, nh, hd)
+        if fits and kb.dtype == k.dtype and kb.device == k.device:
             return kb, self.v[layer]
         if kb is not None and self.length:
             if kb.shape[0] != B:
-                raise ValueError(f'KVCache: the batch size changed from {kb.shape[0]} to {B} while {self.length} positions '
-                                 f'are cached; a cache holds one batch of sequences: reset() it (or make a new one) first')
+                raise ValueError(f'KVCache: the batch size changed from {kb.shape[0]} to {B} while {self.length} '
+                                 f'positions '
+                                 f'are cached; a cache holds one batch of sequences: reset() it (or make a new one) '
+                                 f'first')
             raise ValueError(f'KVCache: layer {layer} got keys {tuple(k.shape)} {k.dtype} on {k.device}, but caches '
                              f'{tuple(kb.shape)} {kb.dtype} on {kb.device}; reset() it (or make a new one) first')
         self.k[layer] = k.new_empty(B, nh, self.max_len, hd)  # first use, or a fresh start with another shape
@@ -51,7 +55,8 @@ class KVCache:
 
 # %% ../nbs/10_kv_cache.ipynb #ffcc6896
 def _attend(self, layer: int, q, k, v):
-    "Store `k`, `v` (B, nh, T, hs) at positions [length, length+T) of `layer`; return the causal attention of `q` over all length+T keys."
+    """Store `k`, `v` (B, nh, T, hs) at positions [length, length+T) of `layer`; return the causal attention of `q` over
+    all length+T keys."""
     if not 0 <= layer < self.n_layer:
         raise IndexError(f'KVCache: layer {layer} does not exist; this cache has layers 0..{self.n_layer - 1}')
     start, T = self.length, k.size(2)
@@ -60,7 +65,8 @@ def _attend(self, layer: int, q, k, v):
         raise ValueError(f'KVCache: {start} positions cached + {T} new = {end}, more than max_len={self.max_len}; '
                          f'reset() and feed at most {self.max_len} positions')
     if q.size(2) != T or v.shape != k.shape:
-        raise ValueError(f'KVCache: q, k, v must have the same number of positions, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}')
+        raise ValueError(f'KVCache: q, k, v must have the same number of positions, got {tuple(q.shape)}, '
+                         f'{tuple(k.shape)}, {tuple(v.shape)}')
     kb, vb = self._buffers(layer, k)
     kb[:, :, start:end] = k
     vb[:, :, start:end] = v
@@ -78,7 +84,8 @@ KVCache.attend = _attend
 
 # %% ../nbs/10_kv_cache.ipynb #a5cf2784
 def cached_next_logits(model, cache: KVCache | None = None):
-    "A `next_logits` for `generate` that feeds `model` only the tokens its `KVCache` has not seen (one per sampling call)."
+    """A `next_logits` for `generate` that feeds `model` only the tokens its `KVCache` has not seen (one per sampling
+    call)."""
     cache = cache if cache is not None else KVCache.for_model(model)
     block_size = model.config.block_size
     def next_logits(idx):

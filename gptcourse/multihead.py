@@ -19,7 +19,8 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         if head_size is None:
             if n_embd % n_head:
-                raise ValueError(f'n_embd ({n_embd}) must be divisible by n_head ({n_head}) when head_size is not given; '
+                raise ValueError(f'n_embd ({n_embd}) must be divisible by n_head ({n_head}) when head_size is not '
+                                 f'given; '
                                  f'choose n_head dividing n_embd or pass head_size explicitly')
             head_size = n_embd // n_head
         self.heads = nn.ModuleList([Head(n_embd, head_size, block_size, dropout) for _ in range(n_head)])

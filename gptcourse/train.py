@@ -44,34 +44,40 @@ def get_preset(presets: dict, name: str | None = None) -> types.SimpleNamespace:
 _DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 class Precision:
-    "The autocast dtype and loss scaler for `device`; `dtype='auto'` picks bf16, else fp16 + GradScaler on CUDA, fp32 elsewhere."
+    """The autocast dtype and loss scaler for `device`; `dtype='auto'` picks bf16, else fp16 + GradScaler on CUDA, fp32
+    elsewhere."""
     def __init__(self, device='cpu', dtype='auto'):
         self.device_type = torch.device(device).type
         if dtype == 'auto':
             if self.device_type == 'cuda': dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
             else: dtype = 'float32'
         if isinstance(dtype, str):
-            if dtype not in _DTYPES: raise ValueError(f'unknown dtype {dtype!r}; choose one of {list(_DTYPES)} or "auto"')
+            if dtype not in _DTYPES: raise ValueError(f'unknown dtype {dtype!r}; choose one of {list(_DTYPES)} or '
+                                                      f'"auto"')
             dtype = _DTYPES[dtype]
         self.dtype = dtype
-        self.scaler = torch.amp.GradScaler(self.device_type, enabled=dtype == torch.float16 and self.device_type == 'cuda')
+        self.scaler = torch.amp.GradScaler(self.device_type,
+                                           enabled=dtype == torch.float16 and self.device_type == 'cuda')
 
     def autocast(self):
         "A context manager running its body in `self.dtype` (a no-op for float32)."
         if self.dtype == torch.float32: return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def __repr__(self): return f'Precision({self.device_type}, {str(self.dtype).split(".")[-1]}, scaler={self.scaler.is_enabled()})'
+    def __repr__(self):
+        return f'Precision({self.device_type}, {str(self.dtype).split(".")[-1]}, scaler={self.scaler.is_enabled()})'
 
 # %% ../nbs/02_train.ipynb #d02850e6
 def configure_speed(device='cuda', tf32: bool = True):
-    "On CUDA, let float32 matrix products use TF32 tensor cores (`set_float32_matmul_precision('high')`); elsewhere nothing."
+    """On CUDA, let float32 matrix products use TF32 tensor cores (`set_float32_matmul_precision('high')`); elsewhere
+    nothing."""
     if torch.device(device).type != 'cuda': return
     torch.set_float32_matmul_precision('high' if tf32 else 'highest')
     torch.backends.cudnn.allow_tf32 = tf32
 
 def maybe_compile(model, enabled: bool = True, device='cuda'):
-    "`torch.compile(model)` on CUDA (not on Windows); elsewhere `model` unchanged, with a warning if compiling was asked for."
+    """`torch.compile(model)` on CUDA (not on Windows); elsewhere `model` unchanged, with a warning if compiling was
+    asked for."""
     if not enabled: return model
     why = 'it is not supported on Windows' if os.name == 'nt' else \
           None if torch.device(device).type == 'cuda' else f'it needs CUDA (device is {device})'
@@ -81,8 +87,10 @@ def maybe_compile(model, enabled: bool = True, device='cuda'):
     return torch.compile(model)
 
 # %% ../nbs/02_train.ipynb #2d1bae5c
-def sample_logits(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, generator=None):
-    "Draw one token id per row of `logits` (B, V): temperature scaling, then top-k and top-p filtering; temperature 0 is argmax."
+def sample_logits(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                  generator=None):
+    """Draw one token id per row of `logits` (B, V): temperature scaling, then top-k and top-p filtering; temperature 0
+    is argmax."""
     if temperature < 0: raise ValueError(f'temperature must be >= 0, got {temperature}')
     if temperature == 0: return logits.argmax(-1, keepdim=True)
     logits = logits / temperature
@@ -103,7 +111,8 @@ def _block_size(model):
     return getattr(model, 'block_size', None) or getattr(getattr(model, 'config', None), 'block_size', None)
 
 def last_logits(model, block_size: int | None = None):
-    "The plain `next_logits` of `generate`: run `model` on the last `block_size` tokens and keep the last position's logits."
+    """The plain `next_logits` of `generate`: run `model` on the last `block_size` tokens and keep the last position's
+    logits."""
     block_size = block_size or _block_size(model)
     return lambda idx: model(idx if block_size is None else idx[:, -block_size:])[0][:, -1]
 
@@ -111,7 +120,8 @@ def last_logits(model, block_size: int | None = None):
 def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, generator=None, stop_token: int | None = None,
              block_size: int | None = None, next_logits=None):
-    "Extend `idx` (B, T) by `max_new_tokens` tokens sampled from `model`; `next_logits(idx) -> (B, vocab)` computes the logits."
+    """Extend `idx` (B, T) by `max_new_tokens` tokens sampled from `model`; `next_logits(idx) -> (B, vocab)` computes
+    the logits."""
     if idx.dim() == 1: idx = idx[None]
     if idx.dim() != 2 or idx.is_floating_point():
         raise ValueError(f'generate takes token ids, an integer tensor (B, T) or (T,); got {idx.dim()}-D {idx.dtype}')
@@ -165,7 +175,8 @@ class History:
     val_loss: list = field(default_factory=list)
 
     def log_eval(self, step: int, losses: dict):
-        self.eval_step.append(step); self.train_loss.append(losses.get('train')); self.val_loss.append(losses.get('val'))
+        self.eval_step.append(step)
+        self.train_loss.append(losses.get('train')); self.val_loss.append(losses.get('val'))
 
     def state_dict(self) -> dict: return dict(self.__dict__)
     @classmethod
@@ -178,14 +189,16 @@ class History:
         if self.loss: ax.plot(self.step, self.loss, alpha=0.3, label='train (batch)')
         if self.eval_step:
             ax.plot(self.eval_step, self.train_loss, 'o-', label='train (estimate)')
-            if any(v is not None for v in self.val_loss): ax.plot(self.eval_step, self.val_loss, 'o-', label='val (estimate)')
+            if any(v is not None for v in self.val_loss): ax.plot(self.eval_step, self.val_loss, 'o-',
+                                                                  label='val (estimate)')
         ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend()
         if title: ax.set_title(title)
         return ax
 
 # %% ../nbs/02_train.ipynb #a166858f
 def forward_backward(model, get_batch, precision, scale: float = 1.0):
-    "One batch's gradients: the forward pass in `precision`, then backward through `scale` × the (scaler-scaled) loss; returns the loss."
+    """One batch's gradients: the forward pass in `precision`, then backward through `scale` × the (scaler-scaled) loss;
+    returns the loss."""
     x, y = get_batch('train')
     with precision.autocast():
         _, loss = model(x, y)
@@ -252,7 +265,8 @@ def unwrap_model(model):
 def _digest(tensors: dict, header: dict | None = None) -> str:
     "sha256 of the tensors (names, dtypes, shapes, bytes) and of the JSON `header` without its own 'sha256'."
     h = hashlib.sha256()
-    if header is not None: h.update(json.dumps({k: v for k, v in header.items() if k != 'sha256'}, sort_keys=True).encode())
+    if header is not None: h.update(json.dumps({k: v for k, v in header.items() if k != 'sha256'},
+                                               sort_keys=True).encode())
     for k in sorted(tensors):
         t = tensors[k]
         h.update(k.encode()); h.update(str(t.dtype).encode()); h.update(str(tuple(t.shape)).encode())
@@ -301,12 +315,15 @@ def load_checkpoint(path, model=None, optimizer=None, map_location='cpu') -> dic
         n = int.from_bytes(raw[:8], 'little')  # safetensors: 8-byte header length, then the JSON header
         header = json.loads(json.loads(raw[8:8 + n])['__metadata__']['gptcourse'])
     except Exception as e:
-        raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt): {type(e).__name__}: {e}') from None
+        raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt): '
+                              f'{type(e).__name__}: {e}') from None
     if header.get('format') not in (_CKPT_FORMAT, 'gptcourse-checkpoint-1'):
-        raise CheckpointError(f'{path} is not a gptcourse checkpoint (format {header.get("format")!r}, expected {_CKPT_FORMAT!r})')
+        raise CheckpointError(f'{path} is not a gptcourse checkpoint (format {header.get("format")!r}, expected '
+                              f'{_CKPT_FORMAT!r})')
     covers_header = header['format'] == _CKPT_FORMAT  # format 1 files (before 2026-11-25) have a tensors-only sha256
     if header.get('sha256') != _digest(tensors, header if covers_header else None):
-        raise CheckpointError(f'{path} is corrupt: its tensors or header do not match the sha256 recorded when it was saved')
+        raise CheckpointError(f'{path} is corrupt: its tensors or header do not match the sha256 recorded when it was '
+                              f'saved')
     if model is not None: _load_model(path, model, tensors, header['aliases'])
     if optimizer is not None: _load_optimizer(path, optimizer, tensors, header.get('optimizer'))
     return header['meta']
@@ -369,7 +386,8 @@ def list_checkpoints(out_dir) -> list[Path]:
     return sorted(files, key=lambda p: int(p.stem.split('_')[1]))
 
 def save_step(out_dir, step: int, model, optimizer=None, keep: int | None = 2, **meta) -> Path:
-    "Checkpoint a run folder after `step` steps (`save_checkpoint` with `step` in the meta); keep the newest `keep` (None: all)."
+    """Checkpoint a run folder after `step` steps (`save_checkpoint` with `step` in the meta); keep the newest `keep`
+    (None: all)."""
     if keep is not None and keep < 1: raise ValueError(f'keep must be at least 1 (or None: keep all), got {keep}')
     path = save_checkpoint(checkpoint_path(out_dir, step), model, optimizer, step=step, **meta)
     if keep is not None:
@@ -377,7 +395,8 @@ def save_step(out_dir, step: int, model, optimizer=None, keep: int | None = 2, *
     return path
 
 def load_latest(path, model=None, optimizer=None) -> tuple[Path, dict]:
-    "Load a checkpoint file, or the newest loadable one of a run folder (skipping newer broken ones); returns (file, meta)."
+    """Load a checkpoint file, or the newest loadable one of a run folder (skipping newer broken ones); returns (file,
+    meta)."""
     path = Path(path)
     if path.is_file(): return path, load_checkpoint(path, model, optimizer)
     found = list_checkpoints(path) if path.is_dir() else []

@@ -11,7 +11,8 @@ from gptcourse.train import list_checkpoints, load_latest
 
 def gptcourse(*args, timeout=120):
     "Run `python -m gptcourse.cli ARGS` in a fresh process; returns the CompletedProcess."
-    return subprocess.run([sys.executable, '-m', 'gptcourse.cli', *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, '-m', 'gptcourse.cli', *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def exit_message(*args):
@@ -213,7 +214,8 @@ def test_a_diverging_gpt2_run_is_one_line(tmp_path, capsys):
     from gptcourse.gpt2_train import prepare
     prepare(None, tmp_path/'tok', progress=False)
     with pytest.raises(SystemExit) as e:
-        main(['gpt2-train', '--data', str(tmp_path/'tok'), '--preset', 'cpu', '--out', str(tmp_path/'g'), '--lr', '1e30',
+        main(['gpt2-train', '--data', str(tmp_path/'tok'), '--preset', 'cpu', '--out', str(tmp_path/'g'), '--lr',
+              '1e30',
               '--warmup-steps', '0', '--max-steps', '20', '--checkpoint-interval', '1', '--eval-interval', '0',
               '--no-progress', '--device', 'cpu'])
     msg = str(e.value.code) if isinstance(e.value.code, str) else capsys.readouterr().err

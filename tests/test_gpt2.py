@@ -89,7 +89,8 @@ def test_gpt2_sample_cli(hf_folder, capsys):
     texts = args.func(args)
     out = capsys.readouterr().out
     assert len(texts) == 2 and all(t.startswith('Once upon a time') and t in out for t in texts)
-    assert texts == sample_text(GPT.from_pretrained(folder), 'Once upon a time', max_new_tokens=4, num_samples=2, seed=3)
+    assert texts == sample_text(GPT.from_pretrained(folder), 'Once upon a time', max_new_tokens=4, num_samples=2,
+                                seed=3)
     bad = parser.parse_args(['gpt2-sample', '--model', 'no-such-model'])
     with pytest.raises(SystemExit, match="gptcourse gpt2-sample: unknown model 'no-such-model'"):
         bad.func(bad)
@@ -104,7 +105,8 @@ def test_hub_failure_is_explained(monkeypatch):
     import huggingface_hub
     def offline(*a, **k): raise ConnectionError('no network')
     monkeypatch.setattr(huggingface_hub, 'hf_hub_download', offline)
-    with pytest.raises(OSError, match='could not get openai-community/gpt2-medium .*ConnectionError: no network.*pass a folder'):
+    with pytest.raises(OSError,
+                       match='could not get openai-community/gpt2-medium .*ConnectionError: no network.*pass a folder'):
         GPT.from_pretrained('gpt2-medium')
 
 def test_dropout_is_off_in_eval_mode():

@@ -24,7 +24,8 @@ def _free_port():
 
 def _torchrun(data, out, *extra):
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-           '--master_port', str(_free_port()), '-m', 'gptcourse.cli', 'gpt2-train', '--data', str(data), '--preset', 'cpu',
+           '--master_port', str(_free_port()), '-m', 'gptcourse.cli', 'gpt2-train', '--data', str(data), '--preset',
+           'cpu',
            '--batch-size', '2', '--seq-len', '32', '--total-batch', '256', '--max-steps', '3', '--eval-interval', '3',
            '--eval-iters', '1', '--device', 'cpu', '--out', str(out), '--no-progress', *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=dict(os.environ, OMP_NUM_THREADS='1'))
@@ -33,7 +34,8 @@ def _torchrun(data, out, *extra):
 
 
 def test_ddp_with_accumulation_and_resume(data, tmp_path):
-    "2 ranks x 2 micro-steps (no_sync on the first) == 1 process x 4 micro-steps; a stopped and resumed DDP run == an uninterrupted one."
+    """2 ranks x 2 micro-steps (no_sync on the first) == 1 process x 4 micro-steps; a stopped and resumed DDP run == an
+    uninterrupted one."""
     whole = _torchrun(data, tmp_path / 'whole')
     single = train_gpt2(data, 'cpu', max_steps=3, total_batch=256, eval_interval=3, **SMALL)
     assert len(whole['history']['loss']) == 3
@@ -47,14 +49,18 @@ def test_ddp_with_accumulation_and_resume(data, tmp_path):
 def test_init_from_pretrained_folder(data, tmp_path):
     "--init <folder>: training starts from the folder's weights (first loss == transformers' loss on the first batch)."
     transformers = pytest.importorskip('transformers')
-    hc = transformers.GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    hc = transformers.GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0, embd_pdrop=0,
+                                 attn_pdrop=0)
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(hc).eval()
     hf.save_pretrained(tmp_path / 'tiny_gpt2', safe_serialization=True)
-    res = train_gpt2(data, 'cpu', init=str(tmp_path / 'tiny_gpt2'), max_steps=2, total_batch=64, eval_interval=0, **SMALL)
+    res = train_gpt2(data, 'cpu', init=str(tmp_path / 'tiny_gpt2'), max_steps=2, total_batch=64, eval_interval=0,
+                     **SMALL)
     x, y = DataLoaderLite(data, 2, 32).next_batch()
-    with torch.no_grad(): ref = torch.nn.functional.cross_entropy(hf(x).logits.view(-1, hc.vocab_size), y.view(-1)).item()
-    assert res.settings['model']['vocab_size'] == 50257 and abs(res.history.loss[0] - ref) < 1e-4, (res.history.loss, ref)
+    with torch.no_grad(): ref = torch.nn.functional.cross_entropy(hf(x).logits.view(-1, hc.vocab_size),
+                                                                  y.view(-1)).item()
+    assert res.settings['model']['vocab_size'] == 50257 and abs(res.history.loss[0] - ref) < 1e-4, (res.history.loss,
+                                                                                                    ref)
 
 
 def test_hellaswag_during_training(data, tmp_path):
@@ -65,7 +71,8 @@ def test_hellaswag_during_training(data, tmp_path):
     assert [s for s, _ in res.hellaswag] == [2] and res.hellaswag[0][1] in (0.0, 0.5, 1.0)
     (tmp_path / 'bad.jsonl').write_text('{"ctx": 1}')
     with pytest.raises(ValueError, match='a HellaSwag example needs'):
-        train_gpt2(data, 'cpu', max_steps=2, total_batch=64, eval_interval=2, hellaswag=str(tmp_path / 'bad.jsonl'), **SMALL)
+        train_gpt2(data, 'cpu', max_steps=2, total_batch=64, eval_interval=2, hellaswag=str(tmp_path / 'bad.jsonl'),
+                   **SMALL)
 
 
 def test_resume_keeps_the_schedule_unless_asked(data, tmp_path, capsys):
@@ -79,7 +86,8 @@ def test_resume_keeps_the_schedule_unless_asked(data, tmp_path, capsys):
         res = train_gpt2(data, None, out_dir=tmp_path, resume=True, **kw)
     out = capsys.readouterr().out
     assert 'at step 3, continuing its schedule' in out, out
-    assert res.settings['max_steps'] == 6 and res.history.lr == whole.history.lr and res.history.loss == whole.history.loss
+    assert res.settings['max_steps'] == 6
+    assert res.history.lr == whole.history.lr and res.history.loss == whole.history.loss
     longer = train_gpt2(data, None, out_dir=tmp_path, resume=True, max_steps=8, **kw)
     assert 'at step 6, with the new settings asked for: max_steps 6 -> 8' in capsys.readouterr().out
     assert len(longer.history.loss) == 8
@@ -109,11 +117,15 @@ def test_prepare_never_loses_shards(data, tmp_path):
     (tmp_path / 'good.txt').write_text('To be, or not to be, that is the question. ' * 50)
     prep(tmp_path / 'good.txt', out, progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(ValueError, match='empty.txt is empty'): prep(tmp_path / 'empty.txt', out, progress=False, overwrite=True)
-    with pytest.raises(ValueError, match='latin1.txt is not UTF-8 text'): prep(tmp_path / 'latin1.txt', out, progress=False, overwrite=True)
-    with pytest.raises(ValueError, match='already holds token shards: pass --overwrite'): prep(tmp_path / 'good.txt', out, progress=False)
+    with pytest.raises(ValueError, match='empty.txt is empty'): prep(tmp_path / 'empty.txt', out, progress=False,
+                                                                     overwrite=True)
+    with pytest.raises(ValueError, match='latin1.txt is not UTF-8 text'): prep(tmp_path / 'latin1.txt', out,
+                                                                               progress=False, overwrite=True)
+    with pytest.raises(ValueError, match='already holds token shards: pass --overwrite'): prep(tmp_path / 'good.txt',
+                                                                                               out, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['empty.txt', 'good.txt', 'latin1.txt', 'shards']  # no temp folder
+    # no temp folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['empty.txt', 'good.txt', 'latin1.txt', 'shards']
     info = prep(tmp_path / 'good.txt', out, progress=False, overwrite=True, val_frac=0.2)
     assert info['val'] > 0 and sorted(p.name for p in out.iterdir()) == sorted(before)
 
@@ -172,30 +184,38 @@ def test_bad_arguments_are_refused(data, tmp_path):
     with pytest.raises(ValueError, match='holds no .txt files'): prepare(tmp_path / 'empty', tmp_path / 'x')
     with pytest.raises(ValueError, match=r'val_frac must be in \[0, 1\)'): prepare(docs, tmp_path / 'x', val_frac=1.5)
     toks = torch.arange(1000)
-    with pytest.raises(ValueError, match=r'rank must be in \[0, world_size=2\)'): DataLoaderLite(toks, 2, 8, rank=2, world_size=2)
+    with pytest.raises(ValueError, match=r'rank must be in \[0, world_size=2\)'): DataLoaderLite(toks, 2, 8, rank=2,
+                                                                                                 world_size=2)
     with pytest.raises(ValueError, match='too few for one step'): DataLoaderLite(toks[:10], 2, 8)
     with pytest.raises(FileNotFoundError, match=r'has no train_\*.npy shards'): DataLoaderLite(tmp_path / 'empty', 2, 8)
-    with pytest.raises(ValueError, match='does not fit'): DataLoaderLite(data, 1, 2).load_state_dict({'shard': 0, 'position': 3})
+    with pytest.raises(ValueError, match='does not fit'): DataLoaderLite(data, 1, 2).load_state_dict({'shard': 0,
+                                                                                                      'position': 3})
     with pytest.raises(ValueError, match='e.g. 16,384'): grad_accum_steps(1024, 16, 1024)
     with pytest.raises(ValueError, match='learning rate must be positive'): train_gpt2(data, 'cpu', lr=-1.0)
-    with pytest.raises(ValueError, match='must be a positive multiple of B·T·world_size'): train_gpt2(data, 'cpu', total_batch=1000)
+    with pytest.raises(ValueError, match='must be a positive multiple of B·T·world_size'): train_gpt2(data, 'cpu',
+                                                                                                      total_batch=1000)
     with pytest.raises(ValueError, match="unknown preset 'gpu-huge'"): train_gpt2(data, 'gpu-huge')
     (tmp_path / 'bad.jsonl').write_text('{"ctx": "x", "endings": ["a"], "label": 0}')
-    with pytest.raises(ValueError, match=r'needs "ctx" \(str\), "endings" \(4 str\)'): read_hellaswag(tmp_path / 'bad.jsonl')
+    with pytest.raises(ValueError,
+                       match=r'needs "ctx" \(str\), "endings" \(4 str\)'): read_hellaswag(tmp_path / 'bad.jsonl')
 
 
 def test_char_runs_refuse_what_would_lose_or_repeat_work(tmp_path):
     from gptcourse.gpt2_train import train_chargpt
     kw = dict(preset='cpu', eval_interval=5, eval_iters=1, device='cpu', progress=False, log=lambda *a: None)
     train_chargpt(tmp_path / 'run', max_steps=5, **kw)
-    with pytest.raises(ValueError, match='already holds checkpoints'): train_chargpt(tmp_path / 'run', max_steps=10, **kw)
-    with pytest.raises(ValueError, match='already at step 5'): train_chargpt(tmp_path / 'run', max_steps=5, resume=True, **kw)
+    with pytest.raises(ValueError, match='already holds checkpoints'): train_chargpt(tmp_path / 'run', max_steps=10,
+                                                                                     **kw)
+    with pytest.raises(ValueError, match='already at step 5'): train_chargpt(tmp_path / 'run', max_steps=5, resume=True,
+                                                                             **kw)
     from gptcourse.train import CheckpointError
-    with pytest.raises(CheckpointError, match='no checkpoint in'): train_chargpt(tmp_path / 'none', max_steps=5, resume=True, **kw)
+    with pytest.raises(CheckpointError, match='no checkpoint in'): train_chargpt(tmp_path / 'none', max_steps=5,
+                                                                                 resume=True, **kw)
 
 
 def test_a_broken_newest_checkpoint_falls_back_to_the_one_before(data, tmp_path):
-    "A cut-short newest checkpoint is refused by name; resuming warns and continues from the previous good one, exactly."
+    """A cut-short newest checkpoint is refused by name; resuming warns and continues from the previous good one,
+    exactly."""
     import warnings
     from gptcourse.gpt2 import GPT, GPTConfig
     from gptcourse.gpt2_train import GPT2_PRESETS

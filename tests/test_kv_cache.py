@@ -4,7 +4,8 @@ from gptcourse.kv_cache import KVCache
 
 
 def test_the_cache_refuses_what_it_cannot_do():
-    "A 17th position in a cache of 16, another batch size mid-sequence, a layer it does not have; after reset() all is fine."
+    """A 17th position in a cache of 16, another batch size mid-sequence, a layer it does not have; after reset() all is
+    fine."""
     nh, hs = 3, 8
     cache = KVCache(n_layer=1, max_len=16)
     x = torch.randn(2, nh, 10, hs)

@@ -29,7 +29,8 @@ def test_the_staleness_check_sees_an_edit(tmp_path):
     "A code cell edited after its outputs were made, and a plot whose picture is gone, are both reported."
     nb = nbformat.read(ROOT/'nbs'/'07_chargpt.ipynb', as_version=4)
     code = [c for c in nb.cells if c.cell_type == 'code' and not nbrun.is_export_call(c)]
-    plot = next(c for c in code if nbrun.PLOTS.search(c.source) and any('image/png' in o.get('data', {}) for o in c.outputs))
+    plot = next(c for c in code if nbrun.PLOTS.search(c.source) and any('image/png' in o.get('data',
+                                                                                             {}) for o in c.outputs))
     code[3].source += '\nx = 1'
     plot.outputs = []
     path = tmp_path/'07_chargpt.ipynb'; nbformat.write(nb, path)

@@ -41,7 +41,8 @@ def user(tmp_path_factory):
 
 def test_the_readme_shows_the_main_job():
     cmds = [' '.join(a[:2]) for a in readme_commands()]
-    for c in ('gptcourse train', 'gptcourse sample', 'gptcourse prepare', 'gptcourse gpt2-train', 'gptcourse gpt2-sample'):
+    for c in ('gptcourse train', 'gptcourse sample', 'gptcourse prepare', 'gptcourse gpt2-train',
+              'gptcourse gpt2-sample'):
         assert c in cmds, c
 
 

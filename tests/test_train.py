@@ -37,5 +37,6 @@ def test_keep_below_one_is_refused_before_anything_is_deleted(tmp_path, keep):
 
 
 def test_meta_must_be_json(tmp_path):
-    with pytest.raises(TypeError, match='JSON-serialisable'): save_checkpoint(tmp_path / 'x.safetensors', _model(), bad={1, 2})
+    with pytest.raises(TypeError, match='JSON-serialisable'): save_checkpoint(tmp_path / 'x.safetensors', _model(),
+                                                                              bad={1, 2})
     assert list(tmp_path.iterdir()) == []
