@@ -74,17 +74,20 @@ class BasicTokenizer:
         "Token ids of `text`: its UTF-8 bytes with the learned merges applied in the order they were learned."
         return apply_merges(text.encode('utf-8'), self.merges)
 
-    def decode_bytes(self, ids) -> bytes:
-        "The bytes that the ids stand for; raises ValueError on an id outside the vocabulary."
-        try: return b''.join(self.vocab[int(i)] for i in ids)
-        except KeyError as e:
-            raise ValueError(f'token id {e.args[0]} is not in the vocabulary: '
-                             f'valid ids are 0..{self.vocab_size - 1}') from None
+# %% ../nbs/11_bpe.ipynb #c5f4001a
+def _basic_decode_bytes(self, ids) -> bytes:
+    "The bytes that the ids stand for; raises ValueError on an id outside the vocabulary."
+    try: return b''.join(self.vocab[int(i)] for i in ids)
+    except KeyError as e:
+        raise ValueError(f'token id {e.args[0]} is not in the vocabulary: '
+                         f'valid ids are 0..{self.vocab_size - 1}') from None
 
-    def decode(self, ids, errors: str = 'replace') -> str:
-        """The text for `ids`; bytes that are not valid UTF-8 become '�' (errors='replace') unless `errors` says
-        otherwise."""
-        return self.decode_bytes(ids).decode('utf-8', errors=errors)
+def _basic_decode(self, ids, errors: str = 'replace') -> str:
+    """The text for `ids`; bytes that are not valid UTF-8 become '�' (errors='replace') unless `errors` says
+    otherwise."""
+    return self.decode_bytes(ids).decode('utf-8', errors=errors)
+
+BasicTokenizer.decode_bytes, BasicTokenizer.decode = _basic_decode_bytes, _basic_decode
 
 # %% ../nbs/11_bpe.ipynb #f3ae14a8
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -143,27 +146,28 @@ class GPT2Tokenizer:
                                                                                 reverse=True))))
         self._bpe = functools.lru_cache(maxsize=cache_size)(self._bpe_chunk)
 
-    @classmethod
-    def from_files(cls, encoder_json, vocab_bpe, **kwargs):
-        "The tokenizer from OpenAI's `encoder.json` (token string -> id) and `vocab.bpe` (the merges, in order)."
-        encoder = json.loads(Path(encoder_json).read_text(encoding='utf-8'))
-        lines = Path(vocab_bpe).read_text(encoding='utf-8').split('\n')
-        if not lines[0].startswith('#version'): raise ValueError(f'{vocab_bpe} does not start with a "#version" line: '
-                                                                 f'not a vocab.bpe file')
-        return cls(encoder, [tuple(line.split(' ')) for line in lines[1:] if line], **kwargs)
-
-    @classmethod
-    def load(cls, folder=None, **kwargs):
-        """GPT-2's tokenizer from its files, downloaded once into `folder/gpt2` (default `data_dir()`) and verified by
-        sha256."""
-        return cls.from_files(*gpt2_files(folder), **kwargs)
-
     @property
     def eot_token(self) -> int: return self.special_tokens['<|endoftext|>']
     @property
     def special_tokens_set(self) -> set[str]: return set(self.special_tokens)
     def __repr__(self):
         return f'GPT2Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, special_tokens={self.special_tokens})'
+
+# %% ../nbs/11_bpe.ipynb #fd0cdfa9
+def _from_files(cls, encoder_json, vocab_bpe, **kwargs):
+    "The tokenizer from OpenAI's `encoder.json` (token string -> id) and `vocab.bpe` (the merges, in order)."
+    encoder = json.loads(Path(encoder_json).read_text(encoding='utf-8'))
+    lines = Path(vocab_bpe).read_text(encoding='utf-8').split('\n')
+    if not lines[0].startswith('#version'): raise ValueError(f'{vocab_bpe} does not start with a "#version" line: '
+                                                             f'not a vocab.bpe file')
+    return cls(encoder, [tuple(line.split(' ')) for line in lines[1:] if line], **kwargs)
+
+def _load(cls, folder=None, **kwargs):
+    """GPT-2's tokenizer from its files, downloaded once into `folder/gpt2` (default `data_dir()`) and verified by
+    sha256."""
+    return cls.from_files(*gpt2_files(folder), **kwargs)
+
+GPT2Tokenizer.from_files, GPT2Tokenizer.load = classmethod(_from_files), classmethod(_load)
 
 # %% ../nbs/11_bpe.ipynb #b3bee44e
 def _tok_bpe_chunk(self, chunk: str) -> tuple[int, ...]:

@@ -115,7 +115,8 @@ def add_char_commands(sub):
     p.add_argument('--eval-iters', type=_positive_int, help="batches per evaluation (default: the preset's)")
     p.add_argument('--keep', type=_positive_int, default=2, help='checkpoints to keep in --out (default: 2)')
     p.add_argument('--device', type=_device, help=DEVICE_HELP)
-    p.add_argument('--compile', action='store_true', help='torch.compile the model (CUDA only; worth it for long runs)')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the model (slow to start: worth it for long runs on a GPU)')
     p.add_argument('--seed', type=int, default=1337, help='random seed (default: 1337)')
     p.add_argument('--max-new-tokens', type=int, default=300,
                    help='characters to sample at the end (default: 300; 0: none)')
@@ -220,6 +221,32 @@ def gpt2_train_command(args):
               + (f', checkpoint {res.checkpoint}' if res.checkpoint else ''))
     return res
 
+# %% ../nbs/12_cli.ipynb #f04e0a05
+def _gpt2_train_options(t):
+    "The optimisation, device, checkpoint and evaluation options of `gpt2-train`."
+    t.add_argument('--lr', type=float, default=None, help="maximum learning rate (default: the preset's)")
+    t.add_argument('--warmup-steps', type=_non_negative_int, default=None,
+                   help="steps of linear warm-up (default: the preset's)")
+    t.add_argument('--dropout', type=float, default=0.0, help='dropout of a model trained from scratch (default: 0.0)')
+    t.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: the preset's: on for lecture, off for cpu)")
+    t.add_argument('--device', default=None, type=_device, help=DEVICE_HELP)
+    t.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16', 'float16'],
+                   help='autocast dtype (default: auto: bfloat16, else float16 on CUDA; float32 elsewhere)')
+    t.add_argument('--out', default=None, help='run folder for the checkpoints (default: none are written)')
+    t.add_argument('--resume', action='store_true', help='continue the run in --out from its newest good checkpoint')
+    t.add_argument('--eval-interval', type=_non_negative_int, default=None,
+                   help="steps between validation losses (0: never; default: the preset's)")
+    t.add_argument('--eval-iters', type=_positive_int, default=None,
+                   help="batches per evaluation (default: the preset's)")
+    t.add_argument('--checkpoint-interval', type=_non_negative_int, default=None,
+                   help="steps between checkpoints (0: only at the end; default: the preset's)")
+    t.add_argument('--keep', type=_positive_int, default=2, help='checkpoints to keep in --out (default: 2)')
+    t.add_argument('--hellaswag', default=None, help="'val' (downloads HellaSwag's validation set) or a .jsonl file, "
+                   "scored at every evaluation (default: none)")
+    t.add_argument('--seed', type=int, default=1337, help='random seed (default: 1337)')
+    t.add_argument('--no-progress', action='store_true', help='no progress bar')
+
 # %% ../nbs/12_cli.ipynb #4dd625ef
 def add_gpt2_train_command(sub):
     "The `gpt2-train` command (lesson 09)."
@@ -243,28 +270,7 @@ def add_gpt2_train_command(sub):
     t.add_argument('--seq-len', type=_positive_int, default=None, help="tokens per sequence, T (default: the preset's)")
     t.add_argument('--total-batch', type=_positive_int, default=None,
                    help="tokens per optimizer step, a multiple of B·T·processes (default: the preset's)")
-    t.add_argument('--lr', type=float, default=None, help="maximum learning rate (default: the preset's)")
-    t.add_argument('--warmup-steps', type=_non_negative_int, default=None,
-                   help="steps of linear warm-up (default: the preset's)")
-    t.add_argument('--dropout', type=float, default=0.0, help='dropout of a model trained from scratch (default: 0.0)')
-    t.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile (CUDA only; default: the preset's)")
-    t.add_argument('--device', default=None, type=_device, help=DEVICE_HELP)
-    t.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16', 'float16'],
-                   help='autocast dtype (default: auto: bfloat16, else float16 on CUDA; float32 elsewhere)')
-    t.add_argument('--out', default=None, help='run folder for the checkpoints (default: none are written)')
-    t.add_argument('--resume', action='store_true', help='continue the run in --out from its newest good checkpoint')
-    t.add_argument('--eval-interval', type=_non_negative_int, default=None,
-                   help="steps between validation losses (0: never; default: the preset's)")
-    t.add_argument('--eval-iters', type=_positive_int, default=None,
-                   help="batches per evaluation (default: the preset's)")
-    t.add_argument('--checkpoint-interval', type=_non_negative_int, default=None,
-                   help="steps between checkpoints (0: only at the end; default: the preset's)")
-    t.add_argument('--keep', type=_positive_int, default=2, help='checkpoints to keep in --out (default: 2)')
-    t.add_argument('--hellaswag', default=None, help="'val' (downloads HellaSwag's validation set) or a .jsonl file, "
-                   "scored at every evaluation (default: none)")
-    t.add_argument('--seed', type=int, default=1337, help='random seed (default: 1337)')
-    t.add_argument('--no-progress', action='store_true', help='no progress bar')
+    _gpt2_train_options(t)
     t.set_defaults(func=gpt2_train_command)
 
 # %% ../nbs/12_cli.ipynb #a5c62472

@@ -96,6 +96,11 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 # %% ../nbs/08_gpt2.ipynb #2e3f03cd
+def _init_weights(module):
+    "GPT-2's initialisation: N(0, 0.02) for Linear and Embedding weights, zero biases (c_proj: see below)."
+    if isinstance(module, (nn.Linear, nn.Embedding)): nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None: nn.init.zeros_(module.bias)
+
 def _check_ids(idx, vocab_size: int):
     "Refuse what is not a (B, T) tensor of token ids below `vocab_size`, with a message that says what was wrong."
     if not torch.is_tensor(idx) or idx.dim() != 2 or idx.is_floating_point() or idx.is_complex() \
@@ -124,13 +129,9 @@ class GPT(nn.Module):
             ln_f=nn.LayerNorm(config.n_embd, bias=config.bias)))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
         if config.tie_weights: self.transformer.wte.weight = self.lm_head.weight  # one matrix embeds and un-embeds
-        self.apply(self._init_weights)
+        self.apply(_init_weights)
         for name, p in self.named_parameters():  # the projections into the residual stream: std / sqrt(2 n_layer)
             if name.endswith('c_proj.weight'): nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)): nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None: nn.init.zeros_(module.bias)
 
     @property
     def block_size(self) -> int: return self.config.block_size
@@ -140,9 +141,9 @@ class GPT(nn.Module):
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.block_size:
-            raise ValueError(f'cannot forward a sequence of length {start + T}'
-                             f'{f" ({start} cached + {T} new)" if start else ""}: block_size is '
-                             f'{self.config.block_size}')
+            cached = f' ({start} cached + {T} new)' if start else ''
+            raise ValueError(f'cannot forward a sequence of length {start + T}{cached}: block_size is '
+                             f'{self.block_size}')
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C) + (T, C)
         for i, block in enumerate(self.transformer.h): x = block(x, kv_cache, i)

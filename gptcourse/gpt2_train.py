@@ -23,9 +23,9 @@ from .gpt2 import EOT, GPT, GPTConfig, char_config, gpt2_tokenizer
 
 # %% auto #0
 __all__ = ['PEAK_FLOPS', 'HELLASWAG_URL', 'HELLASWAG_EXAMPLES', 'GPT2_PRESETS', 'CHAR_RUN', 'prepare', 'default_data_dir',
-           'DataLoaderLite', 'padded_vocab_size', 'get_lr', 'grad_accum_steps', 'accumulate', 'flops_per_token',
-           'peak_flops', 'mfu', 'DistInfo', 'setup_distributed', 'reduce_mean', 'save_train_state', 'Batches',
-           'read_hellaswag', 'load_hellaswag', 'render_example', 'completion_losses', 'hellaswag_acc_norm',
+           'DataLoaderLite', 'padded_vocab_size', 'get_lr', 'grad_accum_steps', 'micro_batch_that_fits', 'accumulate',
+           'flops_per_token', 'peak_flops', 'mfu', 'DistInfo', 'setup_distributed', 'reduce_mean', 'save_train_state',
+           'Batches', 'read_hellaswag', 'load_hellaswag', 'render_example', 'completion_losses', 'hellaswag_acc_norm',
            'TrainResult', 'train_gpt2', 'RandomBatches', 'train_chargpt']
 
 # %% ../nbs/09_gpt2_train.ipynb #a89d9cb2
@@ -212,6 +212,33 @@ def grad_accum_steps(total_batch: int, B: int, T: int, world_size: int = 1) -> i
                          f'{B}·{T}·{world_size} = {per:,} (e.g. {fits:,}); change --total-batch, --batch-size or '
                          f'--seq-len')
     return total_batch // per
+
+# %% ../nbs/09_gpt2_train.ipynb #97cc039c
+def micro_batch_that_fits(model, B: int, T: int, precision, device='cpu') -> int:
+    "The largest B' in B, B/2, B/4, ... whose forward and backward pass (in `precision`) fit in memory; 1 if none does."
+    state = rng_state()
+    try:
+        while True:
+            try:
+                x = torch.randint(0, model.config.vocab_size, (B, T), device=device)
+                with precision.autocast(): loss = model(x, x)[1]
+                loss.backward()
+                return B
+            except torch.OutOfMemoryError:
+                if B == 1: raise
+                B //= 2
+            finally:
+                model.zero_grad(set_to_none=True)
+                if torch.cuda.is_available(): torch.cuda.empty_cache()
+    finally: set_rng_state(state)
+
+def _size_micro_batch(s: dict, model, precision, device, log: bool):
+    "Shrink `s['batch_size']` to what fits (on CUDA, or wherever `s['auto_batch']` asks); the total batch stays."
+    if not (s['auto_batch'] if s['auto_batch'] is not None else torch.device(device).type == 'cuda'): return
+    fits = micro_batch_that_fits(model, s['batch_size'], s['seq_len'], precision, device)
+    if fits < s['batch_size']:
+        _log(f'a micro-batch of {s["batch_size"]} does not fit in memory: {fits} sequences, more accumulation', log)
+        s['batch_size'] = fits
 
 # %% ../nbs/09_gpt2_train.ipynb #5114e0e9
 def accumulate(steps: int, reduce=None):
@@ -494,7 +521,7 @@ def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_
                dtype: str = 'auto', eval_interval: int | None = None, eval_iters: int | None = None,
                checkpoint_interval: int | None = None, keep: int | None = 2, hellaswag=None, seed: int = 1337,
                stop_after: int | None = None, dropout: float = 0.0, progress: bool = True, verbose: bool = True,
-               log_interval: int | None = None) -> TrainResult:
+               log_interval: int | None = None, auto_batch: bool | None = None) -> TrainResult:
     """Train GPT-2 (from scratch or pretrained) on token shards with `fit`: one process or DDP under torchrun,
     checkpoints, resume."""
     overrides = {k: v for k, v in dict(max_steps=max_steps, batch_size=batch_size, seq_len=seq_len,
@@ -510,6 +537,7 @@ def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_
     s, changed = _run_settings(preset, (out_dir if resume is True else resume) if resume else None, overrides, dropout)
     _check_settings(s, keep, stop_after)
     s.setdefault('init', str(init)); s.update(weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, dtype=dtype)
+    s['auto_batch'] = auto_batch  # None: probe the micro-batch on CUDA only
     di = setup_distributed(device)
     try: return _train(s, changed, data, out_dir, resume, keep, hellaswag, stop_after, progress, verbose, log_interval,
                        di)
@@ -525,48 +553,49 @@ def _shards_or_prepare(data, di, progress: bool):
     if di.ddp: dist.barrier()
     return data
 
+def _resume(path, model, optimizer, train_loader, precision, changed: list, log: bool) -> tuple[int, History]:
+    "Load the newest good checkpoint of `path` into the run's parts; returns its step and history."
+    resumed_from, meta = load_latest(path, model, optimizer)
+    train_loader.load_state_dict(meta['loader']); set_rng_state(meta['rng'])
+    if meta.get('scaler') and precision.scaler.is_enabled(): precision.scaler.load_state_dict(meta['scaler'])
+    how = f'with the new settings asked for: {", ".join(changed)}' if changed else 'continuing its schedule'
+    _log(f'resuming {resumed_from} at step {meta["step"]}, {how}', log)
+    return meta['step'], History.from_state_dict(meta['history'])
+
 # %% ../nbs/09_gpt2_train.ipynb #0c928dc0
 def _train(s, changed, data, out_dir, resume, keep, hellaswag, stop_after, progress, verbose, log_interval, di):
     "The body of `train_gpt2`, with its settings `s` checked and the process group (if any) joined."
-    dev, data = di.device, _shards_or_prepare(data, di, progress)
+    dev, data, log = di.device, _shards_or_prepare(data, di, progress), verbose and di.master
     set_seed(s['seed']); configure_speed(dev)
     model = _build_model(s, bool(resume), s['model'].get('dropout', 0.0)).to(dev); cfg = model.config
     optimizer = model.configure_optimizers(s['weight_decay'], s['max_lr'], device_type=torch.device(dev).type)
+    precision = Precision(dev, s['dtype'])
+    _size_micro_batch(s, model, precision, dev, log)
     B, T, V = s['batch_size'], s['seq_len'], cfg.vocab_size
     accum = grad_accum_steps(s['total_batch'], B, T, di.world_size)
     train_loader = DataLoaderLite(data, B, T, 'train', di.rank, di.world_size, vocab_size=V)
     evals = {split: DataLoaderLite(data, B, T, split, vocab_size=V) for split in ('train', 'val')}
-    precision, history, start = Precision(dev, s['dtype']), History(), 0
-    if resume:
-        resumed_from, meta = load_latest(out_dir if resume is True else resume, model, optimizer)
-        start, history = meta['step'], History.from_state_dict(meta['history'])
-        train_loader.load_state_dict(meta['loader']); set_rng_state(meta['rng'])
-        if meta.get('scaler') and precision.scaler.is_enabled(): precision.scaler.load_state_dict(meta['scaler'])
-        how = f'with the new settings asked for: {", ".join(changed)}' if changed else 'continuing its schedule'
-        _log(f'resuming {resumed_from} at step {start}, {how}', verbose and di.master)
+    start, history = _resume(out_dir if resume is True else resume, model, optimizer, train_loader, precision, changed,
+                             log) if resume else (0, History())
     end = stop_after or s['max_steps']
     if start >= end: raise ValueError(f'the checkpoint is at step {start}, nothing left to do up to step {end}')
     net = maybe_compile(model, s['compile'], dev)
-    if di.ddp: net = torch.nn.parallel.DistributedDataParallel(net,
-                                                               device_ids=[di.local_rank] if 'cuda' in dev else None)
+    ids = [di.local_rank] if 'cuda' in dev else None
+    if di.ddp: net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
     hs = None if hellaswag is None else (load_hellaswag('val') if hellaswag == 'val' else read_hellaswag(hellaswag))
     result = TrainResult(model, history, s, start_step=start)
     def save(step, hist):
         if out_dir is None: return
         scaler = precision.scaler.state_dict() if precision.scaler.is_enabled() else None
-        result.checkpoint = save_train_state(out_dir, step, model, optimizer, train_loader, hist, cfg, keep, settings=s,
-                                             scaler=scaler,
-                                             hellaswag=result.hellaswag)
-    callback = _step_report(result, s, end, flops_per_token(cfg, model.num_params(non_embedding=True), T),
-                            peak_flops() if 'cuda' in dev else None, di, hs, log_interval or max(1,
-                                                                                                 (end - start) // 10),
-                            verbose, save)
+        result.checkpoint = save_train_state(out_dir, step, model, optimizer, train_loader, hist, cfg, keep,
+                                             settings=s, scaler=scaler, hellaswag=result.hellaswag)
+    fpt, peak = flops_per_token(cfg, model.num_params(non_embedding=True), T), peak_flops() if 'cuda' in dev else None
+    callback = _step_report(result, s, end, fpt, peak, di, hs, log_interval or max(1, (end - start) // 10), log, save)
+    schedule = lambda i: get_lr(i, s['max_lr'], 0.1 * s['max_lr'], s['warmup_steps'], s['max_steps'])
     fit(net, Batches(train_loader, evals, dev), optimizer, end, eval_interval=s['eval_interval'],
-        eval_iters=s['eval_iters'],
-        precision=precision, lr_schedule=lambda i: get_lr(i, s['max_lr'], 0.1 * s['max_lr'], s['warmup_steps'],
-                                                          s['max_steps']),
-        grad_clip=s['grad_clip'] or None, start_step=start, history=history, callback=callback,
-        progress=progress and di.master, desc=f'gpt2-train ({s.get("preset", "resumed")})',
+        eval_iters=s['eval_iters'], precision=precision, lr_schedule=schedule, grad_clip=s['grad_clip'] or None,
+        start_step=start, history=history, callback=callback, progress=progress and di.master,
+        desc=f'gpt2-train ({s.get("preset", "resumed")})',
         step_fn=accumulate(accum, reduce_mean if di.ddp else None))
     if di.master: save(end, history)
     return result
@@ -604,6 +633,12 @@ def _char_run_settings(out_dir: Path, preset, resume: bool, overwrite: bool, tex
         for old in list_checkpoints(out_dir): old.unlink()
     return get_preset(PRESETS, preset), CharTokenizer.from_text(text), 0
 
+def _save_char_run(out_dir, step, model, optimizer, keep, tokenizer, hist, cfg, gen) -> Path:
+    "A checkpoint of `train_chargpt`: the GPT and its config, the tokenizer, history, settings and generator states."
+    return save_step(out_dir, step, model, optimizer, keep, kind='chargpt', config=asdict(model.config),
+                     tokenizer=tokenizer.to_dict(), history=hist.state_dict(), train=dict(vars(cfg)),
+                     rng=rng_state(), data_rng=gen.get_state().tolist())
+
 # %% ../nbs/09_gpt2_train.ipynb #3047cfaa
 def train_chargpt(out_dir=CHAR_RUN, preset: str | None = None, max_steps: int | None = None, resume: bool = False,
                   eval_interval: int | None = None, eval_iters: int | None = None, device: str | None = None,
@@ -630,19 +665,15 @@ def train_chargpt(out_dir=CHAR_RUN, preset: str | None = None, max_steps: int | 
     net = maybe_compile(model, compile, device)
     batch = RandomBatches(train_data, val_data, cfg.batch_size, cfg.block_size, device, gen, eval_seed=seed)
     log(f'{cfg.name} preset: {model.num_params():,} parameters on {device} ({precision})')
-    save = lambda step, hist: save_step(out_dir, step, model, optimizer, keep, kind='chargpt',
-                                        config=asdict(model.config),
-                                        tokenizer=tokenizer.to_dict(), history=hist.state_dict(), train=dict(vars(cfg)),
-                                        rng=rng_state(), data_rng=gen.get_state().tolist())
+    save = lambda step, hist: _save_char_run(out_dir, step, model, optimizer, keep, tokenizer, hist, cfg, gen)
     printed = set(history.eval_step if history else [])
     def callback(step, hist):
         for s, tl, vl in zip(hist.eval_step, hist.train_loss, hist.val_loss):
-            if s not in printed: printed.add(s); (tqdm.write if progress else log)(f'step {s}: train loss {tl:.4f}, '
-                                                                                   f'val loss {vl:.4f}')
+            if s in printed: continue
+            printed.add(s); (tqdm.write if progress else log)(f'step {s}: train loss {tl:.4f}, val loss {vl:.4f}')
         if (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.max_steps: save(step + 1, hist)
     history = fit(net, batch, optimizer, cfg.max_steps, eval_interval=cfg.eval_interval, eval_iters=cfg.eval_iters,
-                  precision=precision, start_step=start, history=history, callback=callback, progress=progress,
-                  desc='train')
+                  precision=precision, start_step=start, history=history, callback=callback, progress=progress)
     callback(cfg.max_steps, history)  # prints the final evaluation (and saves nothing: the step is max_steps)
     path = save(cfg.max_steps, history)
     log(f'saved {path} (step {cfg.max_steps})')

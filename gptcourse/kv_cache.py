@@ -35,23 +35,26 @@ class KVCache:
         "Bytes held by the allocated key and value buffers."
         return sum(b.numel() * b.element_size() for b in self.k + self.v if b is not None)
 
-    def _buffers(self, layer: int, k):
-        B, nh, _, hd = k.shape
-        kb = self.k[layer]
-        fits = kb is not None and (kb.shape[0], kb.shape[1], kb.shape[3]) == (B, nh, hd)
-        if fits and kb.dtype == k.dtype and kb.device == k.device:
-            return kb, self.v[layer]
-        if kb is not None and self.length:
-            if kb.shape[0] != B:
-                raise ValueError(f'KVCache: the batch size changed from {kb.shape[0]} to {B} while {self.length} '
-                                 f'positions '
-                                 f'are cached; a cache holds one batch of sequences: reset() it (or make a new one) '
-                                 f'first')
-            raise ValueError(f'KVCache: layer {layer} got keys {tuple(k.shape)} {k.dtype} on {k.device}, but caches '
-                             f'{tuple(kb.shape)} {kb.dtype} on {kb.device}; reset() it (or make a new one) first')
-        self.k[layer] = k.new_empty(B, nh, self.max_len, hd)  # first use, or a fresh start with another shape
-        self.v[layer] = k.new_empty(B, nh, self.max_len, hd)
-        return self.k[layer], self.v[layer]
+# %% ../nbs/10_kv_cache.ipynb #89df61ec
+def _cache_buffers(self, layer: int, k):
+    B, nh, _, hd = k.shape
+    kb = self.k[layer]
+    fits = kb is not None and (kb.shape[0], kb.shape[1], kb.shape[3]) == (B, nh, hd)
+    if fits and kb.dtype == k.dtype and kb.device == k.device:
+        return kb, self.v[layer]
+    if kb is not None and self.length:
+        if kb.shape[0] != B:
+            raise ValueError(f'KVCache: the batch size changed from {kb.shape[0]} to {B} while {self.length} '
+                             f'positions '
+                             f'are cached; a cache holds one batch of sequences: reset() it (or make a new one) '
+                             f'first')
+        raise ValueError(f'KVCache: layer {layer} got keys {tuple(k.shape)} {k.dtype} on {k.device}, but caches '
+                         f'{tuple(kb.shape)} {kb.dtype} on {kb.device}; reset() it (or make a new one) first')
+    self.k[layer] = k.new_empty(B, nh, self.max_len, hd)  # first use, or a fresh start with another shape
+    self.v[layer] = k.new_empty(B, nh, self.max_len, hd)
+    return self.k[layer], self.v[layer]
+
+KVCache._buffers = _cache_buffers
 
 # %% ../nbs/10_kv_cache.ipynb #ffcc6896
 def _attend(self, layer: int, q, k, v):

@@ -13,10 +13,10 @@ from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyte
 from .data import atomic_write
 
 # %% auto #0
-__all__ = ['PRESET_ENV', 'default_device', 'set_seed', 'get_preset', 'Precision', 'configure_speed', 'maybe_compile',
-           'sample_logits', 'last_logits', 'generate', 'estimate_loss', 'History', 'forward_backward', 'fit',
-           'CheckpointError', 'unwrap_model', 'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state',
-           'checkpoint_path', 'list_checkpoints', 'save_step', 'load_latest']
+__all__ = ['PRESET_ENV', 'default_device', 'set_seed', 'get_preset', 'DevicePolicy', 'device_policy', 'Precision',
+           'configure_speed', 'maybe_compile', 'sample_logits', 'last_logits', 'generate', 'estimate_loss', 'History',
+           'forward_backward', 'fit', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'load_checkpoint',
+           'rng_state', 'set_rng_state', 'checkpoint_path', 'list_checkpoints', 'save_step', 'load_latest']
 
 # %% ../nbs/02_train.ipynb #1133d072
 def default_device() -> str:
@@ -40,24 +40,43 @@ def get_preset(presets: dict, name: str | None = None) -> types.SimpleNamespace:
                          f'(choose one with {PRESET_ENV}=... or name=...)')
     return types.SimpleNamespace(name=name, **presets[name])
 
+# %% ../nbs/02_train.ipynb #96c5c97a
+@dataclass(frozen=True)
+class DevicePolicy:
+    "What the course uses on a device: autocast dtype, loss scaler, TF32, fused AdamW, torch.compile, SDPA kernel."
+    dtype: str
+    scaler: bool
+    tf32: bool
+    fused_adamw: bool
+    compile: bool
+    attention: str
+
+def device_policy(device='cpu', capability: tuple[int, int] | None = None) -> DevicePolicy:
+    """The course's choices for `device`: bfloat16 from compute capability 8.0 (A100, L4, H100), float16 with a
+    GradScaler before it (T4, V100), float32 on CPU and MPS. `capability` stands in for the GPU's own."""
+    if torch.device(device).type == 'cuda':
+        cap = tuple(capability) if capability is not None else torch.cuda.get_device_capability(device)
+        ampere = cap >= (8, 0)
+        return DevicePolicy('bfloat16' if ampere else 'float16', scaler=not ampere, tf32=ampere, fused_adamw=True,
+                            compile=True, attention='flash' if ampere else 'memory-efficient')
+    return DevicePolicy('float32', scaler=False, tf32=False, fused_adamw=False, compile=False, attention='math')
+
 # %% ../nbs/02_train.ipynb #6f1ffd9f
 _DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 class Precision:
-    """The autocast dtype and loss scaler for `device`; `dtype='auto'` picks bf16, else fp16 + GradScaler on CUDA, fp32
-    elsewhere."""
+    """The autocast dtype and loss scaler for `device`; `dtype='auto'` is `device_policy`'s; float16 gets a GradScaler
+    (on CUDA and CPU)."""
     def __init__(self, device='cpu', dtype='auto'):
         self.device_type = torch.device(device).type
-        if dtype == 'auto':
-            if self.device_type == 'cuda': dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-            else: dtype = 'float32'
+        if dtype == 'auto': dtype = device_policy(device).dtype
         if isinstance(dtype, str):
             if dtype not in _DTYPES: raise ValueError(f'unknown dtype {dtype!r}; choose one of {list(_DTYPES)} or '
                                                       f'"auto"')
             dtype = _DTYPES[dtype]
         self.dtype = dtype
-        self.scaler = torch.amp.GradScaler(self.device_type,
-                                           enabled=dtype == torch.float16 and self.device_type == 'cuda')
+        scaled = dtype == torch.float16 and self.device_type in ('cuda', 'cpu')
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=scaled)
 
     def autocast(self):
         "A context manager running its body in `self.dtype` (a no-op for float32)."
@@ -75,14 +94,12 @@ def configure_speed(device='cuda', tf32: bool = True):
     torch.set_float32_matmul_precision('high' if tf32 else 'highest')
     torch.backends.cudnn.allow_tf32 = tf32
 
-def maybe_compile(model, enabled: bool = True, device='cuda'):
-    """`torch.compile(model)` on CUDA (not on Windows); elsewhere `model` unchanged, with a warning if compiling was
-    asked for."""
+def maybe_compile(model, enabled: bool = True, device=None):
+    """`torch.compile(model)` if `enabled` (on CUDA and CPU alike); on Windows, where it is not supported, `model` and a
+    warning."""
     if not enabled: return model
-    why = 'it is not supported on Windows' if os.name == 'nt' else \
-          None if torch.device(device).type == 'cuda' else f'it needs CUDA (device is {device})'
-    if why:
-        warnings.warn(f'torch.compile skipped: {why}; training runs eagerly')
+    if os.name == 'nt':
+        warnings.warn('torch.compile skipped: it is not supported on Windows; training runs eagerly')
         return model
     return torch.compile(model)
 

@@ -2,7 +2,7 @@
 `--resume` continues it from its step, `sample` prints text of the asked length, each sampling command points
 to the other for the other kind of model, and wrong input (a bad prompt, a missing or corrupt checkpoint, an
 unknown preset, a count below 1) ends with a clear message and a non-zero exit code instead of a traceback."""
-import subprocess, sys
+import os, subprocess, sys
 import pytest
 from gptcourse.cli import build_parser, main
 from gptcourse.gpt2 import load_gpt_checkpoint
@@ -11,8 +11,9 @@ from gptcourse.train import list_checkpoints, load_latest
 
 def gptcourse(*args, timeout=120):
     "Run `python -m gptcourse.cli ARGS` in a fresh process; returns the CompletedProcess."
+    env = dict(os.environ, OMP_NUM_THREADS='1')  # one thread: steady on a busy machine
     return subprocess.run([sys.executable, '-m', 'gptcourse.cli', *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def exit_message(*args):

@@ -237,3 +237,20 @@ def test_a_broken_newest_checkpoint_falls_back_to_the_one_before(data, tmp_path)
         warnings.simplefilter('ignore')
         again = train_gpt2(data, 'cpu', out_dir=tmp_path, resume=True, **kw)
     assert again.start_step == 2 and again.history.loss == whole.history.loss
+
+
+def test_micro_batch_backs_off_on_out_of_memory(data, monkeypatch):
+    """A card that holds only 2 sequences: the micro-batch halves 8 -> 4 -> 2, the total batch stays, the run is the
+    same."""
+    from gptcourse.gpt2 import GPT
+    real = GPT.forward
+    def small_card(self, idx, targets=None, kv_cache=None):
+        if idx.size(0) > 2: raise torch.OutOfMemoryError('CUDA out of memory (simulated)')
+        return real(self, idx, targets, kv_cache)
+    monkeypatch.setattr(GPT, 'forward', small_card)
+    kw = dict(max_steps=3, total_batch=256, eval_interval=0, seq_len=32, eval_iters=1, progress=False, verbose=False)
+    auto = train_gpt2(data, 'cpu', batch_size=8, auto_batch=True, **kw)
+    assert auto.settings['batch_size'] == 2 and auto.settings['total_batch'] == 256
+    direct = train_gpt2(data, 'cpu', batch_size=2, **kw)
+    assert auto.history.loss == direct.history.loss
+    with pytest.raises(torch.OutOfMemoryError): train_gpt2(data, 'cpu', batch_size=8, **kw)   # without the probe
