@@ -1,0 +1,93 @@
+"""One command that checks the course on a GPU in one run, and writes what it saw to bench/results/.
+
+    python bench/gpu.py              # on a CUDA machine (estimated 15-20 minutes on an H100; not yet run on one)
+    python bench/gpu.py --dry-run    # the same steps at toy sizes on this machine: what CI runs
+
+Steps, each timed; a failing step is reported and the others still run; the exit status is 1 if any failed:
+1. the device, the versions, and the course's device policy for it (gptcourse.train.device_policy);
+2. the lessons whose cells check lecture-scale claims on a GPU (07: the lecture's char model to val <= 1.50;
+   09: 300 steps of GPT-2 124M), top to bottom in a real kernel at the `lecture` preset (dry run: `cpu`, where
+   those cells say they skipped);
+3. the three benchmarks at their GPU sizes (dry run: toy sizes): bench/chargpt.py, bench/gpt2train.py,
+   bench/sample.py;
+4. the side-by-side runs against the lectures' own code (ng-video-lecture's gpt.py, build-nanogpt's
+   train_gpt2.py) are NOT part of this version: the report says so.
+The report is written to `--out`/gpu-<device>-<date>.txt (default out: bench/results; dry run: a temporary folder).
+"""
+from __future__ import annotations
+import argparse, datetime, os, platform, re, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVICE = r'''
+import platform, torch
+from gptcourse.train import device_policy, default_device
+print('python', platform.python_version(), '| torch', torch.__version__, '| CUDA', torch.version.cuda)
+dev = default_device()
+if dev == 'cuda':
+    print('device', torch.cuda.get_device_name(), '| capability', torch.cuda.get_device_capability(),
+          '| memory', f'{torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB')
+else: print('device', dev, '(no CUDA)')
+print('policy', device_policy(dev))
+'''
+
+
+def steps(dry: bool) -> list[tuple[str, list[str], dict, int]]:
+    "(name, command, extra environment, timeout in s) of every step."
+    py, preset = sys.executable, 'cpu' if dry else 'lecture'
+    lesson_env = {'GPTCOURSE_PRESET': preset}
+    return [
+        ('device and versions', [py, '-c', DEVICE], {}, 120),
+        ('lesson 07 (char GPT)', [py, '.ci/notebooks.py', 'run', '07'], lesson_env, 1500),
+        ('lesson 09 (GPT-2 training)', [py, '.ci/notebooks.py', 'run', '09'], lesson_env, 1200),
+        ('bench/chargpt.py', [py, 'bench/chargpt.py', '--preset', preset]
+         + (['--steps', '40', '--warmup', '10', '--eval-iters', '5'] if dry else ['--steps', '200']), {}, 900),
+        ('bench/gpt2train.py', [py, 'bench/gpt2train.py', '--preset', 'cpu' if dry else 'gpu']
+         + (['--rounds', '2'] if dry else ['--compile']), {}, 900),
+        ('bench/sample.py', [py, 'bench/sample.py']
+         + (['--small', '--new-tokens', '8', '--prompt-len', '4', '--repeat', '1', '--skip-uncached'] if dry
+            else ['--device', 'cuda', '--repeat', '3']), {}, 900),
+    ]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--dry-run', action='store_true', help='toy sizes on this machine (CPU is fine)')
+    ap.add_argument('--out', default=None,
+                    help='folder for the report (default: bench/results; dry run: a temporary folder)')
+    args = ap.parse_args(argv)
+    import torch
+    if not args.dry_run and not torch.cuda.is_available():
+        sys.exit('bench/gpu.py: no CUDA device here; run with --dry-run to check the steps on a CPU')
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.dry_run else 'cpu-dry-run'
+    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp()) if args.dry_run else ROOT / 'bench' / 'results')
+    out.mkdir(parents=True, exist_ok=True)
+    today = datetime.date.today().isoformat()
+    report = out / f'gpu-{re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()}-{today}.txt'
+    lines = [f'# bench/gpu.py {" ".join(argv if argv is not None else sys.argv[1:])}',
+             f'# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, {platform.node() or "?"}, '
+             f'load {" ".join(f"{x:.2f}" for x in os.getloadavg())}', '']
+    failed = []
+    for title, cmd, env, timeout in steps(args.dry_run):
+        t0 = time.perf_counter()
+        try:
+            r = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, **env), capture_output=True, text=True,
+                               timeout=timeout)
+            ok, text = r.returncode == 0, (r.stdout + ('\n' + r.stderr[-3000:] if r.returncode else '')).strip()
+        except subprocess.TimeoutExpired:
+            ok, text = False, f'timed out after {timeout} s'
+        seconds = time.perf_counter() - t0
+        if not ok: failed.append(title)
+        shown = 'python -c <device script>' if cmd[1] == '-c' else 'python ' + ' '.join(cmd[1:])
+        lines += [f'## {title}: {"passed" if ok else "FAILED"} in {seconds:.0f} s', f'$ {shown}', text, '']
+        print(lines[-4], flush=True)
+    lines += ['## side by side with the lectures\' own code: not part of this version of bench/gpu.py', '',
+              f'# {len(failed)} of {len(steps(args.dry_run))} steps failed'
+              + (f': {", ".join(failed)}' if failed else '')]
+    report.write_text('\n'.join(lines) + '\n', encoding='utf-8')
+    print(f'wrote {report}')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
