@@ -67,9 +67,9 @@ def main(argv=None):
     def run(name, fast: bool):
         ref = CharGPT(mcfg); ref.load_state_dict(init)
         model = (GPT.from_chargpt(ref) if fast else ref).to(device)
-        configure_speed(device, tf32=fast)  # TF32 on CUDA for the fast path only
+        configure_speed(device, tf32=None if fast else False)  # TF32 (where the GPU has it) for the fast path only
         precision = Precision(device) if fast else Precision(device, 'float32')
-        net = maybe_compile(model, fast and args.compile, device)
+        net = maybe_compile(model, fast and args.compile)
         set_seed(args.seed + 1)  # the same dropout stream and the same batches for both
         g = torch.Generator().manual_seed(args.seed)
         batch = lambda split: get_batch(train_data if split == 'train' else val_data, cfg['batch_size'],

@@ -204,11 +204,11 @@ GPT.from_chargpt = _from_chargpt
 def _configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.95), eps: float = 1e-8,
                           device_type: str = 'cpu') -> torch.optim.AdamW:
     """AdamW with weight decay on the matrices and embeddings (>= 2-D) only, not on biases and LayerNorm gains; fused on
-    CUDA."""
+    CUDA (`device_policy`'s `fused_adamw`)."""
     params = [p for p in self.parameters() if p.requires_grad]
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+    fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters  # every CUDA GPU
     extra = dict(fused=True) if fused else {}
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, **extra)
 

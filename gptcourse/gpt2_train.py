@@ -579,7 +579,7 @@ def _train(s, changed, data, out_dir, resume, keep, hellaswag, stop_after, progr
                              log) if resume else (0, History())
     end = stop_after or s['max_steps']
     if start >= end: raise ValueError(f'the checkpoint is at step {start}, nothing left to do up to step {end}')
-    net = maybe_compile(model, s['compile'], dev)
+    net = maybe_compile(model, s['compile'])
     ids = [di.local_rank] if 'cuda' in dev else None
     if di.ddp: net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
     hs = None if hellaswag is None else (load_hellaswag('val') if hellaswag == 'val' else read_hellaswag(hellaswag))
@@ -662,7 +662,7 @@ def train_chargpt(out_dir=CHAR_RUN, preset: str | None = None, max_steps: int | 
         set_rng_state(meta['rng']); gen.set_state(torch.tensor(meta['data_rng'], dtype=torch.uint8))
         log(f'resuming {f} at step {start} of {cfg.max_steps}')
     configure_speed(device); precision = Precision(device)
-    net = maybe_compile(model, compile, device)
+    net = maybe_compile(model, compile)
     batch = RandomBatches(train_data, val_data, cfg.batch_size, cfg.block_size, device, gen, eval_seed=seed)
     log(f'{cfg.name} preset: {model.num_params():,} parameters on {device} ({precision})')
     save = lambda step, hist: _save_char_run(out_dir, step, model, optimizer, keep, tokenizer, hist, cfg, gen)

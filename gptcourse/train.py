@@ -87,14 +87,15 @@ class Precision:
         return f'Precision({self.device_type}, {str(self.dtype).split(".")[-1]}, scaler={self.scaler.is_enabled()})'
 
 # %% ../nbs/02_train.ipynb #d02850e6
-def configure_speed(device='cuda', tf32: bool = True):
-    """On CUDA, let float32 matrix products use TF32 tensor cores (`set_float32_matmul_precision('high')`); elsewhere
-    nothing."""
+def configure_speed(device='cuda', tf32: bool | None = None):
+    """On CUDA, let float32 matrix products use TF32 tensor cores where `device_policy` says the GPU has them (or as
+    `tf32` says); elsewhere nothing."""
     if torch.device(device).type != 'cuda': return
+    if tf32 is None: tf32 = device_policy(device).tf32
     torch.set_float32_matmul_precision('high' if tf32 else 'highest')
     torch.backends.cudnn.allow_tf32 = tf32
 
-def maybe_compile(model, enabled: bool = True, device=None):
+def maybe_compile(model, enabled: bool = True):
     """`torch.compile(model)` if `enabled` (on CUDA and CPU alike); on Windows, where it is not supported, `model` and a
     warning."""
     if not enabled: return model

@@ -96,7 +96,7 @@ def test_fp16_grad_scaler_skips_an_inf_step_and_still_trains():
 def test_torch_compile_on_cpu_equals_eager_and_its_checkpoint_loads_eagerly(tmp_path):
     from gptcourse.train import load_checkpoint, maybe_compile, save_checkpoint
     eager = _tiny_gpt().eval()
-    compiled = maybe_compile(eager, True, 'cpu')
+    compiled = maybe_compile(eager, True)
     assert compiled is not eager and hasattr(compiled, '_orig_mod')
     x = torch.randint(0, 32, (2, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad(): assert torch.allclose(compiled(x)[0], eager(x)[0], atol=1e-5)
