@@ -2,6 +2,8 @@
 
     python .ci/notebooks.py run [NB ...]     # run, and fail on the first error (what the tests do)
     python .ci/notebooks.py write [NB ...]   # run, and save the outputs into the notebooks (then nbdev_clean)
+    python .ci/notebooks.py run --keep-going --save DIR 07   # run every cell even past a failure, list the
+                                             # failures, and keep the executed notebook in DIR (bench/gpu.py)
     python .ci/notebooks.py check            # every lesson's outputs are there and were made from its current code
 
 `write` is the one command that regenerates what a reader sees on GitHub, Colab's preview and in Jupyter. It
@@ -56,22 +58,31 @@ def _coalesce(outputs: list) -> list:
     return out
 
 
-def execute(path: Path, timeout: int = 900) -> nbformat.NotebookNode:
+def execute(path: Path, timeout: int = 900, keep_going: bool = False) -> nbformat.NotebookNode:
     """The notebook at `path` run top to bottom in a fresh python3 kernel, in nbs/ (as Jupyter runs it); the preset is
-    $GPTCOURSE_PRESET or the machine's default."""
+    $GPTCOURSE_PRESET or the machine's default. `keep_going`: run every cell even after one fails (see `errors`)."""
     nb = nbformat.read(path, as_version=4)
     skipped = {i: c for i, c in enumerate(nb.cells) if is_export_call(c)}
     for i in skipped: nb.cells[i] = nbformat.v4.new_markdown_cell('')   # placeholders, put back below
-    env = {k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'MPLBACKEND')}  # inline plots
+    hidden = {k: os.environ.pop(k) for k in ('IN_TEST', 'MPLBACKEND') if k in os.environ}  # the kernel inherits
     client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(NBS)}},
-                            env=env)
-    client.execute()
+                            allow_errors=keep_going)                                  # os.environ: inline plots
+    try: client.execute()
+    finally: os.environ.update(hidden)
     for i, c in skipped.items(): nb.cells[i] = c
     for c in nb.cells:
         if c.cell_type != 'code': continue
         c.outputs = _coalesce(c.get('outputs', []))
         c.metadata[KEY] = {'source': source_digest(c.source)}
     return nb
+
+
+def errors(nb) -> list[str]:
+    "One line for each code cell of an executed notebook that raised: its number, first line and the error."
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    return [f'code cell {i} ({c.source.strip().splitlines()[0][:60]!r}): {o.get("ename")}: '
+            + re.sub(r'\x1b\[[0-9;]*m', '', str(o.get('evalue')))[:300]
+            for i, c in enumerate(code) for o in c.get('outputs', []) if o.get('output_type') == 'error']
 
 
 def problems(path: Path) -> list[str]:
@@ -96,20 +107,27 @@ def problems(path: Path) -> list[str]:
 def main(argv):
     if not argv or argv[0] not in ('run', 'write', 'check'): sys.exit(__doc__)
     cmd, names = argv[0], argv[1:]
+    keep_going, save = '--keep-going' in names, None          # run only: every cell, and save the run to a folder
+    if '--save' in names: save = Path(names[names.index('--save') + 1]); names.remove(str(save)); names.remove('--save')
+    names = [n for n in names if n != '--keep-going']
+    if (keep_going or save) and cmd != 'run': sys.exit('--keep-going and --save go with run only')
     if cmd == 'check':
         bad = [p for nb in lessons(names) for p in problems(nb)]
         print('\n'.join(bad) or 'every lesson holds outputs made from its current code')
         return 1 if bad else 0
+    failed = 0
     for path in lessons(names):
         t0 = time.perf_counter()
-        nb = execute(path)
+        nb = execute(path, keep_going=keep_going)
         if cmd == 'write': nbformat.write(nb, path)
+        if save: save.mkdir(parents=True, exist_ok=True); nbformat.write(nb, save / path.name)
         print(f'{path.name}: ran in {time.perf_counter() - t0:.0f} s' + (', outputs saved' if cmd == 'write' else ''),
               flush=True)
+        for line in errors(nb): print(f'{path.name}: FAILED {line}', flush=True); failed += 1
     if cmd == 'write':
         import subprocess
         subprocess.run(['nbdev_clean'], cwd=ROOT, check=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':

@@ -1,7 +1,12 @@
 """One command that checks the course on a GPU in one run, and writes what it saw to bench/results/.
 
-    python bench/gpu.py              # on a CUDA machine (estimated 15-20 minutes on an H100; not yet run on one)
+    python bench/gpu.py              # on a CUDA machine: about 13 minutes on an H100 (measured 2026-11-25)
+    python bench/gpu.py --only lesson07,chargpt            # 8.5 minutes on an H100: one call of at most 10
+    python bench/gpu.py --only lesson09,gpt2train,sample   # 5 minutes on an H100
     python bench/gpu.py --dry-run    # the same steps at toy sizes on this machine: what CI runs
+
+The lessons run with `--keep-going`: every cell runs even after one fails, the report lists each failing cell, and
+the executed notebooks are saved beside the report.
 
 Steps, each timed; a failing step is reported and the others still run; the exit status is 1 if any failed:
 1. the device, the versions, and the course's device policy for it (gptcourse.train.device_policy);
@@ -32,14 +37,15 @@ print('policy', device_policy(dev))
 '''
 
 
-def steps(dry: bool) -> list[tuple[str, list[str], dict, int]]:
-    "(name, command, extra environment, timeout in s) of every step."
+def steps(dry: bool, out: Path | None = None) -> list[tuple[str, list[str], dict, int]]:
+    "(name, command, extra environment, timeout in s) of every step; a name's first word is its key for --only."
     py, preset = sys.executable, 'cpu' if dry else 'lecture'
     lesson_env = {'GPTCOURSE_PRESET': preset}
+    keep = ['--keep-going'] + (['--save', str(out)] if out else [])  # every failing cell, and the executed notebook
     return [
         ('device and versions', [py, '-c', DEVICE], {}, 120),
-        ('lesson 07 (char GPT)', [py, '.ci/notebooks.py', 'run', '07'], lesson_env, 1500),
-        ('lesson 09 (GPT-2 training)', [py, '.ci/notebooks.py', 'run', '09'], lesson_env, 1200),
+        ('lesson 07 (char GPT)', [py, '.ci/notebooks.py', 'run', *keep, '07'], lesson_env, 1500),
+        ('lesson 09 (GPT-2 training)', [py, '.ci/notebooks.py', 'run', *keep, '09'], lesson_env, 1200),
         ('bench/chargpt.py', [py, 'bench/chargpt.py', '--preset', preset]
          + (['--steps', '40', '--warmup', '10', '--eval-iters', '5'] if dry else ['--steps', '200']), {}, 900),
         ('bench/gpt2train.py', [py, 'bench/gpt2train.py', '--preset', 'cpu' if dry else 'gpu']
@@ -50,9 +56,18 @@ def steps(dry: bool) -> list[tuple[str, list[str], dict, int]]:
     ]
 
 
+def step_key(title: str) -> str:
+    "'lesson 07 (char GPT)' -> 'lesson07', 'bench/chargpt.py' -> 'chargpt', 'device and versions' -> 'device'."
+    if title.startswith('bench/'): return title[len('bench/'):-len('.py')]
+    return title.split(' (')[0].replace(' ', '') if title.startswith('lesson') else title.split()[0]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--dry-run', action='store_true', help='toy sizes on this machine (CPU is fine)')
+    ap.add_argument('--only', default=None, metavar='KEYS',
+                    help='comma-separated steps to run, by the first word of their name: device, lesson07, lesson09, '
+                         'chargpt, gpt2train, sample (default: all; the device step always runs)')
     ap.add_argument('--out', default=None,
                     help='folder for the report (default: bench/results; dry run: a temporary folder)')
     args = ap.parse_args(argv)
@@ -67,8 +82,12 @@ def main(argv=None) -> int:
     lines = [f'# bench/gpu.py {" ".join(argv if argv is not None else sys.argv[1:])}',
              f'# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, {platform.node() or "?"}, '
              f'load {" ".join(f"{x:.2f}" for x in os.getloadavg())}', '']
-    failed = []
-    for title, cmd, env, timeout in steps(args.dry_run):
+    failed, chosen = [], [st for st in steps(args.dry_run) if st[0] == 'device and versions' or args.only is None
+                          or step_key(st[0]) in args.only.split(',')]
+    unknown = set(args.only.split(',') if args.only else ()) - {step_key(st[0]) for st in steps(args.dry_run)}
+    if unknown: sys.exit(f'bench/gpu.py: unknown step {", ".join(sorted(unknown))}; the steps are '
+                         + ', '.join(step_key(st[0]) for st in steps(args.dry_run)))
+    for title, cmd, env, timeout in [st for st in steps(args.dry_run, out) if st[0] in {c[0] for c in chosen}]:
         t0 = time.perf_counter()
         try:
             r = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, **env), capture_output=True, text=True,
@@ -82,7 +101,7 @@ def main(argv=None) -> int:
         lines += [f'## {title}: {"passed" if ok else "FAILED"} in {seconds:.0f} s', f'$ {shown}', text, '']
         print(lines[-4], flush=True)
     lines += ['## side by side with the lectures\' own code: not part of this version of bench/gpu.py', '',
-              f'# {len(failed)} of {len(steps(args.dry_run))} steps failed'
+              f'# {len(failed)} of {len(chosen)} steps failed'
               + (f': {", ".join(failed)}' if failed else '')]
     report.write_text('\n'.join(lines) + '\n', encoding='utf-8')
     print(f'wrote {report}')

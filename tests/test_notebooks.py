@@ -37,3 +37,16 @@ def test_the_staleness_check_sees_an_edit(tmp_path):
     found = nbrun.problems(path)
     assert any('was edited since its outputs were made' in p for p in found), found
     assert any('plots but holds no picture' in p for p in found), found
+
+
+def test_keep_going_lists_every_failing_cell(tmp_path, monkeypatch):
+    "`run --keep-going` (what bench/gpu.py uses on a GPU) runs past a failing cell and names each one that failed."
+    nbs = tmp_path / 'nbs'; nbs.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in
+                                         ('x = 1', 'assert x == 2, "planted"', 'y = x + 1', 'assert y == 2', '1 / 0')])
+    nbformat.write(nb, nbs / '99_planted.ipynb')
+    monkeypatch.setattr(nbrun, 'NBS', nbs)
+    done = nbrun.execute(nbs / '99_planted.ipynb', keep_going=True)
+    errs = nbrun.errors(done)
+    assert len(errs) == 2 and 'AssertionError: planted' in errs[0] and 'ZeroDivisionError' in errs[1], errs
+    assert done.cells[3].get('outputs') == []          # the cells after the first failure ran (y == 2 held)
