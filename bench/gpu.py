@@ -1,6 +1,7 @@
 """One command that checks the course on a GPU in one run, and writes what it saw to bench/results/.
 
     python bench/gpu.py              # on a CUDA machine: about 13 minutes on an H100 (measured 2026-11-25)
+                                     # without the side-by-side runs (refs/, below)
     python bench/gpu.py --only lesson07,chargpt            # 8.5 minutes on an H100: one call of at most 10
     python bench/gpu.py --only lesson09,gpt2train,sample   # 5 minutes on an H100
     python bench/gpu.py --dry-run    # the same steps at toy sizes on this machine: what CI runs
@@ -15,8 +16,10 @@ Steps, each timed; a failing step is reported and the others still run; the exit
    those cells say they skipped);
 3. the three benchmarks at their GPU sizes (dry run: toy sizes): bench/chargpt.py, bench/gpt2train.py,
    bench/sample.py;
-4. the side-by-side runs against the lectures' own code (ng-video-lecture's gpt.py, build-nanogpt's
-   train_gpt2.py) are NOT part of this version: the report says so.
+4. side by side with the lectures' own code, where a fetched copy sits in the git-ignored refs/ (else the report
+   says skipped): bench/refs.py gptpy (ng-video-lecture's gpt.py vs the course, lecture char preset, 500 steps)
+   and bench/refs.py train_gpt2 (build-nanogpt's train_gpt2.py vs the course's trainer, B=16, T=1024). Not yet
+   run on a GPU; `--only gptpy,train_gpt2` runs them alone.
 The report is written to `--out`/gpu-<device>-<date>.txt (default out: bench/results; dry run: a temporary folder).
 """
 from __future__ import annotations
@@ -24,6 +27,8 @@ import argparse, datetime, os, platform, re, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+REFS = {'gptpy': ('refs/ng-video-lecture/gpt.py', 'https://github.com/karpathy/ng-video-lecture'),   # never committed
+        'train_gpt2': ('refs/build-nanogpt/train_gpt2.py', 'https://github.com/karpathy/build-nanogpt')}
 DEVICE = r'''
 import platform, torch
 from gptcourse.train import device_policy, default_device
@@ -53,11 +58,17 @@ def steps(dry: bool, out: Path | None = None) -> list[tuple[str, list[str], dict
         ('bench/sample.py', [py, 'bench/sample.py']
          + (['--small', '--new-tokens', '8', '--prompt-len', '4', '--repeat', '1', '--skip-uncached'] if dry
             else ['--device', 'cuda', '--repeat', '3']), {}, 900),
+        ('bench/refs.py gptpy (the lecture\'s gpt.py side by side)',
+         [py, 'bench/refs.py', 'gptpy'] + (['--dry-run'] if dry else []), {}, 900),
+        ('bench/refs.py train_gpt2 (build-nanogpt\'s train_gpt2.py side by side)',
+         [py, 'bench/refs.py', 'train_gpt2'] + (['--dry-run'] if dry else []), {}, 900),
     ]
 
 
 def step_key(title: str) -> str:
-    "'lesson 07 (char GPT)' -> 'lesson07', 'bench/chargpt.py' -> 'chargpt', 'device and versions' -> 'device'."
+    """'lesson 07 (char GPT)' -> 'lesson07', 'bench/chargpt.py' -> 'chargpt', 'bench/refs.py gptpy (...)' -> 'gptpy',
+    'device and versions' -> 'device'."""
+    if title.startswith('bench/refs.py'): return title.split()[1]
     if title.startswith('bench/'): return title[len('bench/'):-len('.py')]
     return title.split(' (')[0].replace(' ', '') if title.startswith('lesson') else title.split()[0]
 
@@ -66,8 +77,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--dry-run', action='store_true', help='toy sizes on this machine (CPU is fine)')
     ap.add_argument('--only', default=None, metavar='KEYS',
-                    help='comma-separated steps to run, by the first word of their name: device, lesson07, lesson09, '
-                         'chargpt, gpt2train, sample (default: all; the device step always runs)')
+                    help='comma-separated steps to run: device, lesson07, lesson09, chargpt, gpt2train, sample, gptpy, '
+                         'train_gpt2 (default: all; the device step always runs)')
     ap.add_argument('--out', default=None,
                     help='folder for the report (default: bench/results; dry run: a temporary folder)')
     args = ap.parse_args(argv)
@@ -87,7 +98,14 @@ def main(argv=None) -> int:
     unknown = set(args.only.split(',') if args.only else ()) - {step_key(st[0]) for st in steps(args.dry_run)}
     if unknown: sys.exit(f'bench/gpu.py: unknown step {", ".join(sorted(unknown))}; the steps are '
                          + ', '.join(step_key(st[0]) for st in steps(args.dry_run)))
+    skipped = []
     for title, cmd, env, timeout in [st for st in steps(args.dry_run, out) if st[0] in {c[0] for c in chosen}]:
+        ref = REFS.get(step_key(title))
+        if ref and not (ROOT / ref[0]).exists():
+            skipped.append(title)
+            lines += [f'## {title}: skipped, {ref[0]} not found (git clone {ref[1]} {Path(ref[0]).parent})', '']
+            print(lines[-2], flush=True)
+            continue
         t0 = time.perf_counter()
         try:
             r = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, **env), capture_output=True, text=True,
@@ -100,9 +118,8 @@ def main(argv=None) -> int:
         shown = 'python -c <device script>' if cmd[1] == '-c' else 'python ' + ' '.join(cmd[1:])
         lines += [f'## {title}: {"passed" if ok else "FAILED"} in {seconds:.0f} s', f'$ {shown}', text, '']
         print(lines[-4], flush=True)
-    lines += ['## side by side with the lectures\' own code: not part of this version of bench/gpu.py', '',
-              f'# {len(failed)} of {len(chosen)} steps failed'
-              + (f': {", ".join(failed)}' if failed else '')]
+    lines += [f'# {len(failed)} of {len(chosen) - len(skipped)} steps failed'
+              + (f': {", ".join(failed)}' if failed else '') + (f'; {len(skipped)} skipped' if skipped else '')]
     report.write_text('\n'.join(lines) + '\n', encoding='utf-8')
     print(f'wrote {report}')
     return 1 if failed else 0
