@@ -14,12 +14,13 @@ from .train import CheckpointError, generate, load_checkpoint, load_latest
 from .chargpt import CharGPT, CharGPTConfig
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'GPT_CONFIGS', 'EOT', 'GPT2_SPLIT', 'HF_REPOS', 'CONV1D_WEIGHTS', 'GPTConfig', 'CausalSelfAttention',
-           'MLP', 'Block', 'GPT', 'char_config', 'chargpt_to_gpt', 'gpt2_tokenizer', 'hf_to_state_dict', 'sample_text',
-           'load_gpt_checkpoint', 'load_model']
+__all__ = ['ACTIVATIONS', 'NORMS', 'GPT_CONFIGS', 'QK_MAPS', 'MLPS', 'EOT', 'GPT2_SPLIT', 'HF_REPOS', 'CONV1D_WEIGHTS',
+           'GPTConfig', 'CausalSelfAttention', 'MLP', 'Block', 'GPT', 'char_config', 'chargpt_to_gpt', 'gpt2_tokenizer',
+           'hf_to_state_dict', 'sample_text', 'load_gpt_checkpoint', 'load_model']
 
 # %% ../nbs/08_gpt2.ipynb #12709adb
 ACTIVATIONS = {'gelu_tanh': lambda: nn.GELU(approximate='tanh'), 'relu': nn.ReLU}  # GPT-2's GELU; the lecture's ReLU
+NORMS = {'layernorm': lambda config: nn.LayerNorm(config.n_embd, bias=config.bias)}  # lesson 12 adds 'rmsnorm'
 
 @dataclass
 class GPTConfig:
@@ -35,12 +36,21 @@ class GPTConfig:
     activation: str = 'gelu_tanh'  # the MLP's non-linearity, a key of ACTIVATIONS
     tie_weights: bool = True       # lm_head shares wte's matrix (GPT-2); the lecture's model has its own
     head_bias: bool = False        # a bias on lm_head (the lecture's model has one)
+    # where lesson 12 plugs in what came after GPT-2; the defaults are GPT-2's
+    norm: str = 'layernorm'        # a key of NORMS
+    mlp: str = 'mlp'               # a key of MLPS
+    mlp_hidden: int = 0            # the MLP's width; 0 means 4·n_embd
+    pos: str = 'learned'           # 'learned': add wpe to the input; 'none': no position embedding
+    qk: tuple = ()                 # maps applied to each head's queries and keys, keys of QK_MAPS
+    zero_init: bool = False        # start the projections into the residual stream (c_proj) at zero
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
             raise ValueError(f'n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})')
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f'unknown activation {self.activation!r}; choose one of {", ".join(ACTIVATIONS)}')
+        self.qk = tuple(self.qk)   # a list after a trip through JSON
+        for field, value, known in (('activation', self.activation, ACTIVATIONS), ('norm', self.norm, NORMS),
+                                    ('pos', self.pos, ('learned', 'none'))):
+            if value not in known: raise ValueError(f'unknown {field} {value!r}; choose one of {", ".join(known)}')
 
 GPT_CONFIGS = {  # the four sizes OpenAI released (layers, heads, width); all share block_size and vocab_size
     'gpt2':        dict(n_layer=12, n_head=12, n_embd=768),   # 124M
@@ -50,6 +60,8 @@ GPT_CONFIGS = {  # the four sizes OpenAI released (layers, heads, width); all sh
 }
 
 # %% ../nbs/08_gpt2.ipynb #27fc2c7c
+QK_MAPS = {}  # name -> module(config) that maps (q, k, start) to (q, k); lesson 12 adds 'rope' and 'qk_norm'
+
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention: one fused q,k,v projection `c_attn`, SDPA, output projection `c_proj`."
     def __init__(self, config: GPTConfig):
@@ -58,11 +70,15 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+        unknown = [m for m in config.qk if m not in QK_MAPS]
+        if unknown: raise ValueError(f'unknown qk map {unknown[0]!r}; choose from {", ".join(QK_MAPS) or "none"}')
+        self.qk_maps = nn.ModuleList([QK_MAPS[m](config) for m in config.qk])   # GPT-2: none
 
     def forward(self, x, kv_cache=None, layer_index: int = 0):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        for f in self.qk_maps: q, k = f(q, k, kv_cache.length if kv_cache is not None else 0)
         if kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0)
         else:
@@ -75,21 +91,25 @@ class MLP(nn.Module):
     "The position-wise feed-forward network: Linear to 4·n_embd, the non-linearity (GPT-2: tanh GELU), Linear back."
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        hidden = config.mlp_hidden or 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
         self.act = ACTIVATIONS[config.activation]()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x): return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+MLPS = {'mlp': MLP}  # lesson 12 adds 'swiglu'
 
 class Block(nn.Module):
     "A pre-norm Transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`."
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        if config.mlp not in MLPS: raise ValueError(f'unknown mlp {config.mlp!r}; choose one of {", ".join(MLPS)}')
+        self.ln_1 = NORMS[config.norm](config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.ln_2 = NORMS[config.norm](config)
+        self.mlp = MLPS[config.mlp](config)
 
     def forward(self, x, kv_cache=None, layer_index: int = 0):
         x = x + self.attn(self.ln_1(x), kv_cache, layer_index)
@@ -123,15 +143,16 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+            **({'wpe': nn.Embedding(config.block_size, config.n_embd)} if config.pos == 'learned' else {}),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias)))
+            ln_f=NORMS[config.norm](config)))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
         if config.tie_weights: self.transformer.wte.weight = self.lm_head.weight  # one matrix embeds and un-embeds
         self.apply(_init_weights)
         for name, p in self.named_parameters():  # the projections into the residual stream: std / sqrt(2 n_layer)
-            if name.endswith('c_proj.weight'): nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            if name.endswith('c_proj.weight'):
+                nn.init.zeros_(p) if config.zero_init else nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @property
     def block_size(self) -> int: return self.config.block_size
@@ -144,8 +165,9 @@ class GPT(nn.Module):
             cached = f' ({start} cached + {T} new)' if start else ''
             raise ValueError(f'cannot forward a sequence of length {start + T}{cached}: block_size is '
                              f'{self.block_size}')
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C) + (T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if 'wpe' in self.transformer: x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h): x = block(x, kv_cache, i)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
         loss = None
@@ -157,7 +179,7 @@ class GPT(nn.Module):
 def _num_params(self, non_embedding: bool = False) -> int:
     "Number of parameters (tied ones once); `non_embedding` leaves out the position embedding, as nanoGPT does."
     n = sum(p.numel() for p in self.parameters())
-    return n - self.transformer.wpe.weight.numel() if non_embedding else n
+    return n - self.transformer.wpe.weight.numel() if non_embedding and 'wpe' in self.transformer else n
 
 GPT.num_params = _num_params
 
