@@ -5,7 +5,7 @@
 # %% ../nbs/09_gpt2_train.ipynb #35c12404
 from __future__ import annotations
 import contextlib, json, math, os, types, urllib.error, urllib.request, warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 import numpy as np
 import torch
@@ -22,11 +22,12 @@ from .chargpt import PRESETS, preset_config
 from .gpt2 import EOT, GPT, GPTConfig, char_config, gpt2_tokenizer
 
 # %% auto #0
-__all__ = ['PEAK_FLOPS', 'HELLASWAG_URL', 'HELLASWAG_EXAMPLES', 'GPT2_PRESETS', 'CHAR_RUN', 'prepare', 'default_data_dir',
-           'DataLoaderLite', 'padded_vocab_size', 'get_lr', 'grad_accum_steps', 'micro_batch_that_fits', 'accumulate',
-           'flops_per_token', 'peak_flops', 'mfu', 'DistInfo', 'setup_distributed', 'reduce_mean', 'save_train_state',
-           'Batches', 'read_hellaswag', 'load_hellaswag', 'render_example', 'completion_losses', 'hellaswag_acc_norm',
-           'TrainResult', 'train_gpt2', 'RandomBatches', 'train_chargpt']
+__all__ = ['PEAK_FLOPS', 'HELLASWAG_URL', 'HELLASWAG_EXAMPLES', 'GPT2_PRESETS', 'CHAR_RUN', 'CHAR_ARCHS', 'prepare',
+           'default_data_dir', 'DataLoaderLite', 'padded_vocab_size', 'get_lr', 'grad_accum_steps',
+           'micro_batch_that_fits', 'accumulate', 'flops_per_token', 'peak_flops', 'mfu', 'DistInfo',
+           'setup_distributed', 'reduce_mean', 'save_train_state', 'Batches', 'read_hellaswag', 'load_hellaswag',
+           'render_example', 'completion_losses', 'hellaswag_acc_norm', 'TrainResult', 'train_gpt2', 'RandomBatches',
+           'train_chargpt']
 
 # %% ../nbs/09_gpt2_train.ipynb #a89d9cb2
 def _sources(src) -> list[tuple[str, object]]:
@@ -639,22 +640,35 @@ def _save_char_run(out_dir, step, model, optimizer, keep, tokenizer, hist, cfg, 
                      tokenizer=tokenizer.to_dict(), history=hist.state_dict(), train=dict(vars(cfg)),
                      rng=rng_state(), data_rng=gen.get_state().tolist())
 
+# %% ../nbs/09_gpt2_train.ipynb #f3ef1ac1
+CHAR_ARCHS = {  # architecture name -> GPTConfig changes and optimizer(model, lr); lesson 12 adds 'modern'
+    'lecture': dict(config={}, optimizer=lambda model, lr: torch.optim.AdamW(model.parameters(), lr=lr))}
+
+def _char_arch(run_arch: str | None, asked: str | None) -> str:
+    "The architecture to train: `asked` (default 'lecture') for a new run, a resumed run's own (`run_arch`)."
+    name = run_arch or asked or 'lecture'
+    if run_arch and asked and asked != run_arch:
+        raise ValueError(f'this run was trained with --arch {run_arch}, not {asked}; leave out --arch to resume it')
+    if name not in CHAR_ARCHS: raise ValueError(f'unknown architecture {name!r}; choose one of {", ".join(CHAR_ARCHS)}')
+    return name
+
 # %% ../nbs/09_gpt2_train.ipynb #3047cfaa
 def train_chargpt(out_dir=CHAR_RUN, preset: str | None = None, max_steps: int | None = None, resume: bool = False,
                   eval_interval: int | None = None, eval_iters: int | None = None, device: str | None = None,
                   compile: bool = False, seed: int = 1337, overwrite: bool = False, keep: int | None = 2,
-                  progress: bool = True, log=print):
-    "Train lesson 07's character model as `GPT(char_config(...))` on Tiny Shakespeare into the run folder `out_dir`."
+                  progress: bool = True, log=print, arch: str | None = None):
+    "Train lesson 07's model, `GPT(char_config(...))` changed by CHAR_ARCHS[arch], on Tiny Shakespeare into `out_dir`."
     out_dir, device, text = Path(out_dir), device or default_device(), tiny_shakespeare()
     cfg, tokenizer, start = _char_run_settings(out_dir, preset, resume, overwrite, text)
+    cfg.arch = _char_arch(getattr(cfg, 'arch', 'lecture') if resume else None, arch)
     cfg.max_steps = max_steps if max_steps is not None else cfg.max_steps
     cfg.eval_interval, cfg.eval_iters = eval_interval or cfg.eval_interval, eval_iters or cfg.eval_iters
     if start >= cfg.max_steps:
         raise ValueError(f'{out_dir} is already at step {start}; pass a --max-steps larger than {start} to train on')
     train_data, val_data = train_val_split(torch.tensor(tokenizer.encode(text), dtype=torch.long))
     set_seed(seed); gen = torch.Generator().manual_seed(seed)
-    model = GPT(char_config(preset_config(cfg, tokenizer.vocab_size))).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    model = GPT(replace(char_config(preset_config(cfg, tokenizer.vocab_size)), **CHAR_ARCHS[cfg.arch]['config']))
+    model = model.to(device); optimizer = CHAR_ARCHS[cfg.arch]['optimizer'](model, cfg.lr)
     history = None
     if resume:
         f, meta = load_latest(out_dir, model, optimizer)
@@ -664,7 +678,7 @@ def train_chargpt(out_dir=CHAR_RUN, preset: str | None = None, max_steps: int | 
     configure_speed(device); precision = Precision(device)
     net = maybe_compile(model, compile)
     batch = RandomBatches(train_data, val_data, cfg.batch_size, cfg.block_size, device, gen, eval_seed=seed)
-    log(f'{cfg.name} preset: {model.num_params():,} parameters on {device} ({precision})')
+    log(f'{cfg.name} preset, {cfg.arch} architecture: {model.num_params():,} parameters on {device} ({precision})')
     save = lambda step, hist: _save_char_run(out_dir, step, model, optimizer, keep, tokenizer, hist, cfg, gen)
     printed = set(history.eval_step if history else [])
     def callback(step, hist):
