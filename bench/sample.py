@@ -1,5 +1,6 @@
-"""Tokens per second of sampling: gptcourse's `generate` with and without the KV cache (lesson 10), against
-Hugging Face transformers' `generate` with and without its cache, on the same random GPT-2 weights.
+"""Tokens per second of sampling: gptcourse's `generate` with and without the KV cache (lesson 10), with the cache and
+the decoding layout (lesson 10's `decode_layout`: weights read as (in, out) on a CPU), against Hugging Face
+transformers' `generate` with and without its cache, on the same random GPT-2 weights.
 
     python bench/sample.py                 # GPT-2 124M config, batch 1, 8-token prompt, 256 new tokens, greedy
     python bench/sample.py --small         # a small GPT-2-shaped config (quick)
@@ -53,7 +54,7 @@ def main(argv=None):
     from transformers import GPT2Config, GPT2LMHeadModel
     from gptcourse.gpt2 import GPT
     from gptcourse.train import generate
-    from gptcourse.kv_cache import cached_next_logits
+    from gptcourse.kv_cache import DecodeLinear, cached_next_logits, decode_layout
 
     dims = dict(n_layer=4, n_head=4, n_embd=256) if args.small else dict(n_layer=12, n_head=12, n_embd=768)
     if args.prompt_len + args.new_tokens > 1024:
@@ -72,7 +73,9 @@ def main(argv=None):
     mask = torch.ones_like(idx)
     n = args.new_tokens
 
-    def ours_fn(cache, k=n):
+    decode_layout(ours)   # lesson 10's DecodeLinear: max_rows 0 keeps nn.Linear's path, 4 takes the (in, out) copy
+    def ours_fn(cache, k=n, layout=False):
+        DecodeLinear.max_rows = 4 if layout else 0
         return generate(ours, idx, k, temperature=0, next_logits=cached_next_logits(ours) if cache else None)
     def hf_fn(cache, k=n):
         with torch.inference_mode():
@@ -91,7 +94,10 @@ def main(argv=None):
 
     for fn in (ours_fn, hf_fn):  # warm up: first calls allocate and pick kernels
         fn(True, 4); fn(False, 4)
-    variants = [('ours, KV cache', ours_fn, True), ('transformers, cache', hf_fn, True)]
+    ours_layout = lambda cache, k=n: ours_fn(cache, k, layout=True)
+    ours_layout(True, 4)
+    variants = [('ours, KV cache', ours_fn, True), ('ours, cache + (in,out) layout', ours_layout, True),
+                ('transformers, cache', hf_fn, True)]
     if not args.skip_uncached:
         variants += [('ours, no cache', ours_fn, False), ('transformers, no cache', hf_fn, False)]
     times, outs = {name: float('inf') for name, _, _ in variants}, {}
@@ -100,9 +106,9 @@ def main(argv=None):
             if r >= (args.repeat if cache else args.repeat_uncached): continue
             t, outs[name] = timed(lambda: fn(cache), args.device, 1)
             times[name] = min(times[name], t)
-            print(f'  run {r + 1}: {name:24s} {t:8.3f} s', flush=True)
+            print(f'  run {r + 1}: {name:30s} {t:8.3f} s', flush=True)
     for name, _, _ in variants:
-        print(f'{name:24s} {times[name]:8.3f} s  {args.batch * n / times[name]:8.1f} tokens/s')
+        print(f'{name:30s} {times[name]:8.3f} s  {args.batch * n / times[name]:8.1f} tokens/s')
     ref = outs['ours, KV cache'].cpu()
     for name, out in outs.items():
         if name == 'ours, KV cache': continue

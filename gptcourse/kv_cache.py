@@ -4,11 +4,11 @@
 
 # %% ../nbs/10_kv_cache.ipynb #cda16846
 from __future__ import annotations
-import torch
+import torch, torch.nn as nn
 from torch.nn import functional as F
 
 # %% auto #0
-__all__ = ['KVCache', 'cached_next_logits']
+__all__ = ['KVCache', 'cached_next_logits', 'DecodeLinear', 'decode_layout']
 
 # %% ../nbs/10_kv_cache.ipynb #86b6b8d1
 class KVCache:
@@ -98,3 +98,25 @@ def cached_next_logits(model, cache: KVCache | None = None):
         return model(x, kv_cache=cache)[0][:, -1]
     next_logits.cache = cache
     return next_logits
+
+# %% ../nbs/10_kv_cache.ipynb #15865141
+class DecodeLinear(nn.Linear):
+    """`nn.Linear` that multiplies a few rows without gradients on a CPU (batch-1 decoding) by a copy of its weight
+    stored (in, out), the layout a CPU streams fastest; the copy is remade whenever the weight changes."""
+    max_rows = 4
+
+    def forward(self, x):
+        if torch.is_grad_enabled() or x.device.type != 'cpu' or x.numel() > self.max_rows * x.size(-1):
+            return F.linear(x, self.weight, self.bias)
+        w = self.weight
+        key = (w.data_ptr(), w._version, w.dtype)                  # any change to the weight changes the key
+        if self.__dict__.get('_wt_key') != key: self.__dict__.update(_wt=w.detach().t().contiguous(), _wt_key=key)
+        y = x @ self.__dict__['_wt']
+        return y if self.bias is None else y + self.bias
+
+def decode_layout(model, on: bool = True):
+    "Give every `nn.Linear` of `model` the decoding path of `DecodeLinear` (`on=False`: take it back); returns `model`."
+    for m in model.modules():
+        if type(m) is (nn.Linear if on else DecodeLinear): m.__class__ = DecodeLinear if on else nn.Linear
+        if not on: m.__dict__.pop('_wt', None); m.__dict__.pop('_wt_key', None)
+    return model
