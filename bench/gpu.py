@@ -1,7 +1,7 @@
 """One command that checks the course on a GPU in one run, and writes what it saw to bench/results/.
 
     python bench/gpu.py              # on a CUDA machine: about 13 minutes on an H100 (measured 2026-11-25)
-                                     # without the side-by-side runs (refs/, below)
+                                     # before lesson 12 and the side-by-side runs (refs/, below) were added
     python bench/gpu.py --only lesson07,chargpt            # 8.5 minutes on an H100: one call of at most 10
     python bench/gpu.py --only lesson09,gpt2train,sample   # 5 minutes on an H100
     python bench/gpu.py --dry-run    # the same steps at toy sizes on this machine: what CI runs

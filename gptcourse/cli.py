@@ -103,7 +103,7 @@ def sample_command(args):
 
 # %% ../nbs/13_cli.ipynb #c3ff023f
 def add_char_commands(sub):
-    "The `train` and `sample` commands of the character-level GPT (lessons 07–09)."
+    "The `train` and `sample` commands of the character-level GPT (lessons 07–09; `--arch modern`: lesson 12)."
     p = sub.add_parser('train', help='train the character-level GPT on Tiny Shakespeare',
                        description='Train the lecture\'s character-level GPT (the fast GPT configuration of lesson 08) '
                                    'on Tiny Shakespeare, checkpointing into a run folder; --resume continues it.')

@@ -151,8 +151,8 @@ class GPT(nn.Module):
         if config.tie_weights: self.transformer.wte.weight = self.lm_head.weight  # one matrix embeds and un-embeds
         self.apply(_init_weights)
         for name, p in self.named_parameters():  # the projections into the residual stream: std / sqrt(2 n_layer)
-            if name.endswith('c_proj.weight'):
-                nn.init.zeros_(p) if config.zero_init else nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer))
+            if name.endswith('c_proj.weight') and config.zero_init: nn.init.zeros_(p)   # lesson 12
+            elif name.endswith('c_proj.weight'): nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @property
     def block_size(self) -> int: return self.config.block_size

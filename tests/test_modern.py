@@ -1,6 +1,6 @@
 """Lesson 12's options of the one GPT (gptcourse.modern): bad names refused in one line, the modern configuration
 saved, loaded, resumed and sampled like any other, and Muon's state surviving a checkpoint."""
-import dataclasses, subprocess, sys
+import dataclasses, os, subprocess, sys
 import pytest
 import torch
 
@@ -63,7 +63,7 @@ def test_muon_defaults_and_groups():
     assert all(p.dim() == 2 for p in muon['params']) and isinstance(opt, Muon)
 
 
-def test_train_chargpt_modern_resumes_exactly(tmp_path, monkeypatch):
+def test_train_chargpt_modern_resumes_exactly(tmp_path):
     kw = dict(preset='cpu', eval_interval=10, eval_iters=2, device='cpu', progress=False, log=lambda *a: None)
     straight, h1 = train_chargpt(tmp_path / 'a', max_steps=20, arch='modern', **kw)
     train_chargpt(tmp_path / 'b', max_steps=10, arch='modern', **kw)
@@ -77,11 +77,12 @@ def test_train_chargpt_modern_resumes_exactly(tmp_path, monkeypatch):
 def test_cli_refuses_another_arch_on_resume_in_one_line(tmp_path):
     run = [sys.executable, '-m', 'gptcourse.cli', 'train', '--preset', 'cpu', '--out', str(tmp_path / 'r'),
            '--eval-iters', '2', '--eval-interval', '5', '--max-new-tokens', '0']
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     r = subprocess.run(run + ['--max-steps', '5', '--arch', 'modern'], capture_output=True, text=True, timeout=300,
-                       env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
+                       env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run(run + ['--max-steps', '10', '--resume', '--arch', 'lecture'], capture_output=True, text=True,
-                       timeout=300, env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
+                       timeout=300, env=env)
     assert r.returncode == 1 and r.stderr.strip().count('\n') == 0, r.stderr
     assert 'trained with --arch modern, not lecture; leave out --arch to resume it' in r.stderr
 
