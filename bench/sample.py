@@ -1,6 +1,7 @@
 """Tokens per second of sampling: gptcourse's `generate` with and without the KV cache (lesson 10), with the cache and
-the decoding layout (lesson 10's `decode_layout`: weights read as (in, out) on a CPU), against Hugging Face
-transformers' `generate` with and without its cache, on the same random GPT-2 weights.
+lesson 10's decoding kernel (`use_decode_kernel`: a C matrix-vector product on a CPU), against Hugging Face
+transformers' `generate` with and without its cache, on the same random GPT-2 weights; and each against the floor
+(the bytes of weights a token reads over the speed at which this machine reads memory, measured here).
 
     python bench/sample.py                 # GPT-2 124M config, batch 1, 8-token prompt, 256 new tokens, greedy
     python bench/sample.py --small         # a small GPT-2-shaped config (quick)
@@ -54,7 +55,8 @@ def main(argv=None):
     from transformers import GPT2Config, GPT2LMHeadModel
     from gptcourse.gpt2 import GPT
     from gptcourse.train import generate
-    from gptcourse.kv_cache import DecodeLinear, cached_next_logits, decode_layout
+    from gptcourse.kv_cache import DecodeLinear, bytes_per_token, cached_next_logits, gemv_kernel, read_gb_per_s, \
+        use_decode_kernel
 
     dims = dict(n_layer=4, n_head=4, n_embd=256) if args.small else dict(n_layer=12, n_head=12, n_embd=768)
     if args.prompt_len + args.new_tokens > 1024:
@@ -73,9 +75,10 @@ def main(argv=None):
     mask = torch.ones_like(idx)
     n = args.new_tokens
 
-    decode_layout(ours)   # lesson 10's DecodeLinear: max_rows 0 keeps nn.Linear's path, 4 takes the (in, out) copy
-    def ours_fn(cache, k=n, layout=False):
-        DecodeLinear.max_rows = 4 if layout else 0
+    use_decode_kernel(ours)   # lesson 10's DecodeLinear: max_rows 0 keeps nn.Linear's path, 8 takes the kernel
+    kernel_rows = DecodeLinear.max_rows
+    def ours_fn(cache, k=n, kernel=False):
+        DecodeLinear.max_rows = kernel_rows if kernel else 0
         return generate(ours, idx, k, temperature=0, next_logits=cached_next_logits(ours) if cache else None)
     def hf_fn(cache, k=n):
         with torch.inference_mode():
@@ -91,12 +94,20 @@ def main(argv=None):
           f'batch {args.batch}, prompt {args.prompt_len} tokens, {n} new tokens, greedy, float32; '
           f'best of {args.repeat} (cached) / {args.repeat_uncached} (cache-free) interleaved runs')
     print(f'machine load before: {" ".join(f"{x:.2f}" for x in os.getloadavg())} (1/5/15-min load average)')
+    on_cpu = torch.device(args.device).type == 'cpu'
+    if on_cpu:
+        print(f'lesson 10\'s kernel: {gemv_kernel()[1]}')
+        bw = read_gb_per_s()
+        floor = bytes_per_token(ours) / (bw * 1e9)   # seconds per token at the memory's read speed
+        print(f'floor: {bytes_per_token(ours) / 1e6:.0f} MB of weights per token / {bw:.1f} GB/s read '
+              f'(a 256 MB sum on {torch.get_num_threads()} torch threads) = {floor * 1e3:.2f} ms per token, '
+              f'{1 / floor:.1f} tokens/s (prompt not counted)')
 
     for fn in (ours_fn, hf_fn):  # warm up: first calls allocate and pick kernels
         fn(True, 4); fn(False, 4)
-    ours_layout = lambda cache, k=n: ours_fn(cache, k, layout=True)
-    ours_layout(True, 4)
-    variants = [('ours, KV cache', ours_fn, True), ('ours, cache + (in,out) layout', ours_layout, True),
+    ours_kernel = lambda cache, k=n: ours_fn(cache, k, kernel=True)
+    ours_kernel(True, 4)
+    variants = [('ours, KV cache', ours_fn, True), ('ours, cache + kernel', ours_kernel, True),
                 ('transformers, cache', hf_fn, True)]
     if not args.skip_uncached:
         variants += [('ours, no cache', ours_fn, False), ('transformers, no cache', hf_fn, False)]
@@ -108,7 +119,8 @@ def main(argv=None):
             times[name] = min(times[name], t)
             print(f'  run {r + 1}: {name:30s} {t:8.3f} s', flush=True)
     for name, _, _ in variants:
-        print(f'{name:30s} {times[name]:8.3f} s  {args.batch * n / times[name]:8.1f} tokens/s')
+        of_floor = f'  {n * floor / times[name]:5.1%} of the floor' if on_cpu and args.batch == 1 else ''
+        print(f'{name:30s} {times[name]:8.3f} s  {args.batch * n / times[name]:8.1f} tokens/s{of_floor}')
     ref = outs['ours, KV cache'].cpu()
     for name, out in outs.items():
         if name == 'ours, KV cache': continue
@@ -123,6 +135,8 @@ def main(argv=None):
     t = times['ours, KV cache']
     print('ratios (time / ours with KV cache): ' + ', '.join(f'{k} {v / t:.2f}x' for k,
                                                              v in times.items() if k != 'ours, KV cache'))
+    print(f'ours (cache + kernel) vs transformers (cache): '
+          f'{times["transformers, cache"] / times["ours, cache + kernel"]:.2f}x the tokens per second')
     print(f'machine load after: {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
     return times
 

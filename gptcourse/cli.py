@@ -15,7 +15,7 @@ from .chargpt import PRESETS, preset_config
 from .gpt2 import GPT, GPTConfig, HF_REPOS, char_config, load_gpt_checkpoint, load_model, sample_text
 from .gpt2_train import (CHAR_ARCHS, CHAR_RUN, GPT2_PRESETS, default_data_dir, prepare, train_chargpt,
                                   train_gpt2)
-from .kv_cache import cached_next_logits, decode_layout
+from .kv_cache import cached_next_logits, use_decode_kernel
 import gptcourse.modern  # noqa: F401  (registers the 'modern' architecture of lesson 12 in CHAR_ARCHS)
 
 # %% auto #0
@@ -64,7 +64,7 @@ def _stopped(cmd: str, out, why: str, code: int = 1) -> SystemExit:
 # %% ../nbs/13_cli.ipynb #8bf5f6f8
 def _char_sample(model, tokenizer, prompt: str, n: int, seed=None, **kw) -> str:
     "`prompt` continued by `n` characters of a character-level `model` (with the KV cache)."
-    device = next(decode_layout(model).parameters()).device   # lesson 10: weights (in, out) for decoding on a CPU
+    device = next(use_decode_kernel(model).parameters()).device   # lesson 10: the decoding kernel on a CPU
     try: idx = torch.tensor([tokenizer.encode(prompt)], device=device)
     except ValueError as e: raise SystemExit(f'gptcourse sample: the --prompt has {e}') from None
     out = generate(model, idx, n, seed=seed, next_logits=cached_next_logits(model), **kw)
@@ -152,7 +152,7 @@ def gpt2_sample_command(args):
                                  f'`gptcourse sample --model {args.model}`')
         else: model = load_model(args.model)
     except (ValueError, OSError) as e: raise SystemExit(f'gptcourse gpt2-sample: {e}') from None
-    decode_layout(model.to(args.device or default_device()))   # lesson 10: the fast decoding layout on a CPU
+    use_decode_kernel(model.to(args.device or default_device()))   # lesson 10: the decoding kernel on a CPU
     texts = sample_text(model, args.prompt, max_new_tokens=args.max_new_tokens, num_samples=args.num_samples,
                         top_k=args.top_k, temperature=args.temperature, seed=args.seed,
                         next_logits=cached_next_logits(model))
