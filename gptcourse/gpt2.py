@@ -136,8 +136,8 @@ def _check_ids(idx, vocab_size: int):
 
 # %% ../nbs/08_gpt2.ipynb #6a07084c
 class GPT(nn.Module):
-    """GPT-2 (and any `GPTConfig`) with Hugging Face's parameter names; `forward(idx, targets=None, kv_cache=None) ->
-    (logits, loss)`."""
+    """GPT-2 (and any `GPTConfig`) with Hugging Face's parameter names; `forward(idx, targets=None, kv_cache=None,
+    last_only=False) -> (logits, loss)`."""
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -157,7 +157,7 @@ class GPT(nn.Module):
     @property
     def block_size(self) -> int: return self.config.block_size
 
-    def forward(self, idx, targets=None, kv_cache=None):
+    def forward(self, idx, targets=None, kv_cache=None, last_only: bool = False):
         _check_ids(idx, self.config.vocab_size)
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
@@ -169,7 +169,7 @@ class GPT(nn.Module):
         if 'wpe' in self.transformer: x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h): x = block(x, kv_cache, i)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
+        logits = self.lm_head(self.transformer.ln_f(x[:, -1:] if last_only else x))  # (B, T or 1, vocab_size)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=-1)

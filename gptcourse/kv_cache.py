@@ -99,7 +99,7 @@ def cached_next_logits(model, cache: KVCache | None = None):
         if 0 < cache.length < idx.size(1) <= block_size: x = idx[:, cache.length:]  # only the new tokens
         else:  # the prompt, or the context outgrew block_size: start again from the last block_size tokens
             cache.reset(); x = idx[:, -block_size:]
-        return model(x, kv_cache=cache)[0][:, -1]
+        return model(x, kv_cache=cache, last_only=True)[0][:, -1]   # the prompt: no logits but the last
     next_logits.cache = cache
     return next_logits
 
