@@ -7,8 +7,10 @@
     python .ci/notebooks.py check            # every lesson's outputs are there and were made from its current code
 
 `write` is the one command that regenerates what a reader sees on GitHub, Colab's preview and in Jupyter. It
-records in each code cell's metadata the sha256 of the source that made its outputs (`gptcourse.source`), so that
-`check` (and tests/test_notebooks.py) can tell when a cell was edited without running the notebook again. Progress
+records in each code cell's metadata the sha256 of the source that made its outputs (`gptcourse.source`), and in the
+first code cell's the sha256 of the package modules the lesson imports, directly or through other modules
+(`gptcourse.library`), so that `check` (and tests/test_notebooks.py) can tell when a cell, or the code of an earlier
+lesson it runs, was edited without running the notebook again. Progress
 bars are kept as their last line only. The last, hidden cell of every lesson (`nbdev_export`) is not run: it writes
 the package, which the tests must not do behind the consistency check's back.
 """
@@ -20,6 +22,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / 'nbs'
+PKG = ROOT / 'gptcourse'
 KEY = 'gptcourse'   # the cell-metadata key nbdev_clean keeps (settings.ini: allowed_cell_metadata_keys)
 PLOTS = re.compile(r'\bplt\.|\.plot\(|imshow\(|\.bar\(')
 
@@ -34,6 +37,27 @@ def lessons(names=()) -> list[Path]:
 
 def source_digest(source: str) -> str:
     return hashlib.sha256(source.encode('utf-8')).hexdigest()[:16]
+
+
+def imported_modules(nb) -> list[str]:
+    """The package modules a notebook's code imports, directly or through the modules they import (`from .x import`),
+    its own module (`#| default_exp`) left out: its code is in the cells."""
+    code = '\n'.join(c.source for c in nb.cells if c.cell_type == 'code')
+    own = set(re.findall(r'^#\|\s*default_exp\s+(\w+)', code, re.M))
+    todo, seen = set(re.findall(r'\bgptcourse\.(\w+)', code)), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or not (PKG / f'{name}.py').exists(): continue
+        seen.add(name)
+        text = (PKG / f'{name}.py').read_text(encoding='utf-8')
+        todo |= set(re.findall(r'^from \.(\w+) import', text, re.M))
+    return sorted(seen - own - {'_modidx'})
+
+
+def library_digest(nb) -> str:
+    "sha256 of the package modules `nb` runs (`imported_modules`): what its outputs depend on besides its own cells."
+    return source_digest(''.join(f'# {m}\n' + (PKG / f'{m}.py').read_text(encoding='utf-8')
+                                 for m in imported_modules(nb)))
 
 
 def is_export_call(cell) -> bool:
@@ -74,6 +98,8 @@ def execute(path: Path, timeout: int = 900, keep_going: bool = False) -> nbforma
         if c.cell_type != 'code': continue
         c.outputs = _coalesce(c.get('outputs', []))
         c.metadata[KEY] = {'source': source_digest(c.source)}
+    first = next(c for c in nb.cells if c.cell_type == 'code')
+    first.metadata[KEY]['library'] = library_digest(nb)
     return nb
 
 
@@ -91,6 +117,10 @@ def problems(path: Path) -> list[str]:
     code = [c for c in nb.cells if c.cell_type == 'code' and c.source.strip() and not is_export_call(c)]
     out = []
     if not any(c.get('outputs') for c in code): out.append(f'{path.name}: no cell has an output')
+    first = next(c for c in nb.cells if c.cell_type == 'code')
+    if first.metadata.get(KEY, {}).get('library') != library_digest(nb):
+        out.append(f'{path.name}: the package modules it runs ({", ".join(imported_modules(nb))}) changed since its '
+                   'outputs were made')
     for i, c in enumerate(code):
         made_from = c.metadata.get(KEY, {}).get('source')
         if made_from != source_digest(c.source):

@@ -50,3 +50,18 @@ def test_keep_going_lists_every_failing_cell(tmp_path, monkeypatch):
     errs = nbrun.errors(done)
     assert len(errs) == 2 and 'AssertionError: planted' in errs[0] and 'ZeroDivisionError' in errs[1], errs
     assert done.cells[3].get('outputs') == []          # the cells after the first failure ran (y == 2 held)
+
+
+def test_the_staleness_check_sees_a_change_in_the_modules_a_lesson_runs(tmp_path, monkeypatch):
+    """Lesson 10's outputs depend on lesson 08's module (gptcourse.gpt2), not on lesson 12's: an edit of gpt2.py is
+    reported, one of modern.py is not."""
+    import shutil
+    pkg = tmp_path/'gptcourse'
+    shutil.copytree(ROOT/'gptcourse', pkg, ignore=shutil.ignore_patterns('__pycache__'))
+    monkeypatch.setattr(nbrun, 'PKG', pkg)
+    lesson = ROOT/'nbs'/'10_kv_cache.ipynb'
+    assert not nbrun.problems(lesson)
+    (pkg/'modern.py').write_text((pkg/'modern.py').read_text() + '\nx = 1\n')
+    assert not nbrun.problems(lesson)
+    (pkg/'gpt2.py').write_text((pkg/'gpt2.py').read_text() + '\nx = 1\n')
+    assert any('package modules it runs' in p and 'gpt2' in p for p in nbrun.problems(lesson)), nbrun.problems(lesson)
