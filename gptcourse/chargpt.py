@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 import torch, torch.nn as nn
 from torch.nn import functional as F
+from .bigram import check_ids
 from .blocks import Block
 
 # %% auto #0
@@ -70,6 +71,7 @@ class CharGPT(nn.Module):
         return self.config.block_size
 
     def forward(self, idx, targets=None):
+        check_ids(idx, self.config.vocab_size)   # lesson 01
         B, T = idx.shape
         if T > self.block_size:
             raise ValueError(f'the context has {T} positions but block_size is {self.block_size}: the model has no '

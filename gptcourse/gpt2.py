@@ -11,6 +11,7 @@ import torch, torch.nn as nn
 from torch.nn import functional as F
 from .data import gpt2_files
 from .train import CheckpointError, generate, load_checkpoint, load_latest
+from .bigram import check_ids
 from .chargpt import CharGPT, CharGPTConfig
 
 # %% auto #0
@@ -121,19 +122,6 @@ def _init_weights(module):
     if isinstance(module, (nn.Linear, nn.Embedding)): nn.init.normal_(module.weight, mean=0.0, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None: nn.init.zeros_(module.bias)
 
-def _check_ids(idx, vocab_size: int):
-    "Refuse what is not a (B, T) tensor of token ids below `vocab_size`, with a message that says what was wrong."
-    if not torch.is_tensor(idx) or idx.dim() != 2 or idx.is_floating_point() or idx.is_complex() \
-            or idx.dtype == torch.bool:
-        what = f'a {idx.dim()}-D {idx.dtype} tensor' if torch.is_tensor(idx) else type(idx).__name__
-        raise ValueError(f'GPT takes token ids: an integer tensor of shape (B, T); got {what}')
-    if idx.size(1) == 0: raise ValueError('GPT needs at least one token per sequence; got T = 0')
-    if idx.device.type == 'cpu' and not torch.compiler.is_compiling():  # free on a CPU; a GPU would have to sync
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= vocab_size:
-            raise ValueError(f'token id {hi if hi >= vocab_size else lo} is outside the vocabulary: ids are '
-                             f'0..{vocab_size - 1}')
-
 # %% ../nbs/08_gpt2.ipynb #6a07084c
 class GPT(nn.Module):
     """GPT-2 (and any `GPTConfig`) with Hugging Face's parameter names; `forward(idx, targets=None, kv_cache=None,
@@ -158,7 +146,7 @@ class GPT(nn.Module):
     def block_size(self) -> int: return self.config.block_size
 
     def forward(self, idx, targets=None, kv_cache=None, last_only: bool = False):
-        _check_ids(idx, self.config.vocab_size)
+        check_ids(idx, self.config.vocab_size)   # lesson 01
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.block_size:
