@@ -17,7 +17,7 @@ from .data import (CharTokenizer, DownloadError, atomic_write, data_dir, get_bat
 from .train import (CheckpointError, History, Precision, configure_speed, default_device, fit,
                              forward_backward,
                              get_preset, list_checkpoints, load_latest, maybe_compile, rng_state, save_step,
-                             set_rng_state, set_seed, unwrap_model)
+                             set_rng_state, set_seed, unwrap_model, check_run_dir)
 from .chargpt import PRESETS, preset_config
 from .gpt2 import EOT, GPT, GPTConfig, char_config, gpt2_tokenizer
 
@@ -537,6 +537,7 @@ def train_gpt2(data=None, preset: str | None = None, init: str = 'scratch', out_
         out_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
     s, changed = _run_settings(preset, (out_dir if resume is True else resume) if resume else None, overrides, dropout)
     _check_settings(s, keep, stop_after)
+    if out_dir is not None: check_run_dir(out_dir)   # lesson 02: before any step, not at the first checkpoint
     s.setdefault('init', str(init)); s.update(weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, dtype=dtype)
     s['auto_batch'] = auto_batch  # None: probe the micro-batch on CUDA only
     di = setup_distributed(device)
@@ -658,7 +659,7 @@ def train_chargpt(out_dir=CHAR_RUN, preset: str | None = None, max_steps: int | 
                   compile: bool = False, seed: int = 1337, overwrite: bool = False, keep: int | None = 2,
                   progress: bool = True, log=print, arch: str | None = None):
     "Train lesson 07's model, `GPT(char_config(...))` changed by CHAR_ARCHS[arch], on Tiny Shakespeare into `out_dir`."
-    out_dir, device, text = Path(out_dir), device or default_device(), tiny_shakespeare()
+    out_dir, device, text = check_run_dir(out_dir), device or default_device(), tiny_shakespeare()  # lesson 02
     cfg, tokenizer, start = _char_run_settings(out_dir, preset, resume, overwrite, text)
     cfg.arch = _char_arch(getattr(cfg, 'arch', 'lecture') if resume else None, arch)
     cfg.max_steps = max_steps if max_steps is not None else cfg.max_steps

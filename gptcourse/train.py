@@ -16,7 +16,8 @@ from .data import atomic_write
 __all__ = ['PRESET_ENV', 'default_device', 'set_seed', 'get_preset', 'DevicePolicy', 'device_policy', 'Precision',
            'configure_speed', 'maybe_compile', 'sample_logits', 'last_logits', 'generate', 'estimate_loss', 'History',
            'forward_backward', 'fit', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'load_checkpoint',
-           'rng_state', 'set_rng_state', 'checkpoint_path', 'list_checkpoints', 'save_step', 'load_latest']
+           'rng_state', 'set_rng_state', 'checkpoint_path', 'list_checkpoints', 'save_step', 'load_latest',
+           'check_run_dir']
 
 # %% ../nbs/02_train.ipynb #1133d072
 def default_device() -> str:
@@ -264,7 +265,7 @@ def fit(model, get_batch, optimizer, max_steps: int, eval_interval: int | None =
     return history
 
 # %% ../nbs/02_train.ipynb #b4865a45
-import hashlib, json
+import hashlib, json, tempfile
 from pathlib import Path
 from safetensors.torch import load as _st_load, save as _st_save
 
@@ -426,3 +427,15 @@ def load_latest(path, model=None, optimizer=None) -> tuple[Path, dict]:
             errors.append(str(e))
             warnings.warn(f'skipping an unusable checkpoint: {e}; trying the previous one')
     raise CheckpointError(f'no usable checkpoint in {path}: ' + ' | '.join(errors))
+
+# %% ../nbs/02_train.ipynb #16a0cf3a
+def check_run_dir(out_dir) -> Path:
+    """Check, before any training, that `out_dir` can become a run folder: it, or the nearest folder above it that
+    exists, takes files. Makes nothing; a `CheckpointError` says why not."""
+    out_dir = Path(out_dir)
+    near = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    if not near.is_dir(): raise CheckpointError(f'{out_dir} cannot be a run folder: {near} is a file')
+    try:
+        with tempfile.TemporaryFile(dir=near): pass   # created and removed at once
+    except OSError as e: raise CheckpointError(f'cannot write checkpoints into {out_dir}: {e.strerror or e}') from None
+    return out_dir

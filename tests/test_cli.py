@@ -95,6 +95,17 @@ def test_missing_run(tmp_path):
     assert 'no checkpoint in' in exit_message('train', *TINY, '--out', tmp_path/'nothing', '--resume')
 
 
+def test_an_out_that_cannot_hold_a_run_is_refused_before_training(tmp_path):
+    "--out naming a file (or a folder under one): one line, exit 1, before a single step is trained."
+    (tmp_path/'afile').write_text('x')
+    for cmd, extra in (('train', TINY), ('gpt2-train', ['--preset', 'cpu', '--max-steps', '2', '--no-progress'])):
+        for out in (tmp_path/'afile', tmp_path/'afile'/'run'):
+            r = gptcourse(cmd, *extra, '--out', out)
+            assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+            assert f'gptcourse {cmd}: ' in r.stderr and str(out) in r.stderr, r.stderr
+            assert 'step 0' not in r.stdout + r.stderr and 'loss' not in r.stdout + r.stderr, r.stdout
+
+
 def test_corrupt_checkpoint(run, tmp_path):
     newest = list_checkpoints(run)[-1]
     raw = bytearray(newest.read_bytes()); raw[-1000] ^= 0xFF

@@ -1,5 +1,6 @@
 """gptcourse.train beyond its lesson: checkpoints whose header was changed are refused, weights that hold NaN are
 never written, and run folders keep what they must."""
+import os
 import pytest, torch
 from gptcourse.train import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint, save_step
 
@@ -104,3 +105,20 @@ def test_torch_compile_on_cpu_equals_eager_and_its_checkpoint_loads_eagerly(tmp_
     fresh = _tiny_gpt(seed=5).eval()
     load_checkpoint(path, fresh)
     with torch.no_grad(): assert torch.equal(fresh(x)[0], eager(x)[0])
+
+
+def test_a_run_folder_that_cannot_take_files_is_refused_before_any_step(tmp_path):
+    "A file where the folder should be or above it, a folder that takes no files: one CheckpointError; nothing made."
+    from gptcourse.train import CheckpointError, check_run_dir
+    (tmp_path/'afile').write_text('x')
+    with pytest.raises(CheckpointError, match='afile cannot be a run folder: .*afile is a file'):
+        check_run_dir(tmp_path/'afile')
+    with pytest.raises(CheckpointError, match='afile/run cannot be a run folder: .*afile is a file'):
+        check_run_dir(tmp_path/'afile'/'run')
+    (tmp_path/'locked').mkdir(); (tmp_path/'locked').chmod(0o500)
+    try:
+        if os.access(tmp_path/'locked', os.W_OK): pytest.skip('root writes anywhere: no read-only folder to test')
+        with pytest.raises(CheckpointError, match='cannot write checkpoints into .*locked/run: Permission denied'):
+            check_run_dir(tmp_path/'locked'/'run')
+    finally: (tmp_path/'locked').chmod(0o700)
+    assert check_run_dir(tmp_path/'new'/'run') == tmp_path/'new'/'run' and not (tmp_path/'new').exists()
