@@ -21,10 +21,12 @@ import torch
 
 
 def main(argv=None):
-    from gptcourse.chargpt import PRESETS, CharGPT, preset_config
+    from dataclasses import asdict
+    from gptcourse.chargpt import PRESETS, CharGPT
     from gptcourse.gpt2 import GPT
     from gptcourse.data import tiny_shakespeare, CharTokenizer, train_val_split, get_batch
-    from gptcourse.train import Precision, configure_speed, default_device, estimate_loss, fit, maybe_compile, set_seed
+    from gptcourse.speed import device_policy
+    from gptcourse.train import default_device, estimate_loss, fit, set_seed
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--preset', choices=sorted(PRESETS), default=None,
@@ -41,7 +43,7 @@ def main(argv=None):
 
     device = args.device or default_device()
     preset = args.preset or ('lecture' if torch.device(device).type == 'cuda' else 'cpu')
-    cfg = dict(PRESETS[preset])
+    cfg = asdict(PRESETS[preset])
     steps = args.steps or (300 if preset == 'cpu' else 200)
     eval_iters = args.eval_iters or cfg['eval_iters']
     if args.threads: torch.set_num_threads(args.threads)
@@ -50,7 +52,7 @@ def main(argv=None):
     text = tiny_shakespeare()
     tok = CharTokenizer.from_text(text)
     train_data, val_data = train_val_split(torch.tensor(tok.encode(text), dtype=torch.long))
-    mcfg = preset_config(cfg, tok.vocab_size)
+    mcfg = PRESETS[preset].model_config(tok.vocab_size)
 
     print('command:', ' '.join(['python'] + sys.argv) if argv is None else argv)
     print(f'device: {device}' + (f' ({torch.cuda.get_device_name()})' if torch.device(device).type == 'cuda' else
@@ -67,9 +69,10 @@ def main(argv=None):
     def run(name, fast: bool):
         ref = CharGPT(mcfg); ref.load_state_dict(init)
         model = (GPT.from_chargpt(ref) if fast else ref).to(device)
-        configure_speed(device, tf32=None if fast else False)  # TF32 (where the GPU has it) for the fast path only
-        precision = Precision(device) if fast else Precision(device, 'float32')
-        net = maybe_compile(model, fast and args.compile)
+        policy = device_policy(device, 'auto' if fast else 'float32', compile=fast and args.compile)
+        if fast: policy.set_tf32()                # TF32 (where the GPU has it) for the fast path only
+        else: torch.set_float32_matmul_precision('highest')
+        precision, net = policy.precision(), policy.compiled(model)
         set_seed(args.seed + 1)  # the same dropout stream and the same batches for both
         g = torch.Generator().manual_seed(args.seed)
         batch = lambda split: get_batch(train_data if split == 'train' else val_data, cfg['batch_size'],

@@ -16,9 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gptcourse.gpt2 import GPT, GPTConfig
-from gptcourse.gpt2_train import flops_per_token, mfu, peak_flops
-from gptcourse.train import configure_speed
-from gptcourse.train import Precision
+from gptcourse.speed import device_policy, flops_per_token, mfu, peak_flops
 
 PRESETS = {
     'cpu': dict(n_layer=2, n_head=4, n_embd=128, vocab_size=50304, B=4, T=128, rounds=5, steps=3, warmup=2),
@@ -35,7 +33,7 @@ def hf_model(cfg: GPTConfig):
 
 
 def adamw(model, lr, device_type):
-    "AdamW as GPT.configure_optimizers builds it: decay on >= 2-D tensors only, fused on CUDA."
+    "AdamW as lesson 12's configure_adamw builds it: decay on >= 2-D tensors only, fused on CUDA."
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': 0.1},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
@@ -83,8 +81,9 @@ def main(argv=None):
     device = args.device or ('cuda' if args.preset == 'gpu' else 'cpu')
     if device == 'cuda' and not torch.cuda.is_available(): sys.exit('bench/gpt2train.py: --preset gpu needs CUDA')
     if args.threads: torch.set_num_threads(args.threads)
-    configure_speed(device)
-    precision = Precision(device, args.dtype)
+    policy = device_policy(device, args.dtype, compile=args.compile)
+    policy.set_tf32()
+    precision = policy.precision()
     cfg = GPTConfig(block_size=T, vocab_size=p['vocab_size'], n_layer=p['n_layer'], n_head=p['n_head'],
                     n_embd=p['n_embd'])
 

@@ -3,16 +3,16 @@
     python bench/gpu.py              # on a CUDA machine: about 13 minutes on an H100 (measured 2026-11-25)
                                      # before lesson 12 and the side-by-side runs (refs/, below) were added
     python bench/gpu.py --only lesson07,chargpt            # 8.5 minutes on an H100: one call of at most 10
-    python bench/gpu.py --only lesson09,gpt2train,sample   # 5 minutes on an H100
+    python bench/gpu.py --only lesson16,gpt2train,sample   # 5 minutes on an H100 (as lesson 09, 2026-11-25)
     python bench/gpu.py --dry-run    # the same steps at toy sizes on this machine: what CI runs
 
 The lessons run with `--keep-going`: every cell runs even after one fails, the report lists each failing cell, and
 the executed notebooks are saved beside the report.
 
 Steps, each timed; a failing step is reported and the others still run; the exit status is 1 if any failed:
-1. the device, the versions, and the course's device policy for it (gptcourse.train.device_policy);
+1. the device, the versions, and the course's device policy for it (gptcourse.speed.device_policy);
 2. the lessons whose cells check lecture-scale claims on a GPU (07: the lecture's char model to val <= 1.50;
-   09: 300 steps of GPT-2 124M; 12: the modern configuration against the lecture's at its sizes, not yet run on a
+   16: 300 steps of GPT-2 124M; 20: the modern configuration against the lecture's at its sizes, not yet run on a
    GPU), top to bottom in a real kernel at the `lecture` preset (dry run: `cpu`, where
    those cells say they skipped);
 3. the three benchmarks at their GPU sizes (dry run: toy sizes): bench/chargpt.py, bench/gpt2train.py,
@@ -32,7 +32,8 @@ REFS = {'gptpy': ('refs/ng-video-lecture/gpt.py', 'https://github.com/karpathy/n
         'train_gpt2': ('refs/build-nanogpt/train_gpt2.py', 'https://github.com/karpathy/build-nanogpt')}
 DEVICE = r'''
 import platform, torch
-from gptcourse.train import device_policy, default_device
+from gptcourse.speed import device_policy
+from gptcourse.train import default_device
 print('python', platform.python_version(), '| torch', torch.__version__, '| CUDA', torch.version.cuda)
 dev = default_device()
 if dev == 'cuda':
@@ -51,8 +52,8 @@ def steps(dry: bool, out: Path | None = None) -> list[tuple[str, list[str], dict
     return [
         ('device and versions', [py, '-c', DEVICE], {}, 120),
         ('lesson 07 (char GPT)', [py, '.ci/notebooks.py', 'run', *keep, '07'], lesson_env, 1500),
-        ('lesson 09 (GPT-2 training)', [py, '.ci/notebooks.py', 'run', *keep, '09'], lesson_env, 1200),
-        ('lesson 12 (after GPT-2: the ablation)', [py, '.ci/notebooks.py', 'run', *keep, '12'], lesson_env, 1200),
+        ('lesson 16 (the trainers: GPT-2)', [py, '.ci/notebooks.py', 'run', *keep, '16'], lesson_env, 1200),
+        ('lesson 20 (after GPT-2: the ablation)', [py, '.ci/notebooks.py', 'run', *keep, '20'], lesson_env, 1200),
         ('bench/chargpt.py', [py, 'bench/chargpt.py', '--preset', preset]
          + (['--steps', '40', '--warmup', '10', '--eval-iters', '5'] if dry else ['--steps', '200']), {}, 900),
         ('bench/gpt2train.py', [py, 'bench/gpt2train.py', '--preset', 'cpu' if dry else 'gpu']
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--dry-run', action='store_true', help='toy sizes on this machine (CPU is fine)')
     ap.add_argument('--only', default=None, metavar='KEYS',
-                    help='comma-separated steps to run: device, lesson07, lesson09, lesson12, chargpt, gpt2train, '
+                    help='comma-separated steps to run: device, lesson07, lesson16, lesson20, chargpt, gpt2train, '
                          'sample, gptpy, train_gpt2 (default: all; the device step always runs)')
     ap.add_argument('--out', default=None,
                     help='folder for the report (default: bench/results; dry run: a temporary folder)')
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
                          + ', '.join(step_key(st[0]) for st in steps(args.dry_run)))
     skipped = []
     for title, cmd, env, timeout in [st for st in steps(args.dry_run, out) if st[0] in {c[0] for c in chosen}]:
-        if args.dry_run and step_key(title) == 'lesson12':   # 2.5 minutes at the cpu preset, which the tests run
+        if args.dry_run and step_key(title) == 'lesson20':   # 4 minutes at the cpu preset, which the tests run
             skipped.append(title)
             lines += [f'## {title}: skipped in the dry run (tests/test_notebooks.py runs it at the cpu preset)', '']
             print(lines[-2], flush=True)

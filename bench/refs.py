@@ -17,7 +17,7 @@ Printed for each: seconds for the loop (evaluations included), steps/s, the last
 
 train_gpt2: build-nanogpt's train_gpt2.py runs as written (bfloat16, TF32, flash attention, fused AdamW) except for
 B, T, the total batch, the steps and warm-up, compile on (as in the lecture's timings), HellaSwag and sampling off,
-and its data folder: Tiny Shakespeare shards made by `gptcourse.gpt2_train.prepare`, which the course's `train_gpt2`
+and its data folder: Tiny Shakespeare shards made by `gptcourse.shards.prepare`, which the course's `train_gpt2`
 reads too, with the same settings. Printed for each: median tokens/s after the warm-up steps, and MFU.
 
 Each patch must match the reference exactly once, so a changed reference stops the run with one line instead of
@@ -60,13 +60,15 @@ def run_script(path: Path, cwd: Path) -> tuple[str, float]:
 
 
 def gptpy(dry: bool, steps: int | None, device: str):
-    from gptcourse.chargpt import PRESETS, CharGPT, preset_config
+    from dataclasses import asdict
+    from gptcourse.chargpt import PRESETS, CharGPT, CharTraining
     from gptcourse.data import CharTokenizer, get_batch, tiny_shakespeare, train_val_split
     from gptcourse.gpt2 import GPT, char_config
-    from gptcourse.train import Precision, configure_speed, fit, set_seed
+    from gptcourse.speed import device_policy
+    from gptcourse.train import fit, set_seed
     if not GPT_PY.exists(): sys.exit(f'bench/refs.py: {GPT_PY} not found; git clone '
                                      'https://github.com/karpathy/ng-video-lecture refs/ng-video-lecture')
-    cfg = dict(PRESETS['lecture'], eval_iters=200)
+    cfg = dict(asdict(PRESETS['lecture']), eval_iters=200)
     if dry: cfg.update(n_layer=2, n_head=2, n_embd=32, block_size=16, batch_size=4, eval_iters=2)
     steps = steps or (10 if dry else 500)
     work = Path(tempfile.mkdtemp(prefix='refs-gptpy-'))
@@ -87,16 +89,16 @@ def gptpy(dry: bool, steps: int | None, device: str):
     val = float(re.findall(r'val loss ([\d.]+)', out)[-1])
     rows = [("the lecture's gpt.py", float(re.search(r'loop seconds ([\d.]+)', out).group(1)), val, 'float32, eager')]
 
-    configure_speed(device)
+    device_policy(device).set_tf32()
     tok = CharTokenizer.from_text(text)
     train_data, val_data = train_val_split(torch.tensor(tok.encode(text), dtype=torch.long))
-    mcfg = preset_config(cfg, tok.vocab_size)
+    mcfg = CharTraining(**cfg).model_config(tok.vocab_size)
     for name, make, dtype in (('course CharGPT', lambda: CharGPT(mcfg), 'float32'),
                               ('course CharGPT', lambda: CharGPT(mcfg), 'auto'),
                               ('course GPT (char config)', lambda: GPT(char_config(mcfg)), 'auto')):
         set_seed(1337); g = torch.Generator().manual_seed(1337)
         model = make().to(device)
-        precision = Precision(device, dtype)
+        precision = device_policy(device, dtype).precision()
         batch = lambda split: get_batch(train_data if split == 'train' else val_data, cfg['batch_size'],
                                         cfg['block_size'], device, g)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg['lr'])
@@ -116,14 +118,17 @@ def gptpy(dry: bool, steps: int | None, device: str):
 
 def train_gpt2_ref(dry: bool, steps: int | None, device: str):
     from gptcourse.gpt2 import GPTConfig
-    from gptcourse.gpt2_train import flops_per_token, mfu, peak_flops, prepare, train_gpt2
+    from gptcourse.speed import flops_per_token, mfu, peak_flops
+    from gptcourse.shards import prepare
+    from gptcourse.trainers import train_gpt2
     if not TRAIN_GPT2.exists(): sys.exit(f'bench/refs.py: {TRAIN_GPT2} not found; git clone '
                                          'https://github.com/karpathy/build-nanogpt refs/build-nanogpt')
-    from gptcourse.gpt2_train import GPT2_PRESETS
+    from gptcourse.trainers import GPT2_PRESETS
     preset = 'cpu' if dry else 'lecture'
     B, T, accum, warm = (2, 32, 2, 2) if dry else (16, 1024, 4, 5)
     steps = steps or (6 if dry else 30)
-    model = dict(GPT2_PRESETS[preset]['model'])                       # the same sizes on both sides
+    r = GPT2_PRESETS[preset]                                          # the same sizes on both sides
+    model = dict(block_size=r.block_size, vocab_size=r.vocab_size, n_layer=r.n_layer, n_head=r.n_head, n_embd=r.n_embd)
     compile_ = device == 'cuda' and not dry
     work = Path(tempfile.mkdtemp(prefix='refs-train-gpt2-'))
     prepare(None, work / 'edu_fineweb10B', progress=False)          # train_*.npy and val_*.npy: its names work
@@ -140,9 +145,9 @@ def train_gpt2_ref(dry: bool, steps: int | None, device: str):
     (work / 'train_bench.py').write_text(src, encoding='utf-8')
     out, _ = run_script(work / 'train_bench.py', work)
     ref_tps = [float(x) for x in re.findall(r'tok/sec: ([\d.]+)', out)][warm:]
-    res = train_gpt2(work / 'edu_fineweb10B', preset, max_steps=steps, total_batch=B * T * accum, batch_size=B,
-                     seq_len=T, warmup_steps=2, eval_interval=0, checkpoint_interval=0, compile=compile_,
-                     out_dir=work / 'course', progress=False, verbose=False, auto_batch=False)
+    res = train_gpt2(preset, work / 'course', data=str(work / 'edu_fineweb10B'), max_steps=steps,
+                     total_batch=B * T * accum, batch_size=B, seq_len=T, warmup_steps=2, eval_interval=0,
+                     checkpoint_interval=0, compile=compile_, progress=False, log=lambda *a: None, auto_batch=False)
     shutil.rmtree(work, ignore_errors=True)
     cfg = GPTConfig(**model)
     n = res.model.num_params(non_embedding=True)

@@ -1,5 +1,5 @@
-"""Tokens per second of sampling: gptcourse's `generate` with and without the KV cache (lesson 10), with the cache and
-lesson 10's decoding kernel (`use_decode_kernel`: a C matrix-vector product on a CPU), against Hugging Face
+"""Tokens per second of sampling: gptcourse's `generate` with and without the KV cache (lesson 17), with the cache and
+lesson 18's decoding kernel (`use_decode_kernel`: a C matrix-vector product on a CPU), against Hugging Face
 transformers' `generate` with and without its cache, on the same random GPT-2 weights; and each against the floor
 (the bytes of weights a token reads over the speed at which this machine reads memory, measured here).
 
@@ -55,8 +55,8 @@ def main(argv=None):
     from transformers import GPT2Config, GPT2LMHeadModel
     from gptcourse.gpt2 import GPT
     from gptcourse.train import generate
-    from gptcourse.kv_cache import DecodeLinear, bytes_per_token, cached_next_logits, gemv_kernel, read_gb_per_s, \
-        use_decode_kernel
+    from gptcourse.kv_cache import cached_next_logits
+    from gptcourse.decode import DecodeLinear, bytes_per_token, gemv_kernel, read_gb_per_s, use_decode_kernel
 
     dims = dict(n_layer=4, n_head=4, n_embd=256) if args.small else dict(n_layer=12, n_head=12, n_embd=768)
     if args.prompt_len + args.new_tokens > 1024:

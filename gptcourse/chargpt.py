@@ -4,7 +4,6 @@
 
 # %% ../nbs/07_chargpt.ipynb #6576a48b
 from __future__ import annotations
-import dataclasses
 from dataclasses import dataclass
 import torch, torch.nn as nn
 from torch.nn import functional as F
@@ -12,7 +11,7 @@ from .bigram import check_ids
 from .blocks import Block
 
 # %% auto #0
-__all__ = ['PRESETS', 'CharGPTConfig', 'CharGPT', 'preset_config']
+__all__ = ['PRESETS', 'CharGPTConfig', 'CharGPT', 'CharTraining']
 
 # %% ../nbs/07_chargpt.ipynb #91138349
 @dataclass
@@ -27,20 +26,8 @@ class CharGPTConfig:
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
-            raise ValueError(f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head} (each head gets n_embd '
-                             f'// n_head dimensions)')
-
-    def to_dict(self) -> dict:
-        "The configuration as a plain dict (JSON-able)."
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        "The configuration saved by `to_dict`; unknown fields are an error."
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known: raise ValueError(f'unknown CharGPTConfig fields {sorted(set(d) - known)}; the fields are '
-                                            f'{sorted(known)}')
-        return cls(**d)
+            raise ValueError(f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head} '
+                             '(each head gets n_embd // n_head dimensions)')
 
 # %% ../nbs/07_chargpt.ipynb #e4f4a1b0
 def _init_weights(module):
@@ -75,8 +62,7 @@ class CharGPT(nn.Module):
         B, T = idx.shape
         if T > self.block_size:
             raise ValueError(f'the context has {T} positions but block_size is {self.block_size}: the model has no '
-                             f'position '
-                             f'embedding beyond it; crop the context to its last {self.block_size} tokens')
+                             f'position embedding beyond it; crop the context to its last {self.block_size} tokens')
         tok_emb = self.token_embedding_table(idx)                                      # (B, T, C)
         pos_emb = self.position_embedding_table(torch.arange(T, device=idx.device))   # (T, C)
         x = tok_emb + pos_emb                                                          # (B, T, C)
@@ -89,15 +75,29 @@ class CharGPT(nn.Module):
         return logits, loss
 
 # %% ../nbs/07_chargpt.ipynb #4ee4181e
-PRESETS = {
-    'cpu':     dict(n_layer=4, n_head=4, n_embd=64, block_size=32, dropout=0.0, batch_size=16, lr=1e-3,
-                    max_steps=3000, eval_interval=500, eval_iters=50),
-    'lecture': dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64, lr=3e-4,
-                    max_steps=5000, eval_interval=500, eval_iters=200),
-}
+@dataclass(kw_only=True)
+class CharTraining:
+    "A preset of the character model: its sizes (a `CharGPTConfig` without the vocabulary) and its schedule."
+    name: str = 'custom'   # the preset's name
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int        # the context, and the length of every training sequence
+    dropout: float
+    batch_size: int
+    lr: float              # AdamW's learning rate, constant
+    max_steps: int
+    eval_interval: int     # steps between evaluations
+    eval_iters: int        # batches per evaluation
 
-def preset_config(cfg, vocab_size: int = 65) -> CharGPTConfig:
-    "The `CharGPTConfig` of a preset (a dict or namespace with n_layer, n_head, n_embd, block_size, dropout)."
-    d = cfg if isinstance(cfg, dict) else vars(cfg)
-    return CharGPTConfig(vocab_size=vocab_size, **{k: d[k] for k in ('block_size', 'n_embd', 'n_head', 'n_layer',
-                                                                     'dropout')})
+    def model_config(self, vocab_size: int) -> CharGPTConfig:
+        "The `CharGPTConfig` of these sizes for a vocabulary of `vocab_size` characters."
+        return CharGPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_embd=self.n_embd,
+                             n_head=self.n_head, n_layer=self.n_layer, dropout=self.dropout)
+
+PRESETS = {
+    'cpu': CharTraining(name='cpu', n_layer=4, n_head=4, n_embd=64, block_size=32, dropout=0.0, batch_size=16,
+                        lr=1e-3, max_steps=3000, eval_interval=500, eval_iters=50),
+    'lecture': CharTraining(name='lecture', n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2,
+                            batch_size=64, lr=3e-4, max_steps=5000, eval_interval=500, eval_iters=200),
+}

@@ -4,25 +4,38 @@
 
 # %% ../nbs/08_gpt2.ipynb #ee096bf8
 from __future__ import annotations
-import functools, inspect, json, math, re
+import functools, importlib, json, math, re
 from dataclasses import dataclass
 from pathlib import Path
 import torch, torch.nn as nn
 from torch.nn import functional as F
 from .data import gpt2_files
-from .train import CheckpointError, generate, load_checkpoint, load_latest
+from .train import generate, patch
 from .bigram import check_ids
 from .chargpt import CharGPT, CharGPTConfig
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'NORMS', 'GPT_CONFIGS', 'QK_MAPS', 'MLPS', 'EOT', 'GPT2_SPLIT', 'HF_REPOS', 'CONV1D_WEIGHTS',
+__all__ = ['ACTIVATIONS', 'NORMS', 'MLPS', 'QK_MAPS', 'GPT_CONFIGS', 'EOT', 'GPT2_SPLIT', 'HF_REPOS', 'CONV1D_WEIGHTS', 'part',
            'GPTConfig', 'CausalSelfAttention', 'MLP', 'Block', 'GPT', 'char_config', 'chargpt_to_gpt', 'gpt2_tokenizer',
-           'hf_to_state_dict', 'sample_text', 'load_gpt_checkpoint', 'load_model']
+           'hf_to_state_dict', 'sample_text']
 
 # %% ../nbs/08_gpt2.ipynb #12709adb
 ACTIVATIONS = {'gelu_tanh': lambda: nn.GELU(approximate='tanh'), 'relu': nn.ReLU}  # GPT-2's GELU; the lecture's ReLU
-NORMS = {'layernorm': lambda config: nn.LayerNorm(config.n_embd, bias=config.bias)}  # lesson 12 adds 'rmsnorm'
+NORMS = {'layernorm': lambda config: nn.LayerNorm(config.n_embd, bias=config.bias)}
+MLPS, QK_MAPS = {}, {}  # filled below: 'mlp' (GPT-2's); no map of queries and keys
 
+def part(kind: str, name: str, table: dict):
+    "The part called `name`: an entry of `table`, or `module:Name`, the object `Name` of `gptcourse.module`."
+    if not isinstance(name, str): raise ValueError(f'{kind} must be a name, got {name!r}')
+    if name in table: return table[name]
+    module, _, attr = name.partition(':')
+    if module.isidentifier() and attr.isidentifier():
+        try: return getattr(importlib.import_module(f'gptcourse.{module}'), attr)
+        except (ImportError, AttributeError): pass
+    raise ValueError(f'unknown {kind} {name!r}; choose one of {", ".join(table) or "none"}, or module:Name, an '
+                     'object of a gptcourse module')
+
+# %% ../nbs/08_gpt2.ipynb #b2c3d4e5
 @dataclass
 class GPTConfig:
     "A GPT's sizes and architecture choices; the defaults are GPT-2 124M."
@@ -34,25 +47,33 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True              # biases in the Linears and LayerNorms, as in GPT-2
     qkv_bias: bool = True          # a bias on the query/key/value projection (the lecture's heads have none)
-    activation: str = 'gelu_tanh'  # the MLP's non-linearity, a key of ACTIVATIONS
+    activation: str = 'gelu_tanh'  # the MLP's non-linearity: a name of ACTIVATIONS, or module:Name
     tie_weights: bool = True       # lm_head shares wte's matrix (GPT-2); the lecture's model has its own
     head_bias: bool = False        # a bias on lm_head (the lecture's model has one)
-    # where lesson 12 plugs in what came after GPT-2; the defaults are GPT-2's
-    norm: str = 'layernorm'        # a key of NORMS
-    mlp: str = 'mlp'               # a key of MLPS
+    # where lesson 20 plugs in what came after GPT-2; the defaults are GPT-2's
+    norm: str = 'layernorm'        # a name of NORMS, or module:Name
+    mlp: str = 'mlp'               # a name of MLPS, or module:Name
     mlp_hidden: int = 0            # the MLP's width; 0 means 4·n_embd
     pos: str = 'learned'           # 'learned': add wpe to the input; 'none': no position embedding
-    qk: tuple = ()                 # maps applied to each head's queries and keys, keys of QK_MAPS
+    qk: tuple = ()                 # maps applied to each head's queries and keys: names of QK_MAPS, or module:Name
     zero_init: bool = False        # start the projections into the residual stream (c_proj) at zero
 
     def __post_init__(self):
+        for k in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'mlp_hidden'):
+            v, least = getattr(self, k), 0 if k == 'mlp_hidden' else 1
+            if type(v) is not int or v < least: raise ValueError(f'{k} must be an integer >= {least}, got {v!r}')
         if self.n_embd % self.n_head:
             raise ValueError(f'n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})')
-        self.qk = tuple(self.qk)   # a list after a trip through JSON
-        for field, value, known in (('activation', self.activation, ACTIVATIONS), ('norm', self.norm, NORMS),
-                                    ('pos', self.pos, ('learned', 'none'))):
-            if value not in known: raise ValueError(f'unknown {field} {value!r}; choose one of {", ".join(known)}')
+        if type(self.dropout) not in (int, float) or not 0 <= self.dropout < 1:
+            raise ValueError(f'dropout must be a number in [0, 1), got {self.dropout!r}')
+        if self.pos not in ('learned', 'none'): raise ValueError(f"unknown pos {self.pos!r}; choose learned or none")
+        self.qk = tuple(self.qk) if isinstance(self.qk, (list, tuple)) else self.qk   # a list after a trip through JSON
+        for kind, names, table in (('activation', [self.activation], ACTIVATIONS), ('norm', [self.norm], NORMS),
+                                   ('mlp', [self.mlp], MLPS), ('qk map', self.qk, QK_MAPS)):
+            if not isinstance(names, tuple | list): raise ValueError(f'qk must be a list of names, got {names!r}')
+            for name in names: part(kind, name, table)
 
+# %% ../nbs/08_gpt2.ipynb #c3d4e5f6
 GPT_CONFIGS = {  # the four sizes OpenAI released (layers, heads, width); all share block_size and vocab_size
     'gpt2':        dict(n_layer=12, n_head=12, n_embd=768),   # 124M
     'gpt2-medium': dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
@@ -61,8 +82,6 @@ GPT_CONFIGS = {  # the four sizes OpenAI released (layers, heads, width); all sh
 }
 
 # %% ../nbs/08_gpt2.ipynb #27fc2c7c
-QK_MAPS = {}  # name -> module(config) that maps (q, k, start) to (q, k); lesson 12 adds 'rope' and 'qk_norm'
-
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention: one fused q,k,v projection `c_attn`, SDPA, output projection `c_proj`."
     def __init__(self, config: GPTConfig):
@@ -71,9 +90,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
-        unknown = [m for m in config.qk if m not in QK_MAPS]
-        if unknown: raise ValueError(f'unknown qk map {unknown[0]!r}; choose from {", ".join(QK_MAPS) or "none"}')
-        self.qk_maps = nn.ModuleList([QK_MAPS[m](config) for m in config.qk])   # GPT-2: none
+        self.qk_maps = nn.ModuleList([part('qk map', m, QK_MAPS)(config) for m in config.qk])   # GPT-2: none
 
     def forward(self, x, kv_cache=None, layer_index: int = 0):
         B, T, C = x.size()
@@ -83,7 +100,7 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0)
         else:
-            y = kv_cache.attend(layer_index, q, k, v)  # e.g. lesson 10: store k, v, attend over all cached keys
+            y = kv_cache.attend(layer_index, q, k, v)  # lesson 17: store k, v, attend over all cached keys
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
@@ -94,23 +111,23 @@ class MLP(nn.Module):
         super().__init__()
         hidden = config.mlp_hidden or 4 * config.n_embd
         self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
-        self.act = ACTIVATIONS[config.activation]()
+        self.act = part('activation', config.activation, ACTIVATIONS)()
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x): return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
-MLPS = {'mlp': MLP}  # lesson 12 adds 'swiglu'
+MLPS['mlp'] = MLP
 
 class Block(nn.Module):
     "A pre-norm Transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`."
     def __init__(self, config: GPTConfig):
         super().__init__()
-        if config.mlp not in MLPS: raise ValueError(f'unknown mlp {config.mlp!r}; choose one of {", ".join(MLPS)}')
-        self.ln_1 = NORMS[config.norm](config)
+        norm = part('norm', config.norm, NORMS)
+        self.ln_1 = norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = NORMS[config.norm](config)
-        self.mlp = MLPS[config.mlp](config)
+        self.ln_2 = norm(config)
+        self.mlp = part('mlp', config.mlp, MLPS)(config)
 
     def forward(self, x, kv_cache=None, layer_index: int = 0):
         x = x + self.attn(self.ln_1(x), kv_cache, layer_index)
@@ -134,16 +151,21 @@ class GPT(nn.Module):
             **({'wpe': nn.Embedding(config.block_size, config.n_embd)} if config.pos == 'learned' else {}),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=NORMS[config.norm](config)))
+            ln_f=part('norm', config.norm, NORMS)(config)))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
         if config.tie_weights: self.transformer.wte.weight = self.lm_head.weight  # one matrix embeds and un-embeds
         self.apply(_init_weights)
         for name, p in self.named_parameters():  # the projections into the residual stream: std / sqrt(2 n_layer)
-            if name.endswith('c_proj.weight') and config.zero_init: nn.init.zeros_(p)   # lesson 12
+            if name.endswith('c_proj.weight') and config.zero_init: nn.init.zeros_(p)   # lesson 20
             elif name.endswith('c_proj.weight'): nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @property
     def block_size(self) -> int: return self.config.block_size
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        "Number of parameters (tied ones once); `non_embedding` leaves out the position embedding, as nanoGPT does."
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding and 'wpe' in self.transformer else n
 
     def forward(self, idx, targets=None, kv_cache=None, last_only: bool = False):
         check_ids(idx, self.config.vocab_size)   # lesson 01
@@ -162,14 +184,6 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=-1)
         return logits, loss
-
-# %% ../nbs/08_gpt2.ipynb #b2d7abf9
-def _num_params(self, non_embedding: bool = False) -> int:
-    "Number of parameters (tied ones once); `non_embedding` leaves out the position embedding, as nanoGPT does."
-    n = sum(p.numel() for p in self.parameters())
-    return n - self.transformer.wpe.weight.numel() if non_embedding and 'wpe' in self.transformer else n
-
-GPT.num_params = _num_params
 
 # %% ../nbs/08_gpt2.ipynb #87c1296f
 def char_config(cfg: CharGPTConfig) -> GPTConfig:
@@ -201,28 +215,12 @@ def chargpt_to_gpt(sd: dict) -> dict:
                                                                    for h in sorted(hs)])
     return out
 
-@classmethod
-def _from_chargpt(cls, ref: CharGPT) -> GPT:
+@patch(as_classmethod=True)
+def from_chargpt(cls: GPT, ref: CharGPT) -> GPT:
     "The `GPT` that computes what lesson 07's `CharGPT` `ref` computes, with its weights."
     model = cls(char_config(ref.config))
     model.load_state_dict(chargpt_to_gpt(ref.state_dict()))
     return model
-
-GPT.from_chargpt = _from_chargpt
-
-# %% ../nbs/08_gpt2.ipynb #e7cb8221
-def _configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.95), eps: float = 1e-8,
-                          device_type: str = 'cpu') -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices and embeddings (>= 2-D) only, not on biases and LayerNorm gains; fused on
-    CUDA (`device_policy`'s `fused_adamw`)."""
-    params = [p for p in self.parameters() if p.requires_grad]
-    groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-              {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters  # every CUDA GPU
-    extra = dict(fused=True) if fused else {}
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, **extra)
-
-GPT.configure_optimizers = _configure_optimizers
 
 # %% ../nbs/08_gpt2.ipynb #81234403
 EOT = 50256  # <|endoftext|>
@@ -294,27 +292,41 @@ def _load_into(model: GPT, sd: dict):
     if model.config.tie_weights: model.transformer.wte.weight = model.lm_head.weight  # `assign` untied them
     return model
 
-@classmethod
-def _from_pretrained(cls, name_or_folder) -> GPT:
+# %% ../nbs/08_gpt2.ipynb #e5f6a7b8
+def _hf_config(config_path: Path, weights_path: Path) -> GPTConfig:
+    "The `GPTConfig` of a Hugging Face GPT-2 folder, checked against the shapes its weights file declares."
+    from safetensors import safe_open
+    try: hf = json.loads(config_path.read_text(encoding='utf-8'))
+    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f'{config_path} is not a JSON file ({e})') from None
+    if not isinstance(hf, dict) or hf.get('model_type', 'gpt2') != 'gpt2':
+        raise ValueError(f'{config_path} does not describe a gpt2 model')
+    missing = [k for k in ('n_positions', 'vocab_size', 'n_layer', 'n_head', 'n_embd') if k not in hf]
+    if missing: raise ValueError(f'{config_path} lacks {", ".join(missing)}: a GPT-2 config.json names all five sizes')
+    config = GPTConfig(block_size=hf['n_positions'], vocab_size=hf['vocab_size'],   # typed and bounded (above)
+                       n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'])
+    try:
+        with safe_open(weights_path, 'pt') as f: shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e: raise ValueError(f'{weights_path} is not a readable safetensors file: {e}') from None
+    shapes = {k.removeprefix('transformer.'): s for k, s in shapes.items()}
+    blocks = len({k.split('.')[1] for k in shapes if k.startswith('h.')})
+    declared = (shapes.get('wte.weight'), shapes.get('wpe.weight'), blocks)
+    wanted = ((config.vocab_size, config.n_embd), (config.block_size, config.n_embd), config.n_layer)
+    if declared != wanted:
+        raise ValueError(f'{config_path} does not describe {weights_path.name}: the config says wte, wpe and blocks '
+                         f'{wanted}, the file holds {declared}')
+    return config
+
+@patch(as_classmethod=True)
+def from_pretrained(cls: GPT, name_or_folder) -> GPT:
     """GPT-2 with OpenAI's weights: a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) from the Hugging Face hub, or a
     local folder."""
     from safetensors.torch import load_file
     config_path, weights_path = _checkpoint_files(name_or_folder)
-    try: hf = json.loads(config_path.read_text())
-    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f'{config_path} is not a JSON file ({e})') from None
-    if hf.get('model_type',
-              'gpt2') != 'gpt2': raise ValueError(f'{config_path} describes a {hf["model_type"]!r} model, not gpt2')
-    missing = [k for k in ('n_positions', 'vocab_size', 'n_layer', 'n_head', 'n_embd') if k not in hf]
-    if missing: raise ValueError(f'{config_path} lacks {", ".join(missing)}: a GPT-2 config.json names all five sizes')
-    config = GPTConfig(block_size=hf['n_positions'], vocab_size=hf['vocab_size'],
-                       n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'])
+    config = _hf_config(config_path, weights_path)
+    with torch.device('meta'): model = cls(config)   # shapes only: no memory, no initialisation
     try: sd = load_file(weights_path)
-    except Exception as e: raise ValueError(f'{weights_path} is not a readable safetensors file (truncated or '
-                                            f'corrupt): {e}') from None
-    with torch.device('meta'): model = cls(config)
+    except Exception as e: raise ValueError(f'{weights_path} is not a readable safetensors file: {e}') from None
     return _load_into(model, hf_to_state_dict(sd)).eval()
-
-GPT.from_pretrained = _from_pretrained
 
 # %% ../nbs/08_gpt2.ipynb #fbab6881
 def sample_text(model, prompt: str, max_new_tokens: int = 30, num_samples: int = 1, top_k: int | None = 50,
@@ -333,24 +345,6 @@ def sample_text(model, prompt: str, max_new_tokens: int = 30, num_samples: int =
     for row in out.tolist():
         new = row[len(ids):]
         if stop_at_eot and EOT in new: new = new[:new.index(EOT)]
-        new = [t for t in new if t < enc.n_vocab]  # ids of a padded vocabulary (lesson 09) are not tokens
+        new = [t for t in new if t < enc.n_vocab]  # ids of a padded vocabulary (lesson 11) are not tokens
         texts.append(prompt + enc.decode(new))
     return texts
-
-# %% ../nbs/08_gpt2.ipynb #fcdf2ba6
-def load_gpt_checkpoint(path) -> tuple[GPT, dict]:
-    """A `GPT` (eval mode) and the meta of a course checkpoint: a `step_*.safetensors` file, or a run folder's newest
-    good one."""
-    f, meta = load_latest(path)
-    if not isinstance(meta.get('config'), dict):
-        raise CheckpointError(f'{f} holds no GPT config: it was not written by a GPT trainer of the course')
-    model = GPT(GPTConfig(**meta['config']))
-    load_checkpoint(f, model)
-    return model.eval(), meta
-
-def load_model(name_or_path) -> GPT:
-    """A `GPT` from a hub name, a Hugging Face folder, or a course checkpoint (a step_*.safetensors file or its run
-    folder)."""
-    p = Path(name_or_path)
-    if p.is_file() or (p.is_dir() and not (p/'config.json').exists()): return load_gpt_checkpoint(p)[0]
-    return GPT.from_pretrained(name_or_path)

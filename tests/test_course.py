@@ -29,3 +29,53 @@ def test_lesson_is_in_the_index(nb):
 def test_readme_is_made_from_the_index():
     r = subprocess.run([sys.executable, str(ROOT/'.ci'/'readme.py'), '--check'], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# The layout: one lesson, one concept, one module named after it; no lesson imports a later one.
+import ast, re
+PKG = ROOT/'gptcourse'
+EXPORTS = {}   # module -> the lesson that exports it
+for nb in NOTEBOOKS:
+    m = re.search(r'#\|\s*default_exp\s+(\w+)', '\n'.join(''.join(c['source']) for c in cells(nb)))
+    if m: EXPORTS[m[1]] = nb.stem
+
+
+def test_every_module_is_named_after_its_lesson_and_small():
+    modules = {p.stem for p in PKG.glob('*.py')} - {'__init__', '_modidx'}
+    assert modules == set(EXPORTS), modules ^ set(EXPORTS)
+    for module, lesson in EXPORTS.items():
+        assert lesson.split('_', 1)[1] == module, (lesson, module)
+        lines = len((PKG/f'{module}.py').read_text().splitlines())
+        assert lines <= 400, f'gptcourse/{module}.py has {lines} lines (at most 400: one concept a lesson)'
+
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_lesson_is_a_code_base(nb):
+    code = sum(1 for c in cells(nb) if c['cell_type'] == 'code' for line in ''.join(c['source']).splitlines()
+               if line.strip())
+    assert code <= 500, f'{nb.name} has {code} lines of code, blank lines aside (at most 500)'
+
+
+def test_no_module_imports_a_later_lesson_and_the_package_imports_none():
+    order = {m: int(lesson[:2]) for m, lesson in EXPORTS.items()}
+    for module, n in order.items():
+        tree = ast.parse((PKG/f'{module}.py').read_text())
+        used = {a.module.split('.')[-1] for a in ast.walk(tree) if isinstance(a, ast.ImportFrom) and a.module
+                and (a.level or a.module.startswith('gptcourse'))} & set(order)
+        later = {u for u in used if order[u] > n}
+        assert not later, f'gptcourse/{module}.py (lesson {n:02d}) imports later lessons: {sorted(later)}'
+    init = ast.parse((PKG/'__init__.py').read_text())
+    assert not [a for a in ast.walk(init) if isinstance(a, (ast.Import, ast.ImportFrom))], 'gptcourse/__init__.py'
+
+
+def test_importing_the_data_lesson_imports_no_later_lesson():
+    r = subprocess.run([sys.executable, '-c', "import gptcourse.data, sys; "
+                        "print(sorted(m for m in sys.modules if m.startswith('gptcourse.')))"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "['gptcourse.data']", r.stdout + r.stderr
+
+
+def test_lesson_02_knows_nothing_of_gpus_checkpoints_or_many_processes():
+    text = (PKG/'train.py').read_text()
+    for word in ('DistributedDataParallel', 'GradScaler', 'sdpa', 'cuda.get_rng_state', 'safetensors'):
+        assert word not in text, word

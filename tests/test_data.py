@@ -1,10 +1,9 @@
-"""The download against a real HTTP server on 127.0.0.1, the tokenizer as a property, batches, and
-the error cases of gptcourse.data."""
+"""Lesson 00 beyond its notebook: `fetch` against a real HTTP server on 127.0.0.1 (pooch underneath), the tokenizer
+as a property, batches and their error cases."""
 import hashlib, http.server, threading
 import pytest, torch
 from hypothesis import given, settings, strategies as st
-from gptcourse.data import (CharTokenizer, ChecksumError, DownloadError, atomic_write, download, get_batch,
-                            train_val_split, sha256sum)
+from gptcourse.data import CharTokenizer, DownloadError, fetch, get_batch, train_val_split
 
 GOOD = b'First Citizen:\nBefore we proceed any further, hear me speak.\n' * 100
 GOOD_SHA = hashlib.sha256(GOOD).hexdigest()
@@ -25,32 +24,38 @@ def server():
     yield f'http://127.0.0.1:{srv.server_address[1]}'
     srv.shutdown(); srv.server_close()
 
-def test_download_good_file(server, tmp_path):
-    path = download(f'{server}/good.txt', 'good.txt', GOOD_SHA, folder=tmp_path, progress=False)
+def test_fetch_good_file(server, tmp_path):
+    path = fetch(f'{server}/good.txt', 'good.txt', GOOD_SHA, folder=tmp_path, progress=False)
     assert path == tmp_path/'good.txt' and path.read_bytes() == GOOD
     assert sorted(p.name for p in tmp_path.iterdir()) == ['good.txt']   # no temporary file left
 
-def test_download_wrong_bytes_leaves_nothing(server, tmp_path):
-    with pytest.raises(ChecksumError) as e:
-        download(f'{server}/tampered.txt', 'shakespeare.txt', GOOD_SHA, folder=tmp_path, progress=False)
+def test_fetch_wrong_bytes_leaves_nothing(server, tmp_path):
+    with pytest.raises(DownloadError) as e:
+        fetch(f'{server}/tampered.txt', 'shakespeare.txt', GOOD_SHA, folder=tmp_path, progress=False)
     msg = str(e.value)
-    assert 'shakespeare.txt' in msg and GOOD_SHA in msg and hashlib.sha256(GOOD[:-1] + b'?').hexdigest() in msg
+    assert 'shakespeare.txt' in msg and GOOD_SHA in msg and 'put a copy at' in msg and '\n' not in msg
     assert list(tmp_path.iterdir()) == []
 
-def test_download_404_names_the_url(server, tmp_path):
+def test_fetch_404_names_the_url_and_where_to_put_a_copy(server, tmp_path):
     url = f'{server}/missing.txt'
-    with pytest.raises(DownloadError, match='missing.txt') as e:
-        download(url, 'missing.txt', GOOD_SHA, folder=tmp_path, progress=False)
-    assert url in str(e.value) and '404' in str(e.value)
-    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DownloadError, match='404') as e:
+        fetch(url, 'sub/missing.txt', GOOD_SHA, folder=tmp_path, progress=False)
+    assert url in str(e.value) and str(tmp_path/'sub'/'missing.txt') in str(e.value)
+    assert not any(p.is_file() for p in tmp_path.rglob('*'))
 
-def test_cached_file_is_reused_and_a_corrupt_one_replaced(server, tmp_path):
+def test_a_cached_file_is_used_offline_and_a_corrupt_one_replaced(server, tmp_path):
     (tmp_path/'good.txt').write_bytes(GOOD)
-    assert download('http://127.0.0.1:9/unreachable', 'good.txt', GOOD_SHA, folder=tmp_path) == tmp_path/'good.txt'
+    assert fetch('http://127.0.0.1:9/unreachable', 'good.txt', GOOD_SHA, folder=tmp_path) == tmp_path/'good.txt'
     (tmp_path/'good.txt').write_bytes(b'corrupt')
-    with pytest.warns(UserWarning, match='downloading it again'):
-        download(f'{server}/good.txt', 'good.txt', GOOD_SHA, folder=tmp_path, progress=False)
-    assert sha256sum(tmp_path/'good.txt') == GOOD_SHA
+    with pytest.raises(DownloadError, match='without internet, put a copy at'):    # offline: refused, not trusted
+        fetch('http://127.0.0.1:9/unreachable', 'good.txt', GOOD_SHA, folder=tmp_path, progress=False)
+    fetch(f'{server}/good.txt', 'good.txt', GOOD_SHA, folder=tmp_path, progress=False)
+    assert hashlib.sha256((tmp_path/'good.txt').read_bytes()).hexdigest() == GOOD_SHA
+
+def test_the_data_folder_is_not_made_by_asking_for_it(tmp_path, monkeypatch):
+    from gptcourse.data import data_dir
+    monkeypatch.setenv('GPTCOURSE_DATA', str(tmp_path / 'not' / 'yet'))
+    assert data_dir() == tmp_path / 'not' / 'yet' and not (tmp_path / 'not').exists()
 
 TOK = CharTokenizer("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -72,6 +77,11 @@ def test_unknown_character_is_named(a, bad, b):
 def test_decode_rejects_ids_outside_the_vocabulary(ids):
     with pytest.raises(ValueError, match='0..64'): TOK.decode(ids)
 
+@pytest.mark.parametrize('d', [None, [], {'type': 'char'}, {'type': 'bpe', 'chars': 'ab'},
+                               {'type': 'char', 'chars': 3}])
+def test_a_saved_tokenizer_that_is_not_one_is_refused(d):
+    with pytest.raises(ValueError, match='not a character tokenizer'): CharTokenizer.from_dict(d)
+
 def test_repeated_characters_are_not_a_vocabulary():
     with pytest.raises(ValueError, match='repeated'): CharTokenizer('abca')
 
@@ -83,22 +93,3 @@ def test_batches():
     tr, va = train_val_split(data, 0.9)
     assert len(tr) == 900 and len(va) == 100
     with pytest.raises(ValueError, match='train_frac'): train_val_split(data, 1.5)
-
-
-def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
-    "A writer killed mid-write leaves its temporary file; the next write into the folder removes it, and only it."
-    import os, subprocess, sys
-    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
-    stale = tmp_path / f'.step_0000010.safetensors.{dead_pid}.abc123.tmp'; stale.write_bytes(b'x' * 1000)
-    mine = tmp_path / f'.other.{os.getpid()}.def456.tmp'; mine.write_bytes(b'in progress')
-    unrelated = tmp_path / '.notes.tmp'; unrelated.write_bytes(b'keep me')
-    with atomic_write(tmp_path / 'step_0000020.safetensors') as f: f.write(b'new')
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, unrelated.name, 'step_0000020.safetensors'])
-
-
-def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
-    (tmp_path / 'a.bin').write_bytes(b'good')
-    with pytest.raises(RuntimeError):
-        with atomic_write(tmp_path / 'a.bin') as f: f.write(b'half'); raise RuntimeError('crash')
-    assert (tmp_path / 'a.bin').read_bytes() == b'good' and [p.name for p in tmp_path.iterdir()] == ['a.bin']

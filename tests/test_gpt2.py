@@ -22,9 +22,10 @@ def hf_folder(tmp_path_factory):
 def ids():
     return torch.tensor([gpt2_tokenizer().encode("Hello, I'm a language model, and this is a test.")])
 
-def _copy(src, dst, config=None, tensors=None):
+def _copy(src, dst, config=None, tensors=None, raw=None):
     dst.mkdir()
-    (dst / 'config.json').write_text(json.dumps(json.loads((src / 'config.json').read_text()) | (config or {})))
+    (dst / 'config.json').write_text(raw if raw is not None else
+                                     json.dumps(json.loads((src / 'config.json').read_text()) | (config or {})))
     save_file(tensors if tensors is not None else load_file(src / 'model.safetensors'), dst / 'model.safetensors')
     return dst
 
@@ -57,8 +58,13 @@ def test_unknown_name():
 
 def test_wrong_shapes_and_keys(hf_folder, tmp_path):
     _, folder = hf_folder
-    with pytest.raises(ValueError, match=r'transformer.h.0.mlp.c_fc.bias: checkpoint \(256,\), model \(512,\)'):
+    with pytest.raises(ValueError, match=r'the config says wte, wpe and blocks \(\(50257, 128\)'):
         GPT.from_pretrained(_copy(folder, tmp_path / 'wide', config=dict(n_embd=128)))
+    for bad in (dict(n_head=0), dict(n_layer='2'), dict(n_layer=2.0), dict(n_embd=None), dict(vocab_size=[1])):
+        with pytest.raises(ValueError, match='must be an integer >= 1'):
+            GPT.from_pretrained(_copy(folder, tmp_path / f'bad{len(list(tmp_path.iterdir()))}', config=bad))
+    with pytest.raises(ValueError, match='does not describe a gpt2 model'):
+        GPT.from_pretrained(_copy(folder, tmp_path / 'list', config=None, raw='[1, 2]'))
     t = load_file(folder / 'model.safetensors')
     del t['transformer.ln_f.weight']
     with pytest.raises(ValueError, match=r"missing keys \['transformer.ln_f.weight'\]"):
@@ -75,9 +81,10 @@ def test_too_long_input():
         model(torch.zeros(1, 9, dtype=torch.long))
 
 def test_optimizer_groups():
+    from gptcourse.optim import configure_adamw
     with torch.device('meta'): model = GPT(GPTConfig())
     assert model.num_params() == 124_439_808
-    decay, no_decay = model.configure_optimizers(0.1, 6e-4).param_groups
+    decay, no_decay = configure_adamw(model, 0.1, 6e-4).param_groups
     assert (len(decay['params']), len(no_decay['params'])) == (50, 98)
     assert sum(p.numel() for p in no_decay['params']) == 121_344 and no_decay['weight_decay'] == 0.0
 
@@ -92,8 +99,7 @@ def test_gpt2_sample_cli(hf_folder, capsys):
     assert texts == sample_text(GPT.from_pretrained(folder), 'Once upon a time', max_new_tokens=4, num_samples=2,
                                 seed=3)
     bad = parser.parse_args(['gpt2-sample', '--model', 'no-such-model'])
-    with pytest.raises(SystemExit, match="gptcourse gpt2-sample: unknown model 'no-such-model'"):
-        bad.func(bad)
+    with pytest.raises(ValueError, match="unknown model 'no-such-model'"): bad.func(bad)
 
 def test_no_transformers_at_run_time():
     "The module reads safetensors itself: transformers is a test dependency only."
@@ -163,3 +169,56 @@ def test_broken_folders_are_one_message(hf_folder, tmp_path):
     with pytest.raises(ValueError, match='lacks n_embd'): GPT.from_pretrained(bad)
     (bad / 'config.json').write_text('{not json')
     with pytest.raises(ValueError, match='is not a JSON file'): GPT.from_pretrained(bad)
+
+
+class ConcatCache:
+    "A minimal key/value cache following lesson 17's contract (concatenate; query i sees the cache and itself)."
+    def __init__(self, n_layer): self.n_layer, self.length, self.k, self.v = n_layer, 0, [None] * n_layer, [None] * 9
+    def attend(self, layer, q, k, v):
+        if self.k[layer] is not None: k, v = torch.cat((self.k[layer], k), 2), torch.cat((self.v[layer], v), 2)
+        self.k[layer], self.v[layer] = k, v
+        T, L = q.size(2), k.size(2)
+        mask = torch.ones(T, L, dtype=torch.bool).tril(L - T)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if layer == self.n_layer - 1: self.length += T
+        return y
+
+
+def test_the_model_s_side_of_the_cache_contract():
+    "A sequence fed in three pieces through a cache gives the logits of the whole; past block_size is refused."
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(block_size=64, vocab_size=101, n_layer=3, n_head=4, n_embd=32)).eval()
+    x = torch.randint(0, 101, (2, 12))
+    cache = ConcatCache(3)
+    with torch.no_grad():
+        full = m(x)[0]
+        pieces = torch.cat([m(x[:, a:b], kv_cache=cache)[0] for a, b in [(0, 5), (5, 9), (9, 12)]], dim=1)
+    assert torch.allclose(full, pieces, atol=1e-5) and cache.length == 12
+    cache.length = 60
+    with pytest.raises(ValueError, match=r'length 65 \(60 cached \+ 5 new\): block_size is 64'):
+        m(x[:, :5], kv_cache=cache)
+
+
+def test_the_hub_s_older_layout_loads_the_same(hf_folder, tmp_path, ids):
+    "No `transformer.` prefix, and the causal-mask buffers h.N.attn.bias and masked_bias: the same model."
+    _, folder = hf_folder
+    hub = tmp_path / 'hub'; hub.mkdir()
+    (hub / 'config.json').write_text((folder / 'config.json').read_text())
+    tensors = {k.removeprefix('transformer.'): v for k, v in load_file(folder / 'model.safetensors').items()}
+    n = json.loads((folder / 'config.json').read_text())['n_positions']
+    for i in range(json.loads((folder / 'config.json').read_text())['n_layer']):
+        tensors[f'h.{i}.attn.bias'] = torch.ones(n, n).tril().view(1, 1, n, n)
+        tensors[f'h.{i}.attn.masked_bias'] = torch.tensor(-1e4)
+    save_file(tensors, hub / 'model.safetensors')
+    with torch.no_grad(): assert torch.equal(GPT.from_pretrained(hub)(ids)[0], GPT.from_pretrained(folder)(ids)[0])
+
+
+def test_stop_at_eot_ends_a_sample_at_its_first_end_of_text():
+    from gptcourse.gpt2 import EOT
+    class AlwaysEOT(torch.nn.Module):
+        block_size = 8
+        def forward(self, idx, targets=None):
+            return torch.nn.functional.one_hot(torch.full_like(idx, EOT), 50257).float() * 100, None
+        def parameters(self, recurse=True): yield torch.zeros(1)
+    assert sample_text(AlwaysEOT(), 'Once upon a time', max_new_tokens=5, stop_at_eot=True) == ['Once upon a time']
+    assert sample_text(AlwaysEOT(), 'Once', max_new_tokens=2) == ['Once<|endoftext|><|endoftext|>']

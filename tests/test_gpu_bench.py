@@ -12,7 +12,7 @@ def test_gpu_check_dry_run_writes_a_report(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (report,) = tmp_path.glob('gpu-cpu-dry-run-*.txt')
     text = report.read_text()
-    for step in ('device and versions', 'lesson 07', 'lesson 09', 'bench/chargpt.py', 'bench/gpt2train.py',
+    for step in ('device and versions', 'lesson 07', 'lesson 16', 'bench/chargpt.py', 'bench/gpt2train.py',
                  'bench/sample.py'):
         assert f'## {step}' in text and 'FAILED' not in text, (step, text[-2000:])
     assert '# 0 of ' in text and 'policy DevicePolicy(' in text
@@ -24,7 +24,7 @@ def test_gpu_check_runs_only_the_steps_asked_for(tmp_path):
     "A GPU call may run 10 minutes: `--only` splits the check; an unknown step is one line naming the real ones."
     r = subprocess.run([sys.executable, 'bench/gpu.py', '--dry-run', '--only', 'lesson7'], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode != 0 and 'unknown step lesson7' in r.stderr and 'lesson07, lesson09' in r.stderr, r.stderr
+    assert r.returncode != 0 and 'unknown step lesson7' in r.stderr and 'lesson07, lesson16' in r.stderr, r.stderr
     r = subprocess.run([sys.executable, 'bench/gpu.py', '--dry-run', '--only', 'sample', '--out', str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -36,6 +36,7 @@ def user(tmp_path_factory):
     env = dict(os.environ, GPTCOURSE_DATA=str(data), TIKTOKEN_CACHE_DIR=str(home/'no-tiktoken-cache'),
                HF_HUB_OFFLINE='1', MPLBACKEND='Agg', OMP_NUM_THREADS='1')  # one thread: steady on a shared machine
     work = home/'work'; work.mkdir()
+    shutil.copy(ROOT/'README.md', work/'README.md')    # the README's `--text README.md`: a text the user has
     return work, env
 
 
@@ -56,23 +57,28 @@ def test_readme_commands_then_library_snippet(user):
         assert r.returncode == 0, f'{shlex.join(args)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}'
         assert 'Traceback' not in r.stderr and 'Warning' not in r.stderr, r.stderr[-2000:]
         outputs[shlex.join(args)] = r.stdout
-    assert sorted(p.name for p in (work/'runs'/'chargpt').glob('step_*')) == ['step_0003500.safetensors',
-                                                                             'step_0004000.safetensors']
-    assert (work/'runs'/'chargpt'/'loss.png').stat().st_size > 10_000
+    assert sorted(p.name for p in (work/'runs'/'char').glob('step_*')) == ['step_0003500.safetensors',
+                                                                          'step_0004000.safetensors']
+    assert (work/'runs'/'char'/'loss.png').stat().st_size > 10_000
     resumed = next(v for k, v in outputs.items() if k.startswith('gptcourse gpt2-train') and '--resume' in k)
     assert 'continuing its schedule' in resumed, resumed
     assert not (work/'data').exists() and not (Path(env['TIKTOKEN_CACHE_DIR'])/'gpt2').exists()
 
     # the resumed GPT-2 run followed the 30-step schedule it was started with, as if never stopped
-    from gptcourse.gpt2_train import get_lr
-    from gptcourse.train import load_latest
+    from gptcourse.optim import get_lr
+    from gptcourse.checkpoint import load_latest
     meta = load_latest(work/'runs'/'gpt2')[1]
-    s = meta['settings']
+    s = meta['run']
     assert meta['step'] == 30 and len(meta['history']['lr']) == 30
-    want = [get_lr(i, s['max_lr'], 0.1 * s['max_lr'], s['warmup_steps'], s['max_steps']) for i in range(30)]
+    want = [get_lr(i, s['lr'], 0.1 * s['lr'], s['warmup_steps'], s['max_steps']) for i in range(30)]
     assert meta['history']['lr'] == pytest.approx(want, rel=1e-12)
+    readme = load_latest(work/'runs'/'readme')[1]
+    assert set(readme['tokenizer']['chars']) == set((work/'README.md').read_text(encoding='utf-8'))
 
-    (snippet,) = readme_blocks('python')
-    r = subprocess.run([sys.executable, '-c', snippet], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    sampling, training = readme_blocks('python')
+    r = subprocess.run([sys.executable, '-c', sampling], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith('ROMEO:') and len(r.stdout) > 200 and r.stdout.count('ROMEO:') >= 2, r.stdout
+    r = subprocess.run([sys.executable, '-c', training], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and 1.0 < float(r.stdout) < 3.0, r.stdout + r.stderr[-3000:]
+    assert (work/'runs'/'small'/'step_0000300.safetensors').exists()

@@ -1,0 +1,108 @@
+"""Lesson 10 beyond its notebook: `prepare` never loses or mixes shards (a refused source, a killed run, another
+prepare at the same time), and the loader refuses what is not what its manifest says — without hanging on a pipe."""
+import json, os, subprocess, sys, time
+import numpy as np
+import pytest
+import torch
+from gptcourse.files import folder_lock
+from gptcourse.shards import MANIFEST, DataLoaderLite, prepare, write_shards
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp('tokens') / 'shakespeare'
+    prepare(None, out, progress=False)
+    return out
+
+
+def test_prepare_never_loses_shards(tmp_path):
+    out = tmp_path / 'shards'
+    (tmp_path / 'empty.txt').write_text('  \n')
+    (tmp_path / 'latin1.txt').write_bytes('café'.encode('latin-1'))
+    (tmp_path / 'good.txt').write_text('To be, or not to be, that is the question. ' * 50)
+    prepare(tmp_path / 'good.txt', out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match='empty.txt is empty'):
+        prepare(tmp_path / 'empty.txt', out, progress=False, overwrite=True)
+    with pytest.raises(ValueError, match='latin1.txt is not UTF-8 text'):
+        prepare(tmp_path / 'latin1.txt', out, progress=False, overwrite=True)
+    with pytest.raises(ValueError, match='already holds files: pass --overwrite'): prepare(tmp_path / 'good.txt', out,
+                                                                                          progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['empty.txt', 'good.txt', 'latin1.txt', 'shards']
+    m = prepare(tmp_path / 'good.txt', out, progress=False, overwrite=True, val_frac=0.2)
+    assert m['splits']['val'][0]['tokens'] > 0 and sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def test_a_killed_overwrite_leaves_the_old_shards_whole(tmp_path):
+    "prepare --overwrite killed while it tokenizes: the old folder is exactly as it was, and still loads."
+    out = tmp_path / 'shards'
+    (tmp_path / 'a.txt').write_text('First text. ' * 200)
+    prepare(tmp_path / 'a.txt', out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    big = tmp_path / 'big'; big.mkdir()
+    for i in range(400): (big / f'{i:03d}.txt').write_text(f'Document {i}. ' * 3000)
+    p = subprocess.Popen([sys.executable, '-c', f'from gptcourse.shards import prepare; '
+                          f'prepare({str(big)!r}, {str(out)!r}, overwrite=True, progress=False)'])
+    for _ in range(600):                                  # it holds the folder: now it tokenizes, for seconds
+        if (tmp_path / '.shards.lock').exists(): break
+        time.sleep(0.05)
+    p.kill(); p.wait()
+    assert {q.name: q.read_bytes() for q in out.iterdir()} == before
+    DataLoaderLite(out, 2, 8).next_batch()
+
+
+def test_two_prepares_into_one_folder(tmp_path):
+    "While one prepare holds a folder, another is refused at once."
+    out = tmp_path / 'shards'
+    with folder_lock(tmp_path / '.shards.lock', 'prepare'):
+        r = subprocess.run([sys.executable, '-c', f'from gptcourse.shards import prepare; prepare(None, {str(out)!r})'],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and 'FolderBusy' in r.stderr and 'in use by another prepare' in r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize('where', ['file', 'under_a_file'])
+def test_prepare_into_a_file_is_one_error_and_leaves_nothing(tmp_path, where):
+    (tmp_path / 'f').write_text('x')
+    out = tmp_path / 'f' if where == 'file' else tmp_path / 'f' / 'shards'
+    with pytest.raises((ValueError, OSError)): prepare(None, out, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['f']
+
+
+def test_shards_that_are_not_what_the_manifest_says_are_refused(tmp_path):
+    write_shards(tmp_path / 'f', {'train': np.arange(100)})
+    np.save(tmp_path / 'f' / 'train_000000.npy', np.arange(100, dtype=np.float64))
+    with pytest.raises(ValueError, match='float64 array of 100 values, not the 100 token ids'):
+        DataLoaderLite(tmp_path / 'f', 2, 4)
+    write_shards(tmp_path / 'i', {'train': np.arange(100) + 50300})
+    with pytest.raises(ValueError, match='holds token id 50399, but the model has 50304'):
+        DataLoaderLite(tmp_path / 'i', 2, 4, vocab_size=50304)
+    assert DataLoaderLite(tmp_path / 'i', 2, 4).next_batch()[0].shape == (2, 4)   # without a vocabulary: no check
+    m = json.loads((tmp_path / 'i' / MANIFEST).read_text()); m['splits']['train'][0]['tokens'] = 1000
+    (tmp_path / 'i' / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(ValueError, match='not the 1,000 token ids its manifest says'):
+        DataLoaderLite(tmp_path / 'i', 2, 4)
+
+
+def test_a_pipe_for_a_shard_is_refused_not_waited_for(tmp_path):
+    write_shards(tmp_path / 'f', {'train': np.arange(100)})
+    (tmp_path / 'f' / 'train_000000.npy').unlink(); os.mkfifo(tmp_path / 'f' / 'train_000000.npy')
+    with pytest.raises(ValueError, match='not a regular file'): DataLoaderLite(tmp_path / 'f', 2, 4)
+
+
+def test_bad_arguments_are_refused(data, tmp_path):
+    docs = tmp_path / 'docs'; docs.mkdir(); (docs / 'a.txt').write_text('First document.')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='no such file or folder'): prepare(tmp_path / 'nope', tmp_path / 'x')
+    with pytest.raises(ValueError, match='holds no .txt files'): prepare(tmp_path / 'empty', tmp_path / 'x')
+    with pytest.raises(ValueError, match=r'val_frac must be in \[0, 1\)'): prepare(docs, tmp_path / 'x', val_frac=1.5)
+    toks = torch.arange(1000)
+    with pytest.raises(ValueError, match=r'rank must be in \[0, world_size=2\)'):
+        DataLoaderLite(toks, 2, 8, rank=2, world_size=2)
+    with pytest.raises(ValueError, match='too few for one step'): DataLoaderLite(toks[:10], 2, 8)
+    with pytest.raises(ValueError, match='has no readable manifest.json'): DataLoaderLite(tmp_path / 'empty', 2, 8)
+    with pytest.raises(ValueError, match='does not fit'):
+        DataLoaderLite(data, 1, 2).load_state_dict({'shard': 0, 'position': 3})
+    write_shards(tmp_path / 'noval', {'train': np.arange(100)})
+    with pytest.raises(ValueError, match='has no val shards'): DataLoaderLite(tmp_path / 'noval', 2, 8, 'val')
