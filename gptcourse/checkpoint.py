@@ -14,7 +14,7 @@ from .gpt2 import GPT, GPTConfig
 # %% auto #0
 __all__ = ['FORMAT', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'rng_state',
            'set_rng_state', 'checkpoint_path', 'list_checkpoints', 'save_step', 'load_latest', 'run_folder',
-           'load_model']
+           'gpt_config', 'load_model']
 
 # %% ../nbs/14_checkpoint.ipynb #b4865a45
 class CheckpointError(ValueError):
@@ -172,8 +172,8 @@ def save_step(out_dir, step: int, model, optimizer=None, keep: int | None = 2, *
 
 # %% ../nbs/14_checkpoint.ipynb #2f9d3fa0
 def load_latest(path, model=None, optimizer=None, log=None, check=None) -> tuple[Path, dict]:
-    """Load a checkpoint file, or the newest usable one of a run folder: it verifies, `check(meta)` accepts it, and it
-    fits `model` and `optimizer`. Newer unusable ones are skipped, each named by `log` (default: standard error).
+    """Load a checkpoint file, or the newest usable one of a run folder: it verifies, `check(meta, file)` accepts it,
+    and it fits `model` and `optimizer`. Newer unusable ones are skipped, each named by `log` (default: standard error).
     Returns (file, meta)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     path = Path(path)
@@ -183,7 +183,7 @@ def load_latest(path, model=None, optimizer=None, log=None, check=None) -> tuple
     for f in reversed(found):
         try:
             meta = load_checkpoint(f)
-            if check is not None: check(meta)
+            if check is not None: check(meta, f)
             if model is not None or optimizer is not None: load_checkpoint(f, model, optimizer)
             return f, meta
         except CheckpointError as e:
@@ -221,24 +221,29 @@ def run_folder(out_dir, resume: bool = False, overwrite: bool = False):
                 shutil.rmtree(aside, ignore_errors=True)
 
 # %% ../nbs/14_checkpoint.ipynb #fcdf2ba6
+def gpt_config(meta: dict, path) -> GPTConfig:
+    """The `GPTConfig` a checkpoint's meta declares, checked (lesson 08) and compared with the shapes its file declares
+    — the blocks and the token embedding — before any model is built: a config can claim any size for free."""
+    from safetensors import safe_open
+    if not isinstance(meta.get('config'), dict):
+        raise CheckpointError(f'{path} holds no GPT config: it was not written by a trainer of the course')
+    try: config = GPTConfig(**meta['config'])
+    except (TypeError, ValueError) as e: raise CheckpointError(f'{path}: its GPT config is not one: {e}') from None
+    with safe_open(path, 'pt') as t:
+        blocks = len({k.split('.')[3] for k in t.keys() if k.startswith('model.transformer.h.')})
+        wte = tuple(t.get_slice(k).get_shape()) if (k := 'model.transformer.wte.weight') in t.keys() else None
+    want = (config.n_layer, (config.vocab_size, config.n_embd))
+    if (blocks, wte) != want:
+        raise CheckpointError(f'{path}: its config says {want[0]} blocks and wte {want[1]}, its tensors are {blocks} '
+                              f'blocks and wte {wte}')
+    return config
+
 def load_model(source) -> tuple[GPT, dict]:
     """A `GPT` (eval mode) and its meta from a course checkpoint (a step_*.safetensors file or its run folder), a
     Hugging Face folder or a hub name (meta: {})."""
     p = Path(source)
     if p.is_dir() and (p / 'config.json').exists() or not p.exists(): return GPT.from_pretrained(source), {}
-    f, meta = load_latest(p)
-    if not isinstance(meta.get('config'), dict):
-        raise CheckpointError(f'{f} holds no GPT config: it was not written by a trainer of the course')
-    try: config = GPTConfig(**meta['config'])
-    except (TypeError, ValueError) as e: raise CheckpointError(f'{f}: its GPT config is not one: {e}') from None
-    from safetensors import safe_open
-    with safe_open(f, 'pt') as t:   # the shapes the (verified) file declares, before a model costs memory
-        blocks = len({k.split('.')[3] for k in t.keys() if k.startswith('model.transformer.h.')})
-        wte = tuple(t.get_slice(k).get_shape()) if (k := 'model.transformer.wte.weight') in t.keys() else None
-    want = (config.n_layer, (config.vocab_size, config.n_embd))
-    if (blocks, wte) != want:
-        raise CheckpointError(f'{f}: its config says {want[0]} blocks and wte {want[1]}, its tensors are {blocks} '
-                              f'blocks and wte {wte}')
-    model = GPT(config)
+    f, meta = load_latest(p, check=gpt_config)
+    model = GPT(gpt_config(meta, f))
     load_checkpoint(f, model)
     return model.eval(), meta

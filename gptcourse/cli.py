@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     "Run the `gptcourse` command line with `argv` (default: `sys.argv[1:]`); returns the exit status."
     args = build_parser().parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
-    try: args.func(args)
+    try: args.func(args); sys.stdout.flush()   # a reader that went away is noticed here, not at exit
     except Stopped as e: print(f'gptcourse {args.command}: {e}', file=sys.stderr); return e.code
     except KeyboardInterrupt: print(f'gptcourse {args.command}: interrupted', file=sys.stderr); return 130
     except BrokenPipeError:

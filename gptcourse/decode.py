@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_decode.ipynb #b8a00005
 from __future__ import annotations
-import ctypes, functools, hashlib, os, platform, shutil, subprocess, time
+import ctypes, functools, hashlib, os, platform, shutil, subprocess, tempfile, time
 from pathlib import Path
 import torch, torch.nn as nn
 from torch.nn import functional as F
@@ -90,21 +90,35 @@ def _agrees(fn) -> bool:
     return True
 
 # %% ../nbs/18_decode.ipynb #2297fabb
+def _kernel_folder() -> Path:
+    "~/.cache/gptcourse/kernels if only this user can write into it; else a fresh private temporary folder."
+    folder = Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'gptcourse'/'kernels'
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = folder.stat()
+        if os.name == 'nt' or (st.st_uid == os.getuid() and not st.st_mode & 0o022): return folder
+    except OSError: pass
+    return Path(tempfile.mkdtemp(prefix='gptcourse-kernels-'))
+
+def _sha256(path: Path) -> str: return hashlib.sha256(path.read_bytes()).hexdigest()
+
 @functools.cache
 def gemv_kernel():
     """Lesson 18's `GEMV_C`, compiled on first use and loaded: `(fn, note)`; `fn(x, W, b, y, m, in, out)` takes float32
     data pointers. `fn` is None where no compiler builds one that agrees with F.linear; `note` says what happened."""
-    cc, folder = os.environ.get('CC') or 'cc', Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')
+    cc = os.environ.get('CC') or 'cc'
     if shutil.which(cc) is None: return None, f'no C compiler ({cc}) found'
-    version = subprocess.run([cc, '--version'], capture_output=True, text=True).stdout
+    version, folder = subprocess.run([cc, '--version'], capture_output=True, text=True).stdout, _kernel_folder()
     for flags in KERNEL_FLAGS:
         key = '\0'.join((GEMV_C, cc, version, platform.machine(), _cpu_id(), *flags))
-        lib = folder/'gptcourse'/'kernels'/f'gemv-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
+        lib = folder/f'gemv-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
+        built = lib.with_suffix('.sha256')             # the library's sha256, written when it was built
         try:
-            if not lib.exists():
-                with atomic_write(lib) as f:
+            if not (lib.is_file() and built.is_file() and built.read_text().strip() == _sha256(lib)):
+                with atomic_write(lib) as f:             # not built here (or changed since): build it, over it
                     subprocess.run([cc, *flags, '-shared', '-fPIC', '-x', 'c', '-', '-o', f.name], input=GEMV_C,
                                    capture_output=True, text=True, check=True, timeout=300)
+                with atomic_write(built, 'w') as f: f.write(_sha256(lib))
             fn = ctypes.CDLL(str(lib)).gemv
         except subprocess.CalledProcessError as e:   # these flags do not work here: try the next ones
             why = f'{cc} {" ".join(flags)} failed: {(e.stderr.strip().splitlines() or ["no message"])[-1]}'; continue

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_shards.ipynb #35c12404
 from __future__ import annotations
-import json, os, shutil
+import json, os, re, shutil
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from .gpt2 import EOT, gpt2_tokenizer
 from .files import atomic_write, folder_lock
 
 # %% auto #0
-__all__ = ['MANIFEST', 'write_shards', 'default_data_dir', 'prepare', 'read_manifest', 'DataLoaderLite', 'Batches']
+__all__ = ['MANIFEST', 'write_shards', 'encode', 'default_data_dir', 'prepare', 'read_manifest', 'DataLoaderLite', 'Batches']
 
 # %% ../nbs/10_shards.ipynb #a89d9cb2
 MANIFEST = 'manifest.json'
@@ -51,6 +51,14 @@ def _documents(src) -> list:
     raise FileNotFoundError(f'{src}: no such file or folder (prepare reads a text file or a folder of .txt files; '
                             'leave the source out for Tiny Shakespeare)')
 
+def encode(enc, text: str) -> list[int]:
+    "GPT-2 token ids of `text` (tiktoken's `encode_ordinary`), whitespace runs of 100,000 or more 100,000 at a time."
+    ids = []
+    for i, part in enumerate(re.split(r'(\s{100000,})', text)):
+        ids += [t for j in range(0, len(part), 100_000) for t in enc.encode_ordinary(part[j:j + 100_000])] if i % 2 \
+            else enc.encode_ordinary(part)
+    return ids
+
 def _read_document(p) -> str:
     "The text of one document; empty or non-UTF-8 files are refused, by name."
     if p is None: return tiny_shakespeare()
@@ -76,7 +84,7 @@ def prepare(src=None, out_dir=None, val_frac: float = 0.1, shard_size: int = 100
         if out.exists() and not out.is_dir(): raise ValueError(f'{out} is a file, not a folder for shards')
         if out.exists() and any(out.iterdir()) and not overwrite:
             raise ValueError(f'{out} already holds files: pass --overwrite to replace them, or another --out')
-        ids = [np.array([EOT] + enc.encode_ordinary(_read_document(p)), dtype=np.uint16)
+        ids = [np.array([EOT] + encode(enc, _read_document(p)), dtype=np.uint16)
                for p in tqdm(docs, desc='tokenizing', unit='doc', disable=not progress)]
         tokens = np.concatenate(ids); n_val = int(len(tokens) * val_frac)
         if len(tokens) - n_val < 2 or (val_frac and n_val < 2):
@@ -128,10 +136,11 @@ class DataLoaderLite:
         else:
             self.shards = [torch.as_tensor(np.asarray(data)).long().reshape(-1)]
             lengths = [len(self.shards[0])]
-        self.steps_per_shard = [(n - 1) // self.tokens_per_step for n in lengths]
-        for s, n, k in zip(self.shards, lengths, self.steps_per_shard):
-            if k == 0: raise ValueError(f'{getattr(s, "name", "the token array")} has {n:,} tokens, too few for one '
-                                        f'step of world_size·B·T + 1 = {self.tokens_per_step + 1:,}')
+        steps = [(n - 1) // self.tokens_per_step for n in lengths]   # a shard too short for one step is left out
+        if not any(steps): raise ValueError(f'{getattr(data, "name", "the token array")} has no {split} shard of '
+                                            f'world_size·B·T + 1 = {self.tokens_per_step + 1:,} tokens or more: too '
+                                            f'few for one step (the longest holds {max(lengths):,})')
+        self.shards, self.steps_per_shard = [s for s, k in zip(self.shards, steps) if k], [k for k in steps if k]
         self.reset()
 
     @property

@@ -18,8 +18,8 @@ from .shards import Batches, DataLoaderLite, default_data_dir, prepare
 from .speed import DTYPES, device_policy, flops_per_token, mfu, padded_vocab_size, peak_flops
 from .optim import accumulate, configure_adamw, get_lr, grad_accum_steps, micro_batch_that_fits
 from .distributed import reduce_mean, setup_distributed
-from .checkpoint import CheckpointError, load_checkpoint, load_latest, rng_state, run_folder, save_step
-from .checkpoint import set_rng_state
+from .checkpoint import CheckpointError, gpt_config, load_checkpoint, load_latest, rng_state, run_folder
+from .checkpoint import save_step, set_rng_state
 from .hellaswag import hellaswag_acc_norm, load_hellaswag, read_hellaswag
 
 # %% auto #0
@@ -114,13 +114,17 @@ GPT2_PRESETS = {
 COMMANDS = {'char': 'gptcourse train', 'gpt2': 'gptcourse gpt2-train'}
 
 def _check(kind: str, run_cls):
-    "A `check` for `load_latest`: the checkpoint's meta is a run of this trainer, every part usable."
-    def check(meta):
+    """A `check` for `load_latest`: the checkpoint's meta is a run of this trainer, every part usable, and the sizes of
+    its run are those of its config and of its tensors (lesson 14's `gpt_config`), before a model is built."""
+    def check(meta, path):
         if meta.get('kind') != kind:
             other = f'a run of {COMMANDS[meta["kind"]]}' if meta.get('kind') in COMMANDS else 'no run'
             raise CheckpointError(f'it is not a run of {COMMANDS[kind]} ({other})')
+        config = gpt_config(meta, path)
         try:
-            run_cls(**meta['run']); History.from_state_dict(meta['history']); GPTConfig(**meta['config'])
+            run = run_cls(**meta['run']); History.from_state_dict(meta['history'])
+            if kind == 'char': assert CharTokenizer.from_dict(meta['tokenizer']).vocab_size == config.vocab_size
+            assert all(getattr(run, k) == getattr(config, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size'))
             assert type(meta['step']) is int and meta['step'] >= 0 and isinstance(meta['rng'], dict)
         except (KeyError, TypeError, ValueError, AssertionError) as e:
             raise CheckpointError(f'its meta is not a usable run ({type(e).__name__}: {str(e)[:80]})') from None

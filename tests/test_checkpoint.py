@@ -90,7 +90,7 @@ def test_a_crafted_newest_checkpoint_falls_back_to_the_good_one(tmp_path):
     save_step(tmp_path, 10, _model(), history='ok')
     _crafted(tmp_path / 'step_0000020.safetensors', {'model.weight': torch.zeros(3, 4), 'model.bias': torch.zeros(3)},
              {'meta': {'step': -5}})
-    def check(meta):
+    def check(meta, path):
         if not isinstance(meta.get('step'), int) or meta['step'] < 0: raise CheckpointError('no step')
     said = []
     f, meta = load_latest(tmp_path, check=check, log=said.append)

@@ -254,3 +254,39 @@ def test_a_diverging_gpt2_run_is_one_line(tmp_path, capsys):
                 '--lr', '1e30', '--warmup-steps', '0', '--max-steps', '20', '--checkpoint-interval', '1',
                 '--eval-interval', '0', '--no-progress', '--device', 'cpu')
     assert 'NaN' in msg or 'nan' in msg or 'inf' in msg, msg
+
+
+@pytest.mark.parametrize('env, says', [({'RANK': '3', 'WORLD_SIZE': '2'}, 'RANK=3 is outside WORLD_SIZE=2'),
+                                       ({'RANK': '0'}, 'WORLD_SIZE=None'),
+                                       ({'RANK': 'x', 'WORLD_SIZE': '2'}, "RANK='x'")])
+def test_a_rank_outside_its_world_is_refused_not_waited_for(env, says):
+    r = gptcourse('gpt2-train', '--preset', 'cpu', '--no-progress', timeout=60, env=env)
+    assert r.returncode == 1 and says in r.stderr and r.stderr.count('\n') == 1, r.stderr
+
+
+def test_a_pipe_for_hellaswag_is_refused_not_waited_for(tmp_path, capsys):
+    os.mkfifo(tmp_path / 'hs.jsonl')
+    assert 'is not a file of HellaSwag examples' in fails(capsys, 'gpt2-train', '--preset', 'cpu', '--hellaswag',
+                                                          tmp_path / 'hs.jsonl', '--no-progress')
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_good_checkpoints(run, tmp_path, capsys, monkeypatch):
+    "The disk fills up at the second checkpoint: one line, exit 1, the first checkpoint whole, no temporary file."
+    import errno, gptcourse.checkpoint as ck
+    real, calls = ck.atomic_write, []
+    def full(path, mode='wb'):
+        calls.append(path)
+        if len(calls) > 1: raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+        return real(path, mode)
+    monkeypatch.setattr(ck, 'atomic_write', full)
+    msg = fails(capsys, 'train', *TINY, '--max-steps', 300, '--out', tmp_path / 'r')
+    assert 'No space left on device' in msg
+    assert [p.name for p in list_checkpoints(tmp_path / 'r')] == ['step_0000100.safetensors']
+    assert sorted(p.name for p in (tmp_path / 'r').iterdir()) == ['.lock', 'step_0000100.safetensors']
+
+
+def test_openai_s_weights_offline_is_one_line(tmp_path):
+    r = gptcourse('gpt2-train', '--preset', 'cpu', '--init', 'gpt2', '--no-progress', '--out', tmp_path / 'g',
+                  env={'HF_HUB_OFFLINE': '1'})
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'could not get openai-community/gpt2' in r.stderr
+    assert 'pass a folder holding config.json and model.safetensors' in r.stderr and not (tmp_path / 'g').exists()

@@ -122,9 +122,39 @@ def test_the_compiled_kernel_is_kept_and_loaded_again(kernel_cache):
     from gptcourse.decode import gemv_kernel
     kernel, note = gemv_kernel()
     if kernel is None: pytest.skip(note)
-    (lib,) = kernel_cache.iterdir()
-    stamp = lib.stat().st_mtime_ns
+    (lib,) = kernel_cache.glob('*.so')
+    stamps = {f: f.stat().st_mtime_ns for f in kernel_cache.iterdir()}
+    assert sorted(f.suffix for f in stamps) == ['.sha256', '.so']
     gemv_kernel.cache_clear()
     kernel2, note2 = gemv_kernel()
     assert kernel2 is not None and str(lib) in note2
-    assert list(kernel_cache.iterdir()) == [lib] and lib.stat().st_mtime_ns == stamp   # not written again
+    assert {f: f.stat().st_mtime_ns for f in kernel_cache.iterdir()} == stamps   # nothing written again
+
+
+def test_a_library_the_cache_did_not_build_is_never_loaded(kernel_cache, tmp_path):
+    "A library put where the kernel would be (its constructor would run on loading) is built over, never loaded."
+    import shutil, subprocess
+    import sys
+    from gptcourse.decode import gemv_kernel
+    first = subprocess.run([sys.executable, '-c', 'from gptcourse.decode import gemv_kernel; print(gemv_kernel()[0] '
+                            'is not None)'], capture_output=True, text=True)   # built by another process
+    if first.stdout.strip() != 'True': pytest.skip('no kernel here')
+    (lib,) = kernel_cache.glob('*.so')
+    marker = tmp_path / 'ran'
+    (tmp_path / 'evil.c').write_text('#include <stdio.h>\n__attribute__((constructor)) static void run(void) '
+                                     f'{{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n'
+                                     'void gemv(void) {}\n')
+    subprocess.run([shutil.which('cc'), '-shared', '-fPIC', str(tmp_path / 'evil.c'), '-o', str(tmp_path / 'evil.so')],
+                   check=True)
+    shutil.copy(tmp_path / 'evil.so', lib)                              # the recorded sha256 no longer fits
+    gemv_kernel.cache_clear()
+    kernel, note = gemv_kernel()
+    assert kernel is not None and not marker.exists() and lib.read_bytes() != (tmp_path / 'evil.so').read_bytes()
+
+
+def test_a_kernel_folder_others_can_write_into_is_not_used(kernel_cache):
+    from gptcourse.decode import gemv_kernel
+    kernel_cache.mkdir(parents=True); kernel_cache.chmod(0o777)
+    kernel, note = gemv_kernel()
+    if kernel is None: pytest.skip(note)
+    assert str(kernel_cache) not in note and not any(kernel_cache.iterdir())

@@ -106,3 +106,23 @@ def test_bad_arguments_are_refused(data, tmp_path):
         DataLoaderLite(data, 1, 2).load_state_dict({'shard': 0, 'position': 3})
     write_shards(tmp_path / 'noval', {'train': np.arange(100)})
     with pytest.raises(ValueError, match='has no val shards'): DataLoaderLite(tmp_path / 'noval', 2, 8, 'val')
+
+
+def test_a_remainder_shard_too_short_for_a_step_is_left_out(tmp_path):
+    write_shards(tmp_path / 'f', {'train': np.arange(205)}, shard_size=100)       # shards of 100, 100 and 5 tokens
+    dl = DataLoaderLite(tmp_path / 'f', 2, 8)
+    assert [s.name for s in dl.shards] == ['train_000000.npy', 'train_000001.npy'] and dl.steps_per_shard == [6, 6]
+    with pytest.raises(ValueError, match='the longest holds 100'): DataLoaderLite(tmp_path / 'f', 8, 16)
+
+
+def test_a_million_spaces_are_tokenized_not_a_panic(tmp_path):
+    "tiktoken overflows its stack on such a run (a panic, not an exception); prepare tokenizes it in pieces."
+    from gptcourse.gpt2 import gpt2_tokenizer
+    from gptcourse.shards import encode
+    enc = gpt2_tokenizer()
+    (tmp_path / 'spaces.txt').write_text('Once' + ' ' * 1_000_000 + 'upon a time.')
+    m = prepare(tmp_path / 'spaces.txt', tmp_path / 'out', val_frac=0.0, progress=False)
+    ids = np.load(tmp_path / 'out' / 'train_000000.npy').tolist()
+    assert m['splits']['train'][0]['tokens'] == len(ids)
+    assert enc.decode(ids[1:]) == (tmp_path / 'spaces.txt').read_text()
+    assert encode(enc, 'an ordinary  text') == enc.encode_ordinary('an ordinary  text')

@@ -218,3 +218,17 @@ def test_your_own_text_and_its_resume(tmp_path):
     text.write_text('Another text entirely, not the same one. ' * 400)
     with pytest.raises(ValueError, match='changed since the run started'):
         train_char(None, tmp_path / 'run', resume=True, max_steps=30, **QUIET)
+
+
+def test_a_checkpoint_whose_config_claims_other_sizes_is_skipped_before_a_model_is_built(tmp_path):
+    "A verified newest checkpoint whose run and config say 100,000 layers (its tensors: 4) is skipped, by name."
+    from gptcourse.checkpoint import save_checkpoint
+    kw = dict(eval_interval=5, eval_iters=1, device='cpu', **QUIET)
+    res = train_char('cpu', tmp_path / 'run', max_steps=10, **kw)
+    meta = load_checkpoint(res.checkpoint)
+    meta['run']['n_layer'] = meta['config']['n_layer'] = 100_000
+    save_checkpoint(tmp_path / 'run' / 'step_0000020.safetensors', res.model, **(meta | {'step': 20}))
+    said = []
+    again = train_char(None, tmp_path / 'run', resume=True, max_steps=12, device='cpu', progress=False, log=said.append)
+    assert again.start_step == 10 and any('skipping step_0000020' in s and 'config says 100000 blocks' in s
+                                          for s in said), said
