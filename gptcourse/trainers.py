@@ -23,8 +23,8 @@ from .checkpoint import save_step, set_rng_state
 from .hellaswag import hellaswag_acc_norm, load_hellaswag, read_hellaswag
 
 # %% auto #0
-__all__ = ['CHAR_PRESETS', 'GPT2_PRESETS', 'COMMANDS', 'CHAR_RUN', 'Run', 'CharRun', 'GPT2Run', 'TrainResult', 'RandomBatches',
-           'read_text', 'train_char', 'train_gpt2']
+__all__ = ['CHAR_PRESETS', 'GPT2_PRESETS', 'COMMANDS', 'CHAR_RUN', 'REFERENCE', 'UNLEARNED', 'Run', 'CharRun', 'GPT2Run',
+           'TrainResult', 'RandomBatches', 'read_text', 'train_char', 'compare', 'train_gpt2']
 
 # %% ../nbs/16_trainers.ipynb #1ea00008
 @dataclass(kw_only=True)
@@ -243,6 +243,34 @@ def train_char(run: CharRun | str | None = None, out_dir=CHAR_RUN, resume: bool 
     return _train(run, model, optimizer, batches, policy, f, out_dir, resume, overwrite, keep, stop_after, progress,
                   log, extra, tokens_per_step=run.batch_size * run.block_size, save_every=run.eval_interval)
 
+# %% ../nbs/16_trainers.ipynb #1ea00061
+REFERENCE = {  # (kind, preset): (step, low, high, where the range comes from) of the validation loss
+    ('char', 'cpu'): (3000, 1.83, 1.96, "the course's cpu preset, 4 seeds: 1.882-1.911 on a 2-core CPU, 2026-12"),
+    ('char', 'lecture'): (5000, 1.52, 1.62, "lesson 07's lecture run on an H100, one seed: 1.5675, 2026-11-25"),
+    ('gpt2', 'cpu'): (30, 7.40, 7.66, "the course's cpu preset, 4 seeds: 7.499-7.561 on a 2-core CPU, 2026-12"),
+}
+
+# what a run may change and still be compared: not what its model learns
+UNLEARNED = {'seed', 'dtype', 'compile', 'eval_interval', 'checkpoint_interval', 'hellaswag', 'data'}
+
+def compare(kind: str, run: Run, history: History) -> str:
+    "One line: the run's validation loss at its preset's last step against the range in `REFERENCE`, or why not."
+    ref, preset = REFERENCE.get((kind, run.name)), {'char': CHAR_PRESETS, 'gpt2': GPT2_PRESETS}[kind].get(run.name)
+    if ref is None: return f'no reference for this run: there are references for the ' \
+                           f'{", ".join(f"{k} {n}" for k, n in REFERENCE)} presets'
+    # the char model's learning rate is constant: a longer run is the same run up to the preset's last step
+    same = UNLEARNED | ({'max_steps'} if kind == 'char' else set())
+    changed = [f.name for f in fields(run) if f.name not in same and getattr(run, f.name) != getattr(preset, f.name)]
+    if changed:
+        return f'no reference for this run: it changes the {run.name} preset\'s {", ".join(changed)}'
+    step, lo, hi, source = ref
+    if step not in history.eval_step or history.val_loss[history.eval_step.index(step)] is None:
+        return f'no evaluation at step {step} yet, where the {run.name} preset ends: nothing to compare'
+    val = history.val_loss[history.eval_step.index(step)]
+    where = 'in the reference range' if lo <= val <= hi else f'{val - hi:.3f} above' if val > hi else \
+        f'{lo - val:.3f} below'
+    return f'val loss {val:.4f} at step {step}: {where} {lo:.2f}-{hi:.2f} ({source})'
+
 # %% ../nbs/16_trainers.ipynb #1ea00023
 def _train(run, model, optimizer, batches, policy, f, out_dir, resume, overwrite, keep, stop_after, progress, log,
            extra: dict, tokens_per_step: int, save_every: int, step_fn=forward_backward, lr_schedule=None,
@@ -279,7 +307,9 @@ def _train(run, model, optimizer, batches, policy, f, out_dir, resume, overwrite
             eval_iters=run.eval_iters, precision=precision, lr_schedule=lr_schedule, grad_clip=grad_clip,
             start_step=start, history=history, callback=report, progress=progress and master,
             desc=f'{run.name} preset', step_fn=step_fn)
-        if master: evals(history); save(end, history)
+        if master:
+            evals(history); save(end, history)
+            if end == run.max_steps: log(compare(extra['kind'], run, history))
     return res
 
 # %% ../nbs/16_trainers.ipynb #1ea00041

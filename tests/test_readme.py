@@ -60,6 +60,8 @@ def test_readme_commands_then_library_snippet(user):
     assert sorted(p.name for p in (work/'runs'/'char').glob('step_*')) == ['step_0003500.safetensors',
                                                                           'step_0004000.safetensors']
     assert (work/'runs'/'char'/'loss.png').stat().st_size > 10_000
+    plotted = next(v for k, v in outputs.items() if k.startswith('gptcourse plot'))
+    assert 'val loss 1.9' in plotted and 'at step 3000: in the reference range 1.83-1.96' in plotted, plotted
     resumed = next(v for k, v in outputs.items() if k.startswith('gptcourse gpt2-train') and '--resume' in k)
     assert 'continuing its schedule' in resumed, resumed
     assert not (work/'data').exists() and not (Path(env['TIKTOKEN_CACHE_DIR'])/'gpt2').exists()
