@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .files import atomic_write, folder_lock, pid_alive
-from .gpt2 import GPT, GPTConfig
+from .gpt2 import GPT, GPTConfig, HF_REPOS
 
 # %% auto #0
 __all__ = ['FORMAT', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'rng_state',
@@ -242,6 +242,9 @@ def load_model(source) -> tuple[GPT, dict]:
     """A `GPT` (eval mode) and its meta from a course checkpoint (a step_*.safetensors file or its run folder), a
     Hugging Face folder or a hub name (meta: {})."""
     p = Path(source)
+    if not p.exists() and str(source) not in HF_REPOS:
+        raise CheckpointError(f'no checkpoint at {source}: no such file or folder (a model is a run folder, one of its '
+                              f'step_*.safetensors files, a Hugging Face folder or one of {", ".join(HF_REPOS)})')
     if p.is_dir() and (p / 'config.json').exists() or not p.exists(): return GPT.from_pretrained(source), {}
     f, meta = load_latest(p, check=gpt_config)
     model = GPT(gpt_config(meta, f))
