@@ -334,6 +334,7 @@ d = { 'settings': { 'branch': 'main',
                                     'gptcourse.trainers._shards': ('trainers.html#_shards', 'gptcourse/trainers.py'),
                                     'gptcourse.trainers._train': ('trainers.html#_train', 'gptcourse/trainers.py'),
                                     'gptcourse.trainers.compare': ('trainers.html#compare', 'gptcourse/trainers.py'),
+                                    'gptcourse.trainers.eta': ('trainers.html#eta', 'gptcourse/trainers.py'),
                                     'gptcourse.trainers.read_text': ('trainers.html#read_text', 'gptcourse/trainers.py'),
                                     'gptcourse.trainers.train_char': ('trainers.html#train_char', 'gptcourse/trainers.py'),
                                     'gptcourse.trainers.train_gpt2': ('trainers.html#train_gpt2', 'gptcourse/trainers.py')}}}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_trainers.ipynb #1ea00005
 from __future__ import annotations
-import contextlib, hashlib, math, typing
+import contextlib, hashlib, math, statistics, typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar
@@ -23,8 +23,8 @@ from .checkpoint import save_step, set_rng_state
 from .hellaswag import hellaswag_acc_norm, load_hellaswag, read_hellaswag
 
 # %% auto #0
-__all__ = ['CHAR_PRESETS', 'GPT2_PRESETS', 'COMMANDS', 'CHAR_RUN', 'REFERENCE', 'UNLEARNED', 'Run', 'CharRun', 'GPT2Run',
-           'TrainResult', 'RandomBatches', 'read_text', 'train_char', 'compare', 'train_gpt2']
+__all__ = ['CHAR_PRESETS', 'GPT2_PRESETS', 'COMMANDS', 'ETA_AFTER', 'CHAR_RUN', 'REFERENCE', 'UNLEARNED', 'Run', 'CharRun',
+           'GPT2Run', 'TrainResult', 'eta', 'RandomBatches', 'read_text', 'train_char', 'compare', 'train_gpt2']
 
 # %% ../nbs/16_trainers.ipynb #1ea00008
 @dataclass(kw_only=True)
@@ -162,10 +162,24 @@ class TrainResult:
     hellaswag: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)   # what the checkpoints carry besides: the char model's tokenizer
 
+ETA_AFTER = 10   # steps timed before the estimate of the rest (the first steps compile and warm up)
+
+def eta(run: Run, h: History, done: int, end: int, micro_steps: int = 1) -> str:
+    """How long the steps after `done` up to `end` take at the median speed of the last `ETA_AFTER`, with the
+    evaluations: 2 splits x `eval_iters` forward passes of one micro-batch, a third of its training step each."""
+    dt = statistics.median(h.dt[-ETA_AFTER:])
+    ev = run.eval_interval
+    n_evals = len({s for s in range(done + 1, end + 1) if s % ev == 0} | {end}) if ev else 0
+    secs = (end - done) * dt + n_evals * 2 * run.eval_iters * dt / micro_steps / 3
+    when = f'{secs:.0f} s' if secs < 120 else f'{secs / 60:.0f} min' if secs < 5400 else \
+        f'{secs // 3600:.0f} h {secs % 3600 / 60:02.0f} min'
+    return f'about {when} to step {end} at this speed ({dt * 1e3:.0f} ms a step, evaluations included)'
+
 def _reporter(res: TrainResult, end: int, tokens_per_step: int, fpt: int, peak, log, save, save_every: int,
               hellaswag=None, rank: int = 0, world: int = 1):
     "`fit`'s callback (the report above, and the checkpoints), and `evals`, which says the evaluations not yet said."
     said = set(res.history.eval_step)
+    micro = max(1, tokens_per_step // (res.run.batch_size * getattr(res.run, 'seq_len', res.run.block_size) * world))
     def evals(h):
         for s, tl, vl in zip(h.eval_step, h.train_loss, h.val_loss):
             if s not in said: said.add(s); log(f'step {s}: train loss {tl:.4f}, val loss {vl:.4f}')
@@ -180,6 +194,7 @@ def _reporter(res: TrainResult, end: int, tokens_per_step: int, fpt: int, peak, 
             norm = f' | norm {h.grad_norm[-1]:.3f}' if h.grad_norm[-1] is not None else ''
             log(f'step {done:>6} | loss {h.loss[-1]:.4f} | lr {h.lr[-1]:.2e}{norm} | {h.dt[-1] * 1e3:.0f} ms | '
                 f'{tps:,.0f} tok/s' + (f' | MFU {res.mfu[-1]:.1%}' if res.mfu[-1] is not None else ''))
+        if done == res.start_step + ETA_AFTER and end - done > ETA_AFTER: log(eta(res.run, h, done, end, micro))
         if save_every and done % save_every == 0 and done < end: save(done, h)
     return report, evals
 
@@ -278,6 +293,9 @@ def _train(run, model, optimizer, batches, policy, f, out_dir, resume, overwrite
     "Hold the run folder, restore a resumed run, `fit` with the report, save: what both trainers do with their parts."
     master, rank, world = (di.master, di.rank, di.world_size) if di else (True, 0, 1)
     precision, end = policy.precision(), stop_after or run.max_steps
+    if master and run.name == 'lecture' and torch.device(policy.device).type == 'cpu':
+        log('the lecture preset is sized for a GPU: on a CPU it takes hours (an estimate follows after '
+            f'{ETA_AFTER} steps); --preset cpu takes minutes')
     hold = run_folder(out_dir, resume, overwrite) if out_dir is not None and master else contextlib.nullcontext()
     with hold as folder:
         start, history = 0, History()

@@ -232,3 +232,16 @@ def test_a_checkpoint_whose_config_claims_other_sizes_is_skipped_before_a_model_
     again = train_char(None, tmp_path / 'run', resume=True, max_steps=12, device='cpu', progress=False, log=said.append)
     assert again.start_step == 10 and any('skipping step_0000020' in s and 'config says 100000 blocks' in s
                                           for s in said), said
+
+
+def test_the_lecture_preset_on_a_cpu_says_so_and_how_long(tmp_path):
+    "A learner who starts the GPU preset on a laptop learns it in the first seconds, not after hours."
+    lines = []
+    train_char('lecture', None, device='cpu', progress=False, log=lines.append, n_layer=1, n_head=2, n_embd=16,
+               block_size=16, batch_size=2, max_steps=25, eval_interval=20, eval_iters=2)
+    assert lines[1].startswith('the lecture preset is sized for a GPU: on a CPU it takes hours'), lines
+    est = [x for x in lines if x.startswith('about ')]
+    assert len(est) == 1 and ' to step 25 at this speed (' in est[0], lines
+    cpu = []
+    train_char('cpu', None, progress=False, log=cpu.append, max_steps=25, eval_interval=20, eval_iters=2)
+    assert not any('sized for a GPU' in x for x in cpu) and sum(x.startswith('about ') for x in cpu) == 1, cpu
