@@ -231,25 +231,30 @@ def add_gpt2_sample_command(sub):
 def prepare_command(args):
     "Handler of `gptcourse prepare`."
     out = Path(args.out) if args.out else default_data_dir()
-    m = prepare(args.src, out, val_frac=args.val_frac, shard_size=args.shard_size, progress=not args.no_progress,
-                overwrite=args.overwrite)
+    m = prepare(args.src, out, val_frac=args.val_frac, shard_size=args.shard_size, workers=args.workers,
+                progress=not args.no_progress, overwrite=args.overwrite)
     count = {split: sum(s['tokens'] for s in shards) for split, shards in m['splits'].items()}
-    print(f'{count["train"]:,} train and {count["val"]:,} val tokens from {m["documents"]} document(s) in '
-          f'{sum(len(s) for s in m["splits"].values())} shard(s) under {out}')
+    print(f'{count["train"]:,} train and {count["val"]:,} val tokens from {m["documents"]:,} document(s) in '
+          f'{len(m["shards"])} shard(s) under {out}')
     return m
 
 def add_prepare_command(sub):
     "The `prepare` command (lesson 10)."
-    p = sub.add_parser('prepare', help='tokenize text into GPT-2 token shards',
-                       description='Tokenize a text file or a folder of .txt files (default: Tiny Shakespeare) with '
-                                   "GPT-2's tokenizer into uint16 shards and their manifest.")
-    p.add_argument('--src', default=None, help='a text file or a folder of .txt files (default: Tiny Shakespeare)')
+    p = sub.add_parser('prepare', help='tokenize a corpus into GPT-2 token shards',
+                       description="Tokenize a corpus (default: Tiny Shakespeare) with GPT-2's tokenizer into uint16 "
+                                   'shards and their manifest, streamed through worker processes; run again after an '
+                                   'interruption, it goes on from its last shard.')
+    p.add_argument('--src', '--source', default=None,
+                   help='a text, .jsonl or .parquet file, a folder of them, or fineweb-edu-10B (the lecture\'s 10B '
+                        'tokens, from the Hugging Face hub) (default: Tiny Shakespeare)')
     p.add_argument('--out', default=None, help='the folder for the shards (default: gpt2_tokens/tinyshakespeare in '
                    'the data folder)')
     p.add_argument('--val-frac', type=_number(0, 1), default=0.1,
                    help='share of the tokens for validation (default: 0.1)')
     p.add_argument('--shard-size', type=_int_at_least(1), default=100_000_000,
                    help='tokens per shard (default: 100,000,000)')
+    p.add_argument('--workers', type=_int_at_least(1), default=None,
+                   help='tokenizing processes (default: one per core)')
     p.add_argument('--overwrite', action='store_true', help='replace the shards in --out (all at once, at the end)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.set_defaults(func=prepare_command)

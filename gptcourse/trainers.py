@@ -14,7 +14,7 @@ from .data import CharTokenizer, get_batch, tiny_shakespeare, train_val_split
 from .train import History, fit, forward_backward, get_preset, set_seed
 from .chargpt import CharTraining, PRESETS as CHAR_TRAINING
 from .gpt2 import GPT, GPTConfig, char_config, part
-from .shards import Batches, DataLoaderLite, default_data_dir, prepare
+from .shards import MANIFEST, Batches, DataLoaderLite, default_data_dir, prepare, read_manifest
 from .speed import DTYPES, device_policy, flops_per_token, mfu, padded_vocab_size, peak_flops
 from .optim import accumulate, configure_adamw, get_lr, grad_accum_steps, micro_batch_that_fits
 from .distributed import reduce_mean, setup_distributed
@@ -345,12 +345,19 @@ def _gpt2_model(run: GPT2Run, resumed: bool) -> tuple[GPT2Run, GPT]:
         raise ValueError(f'seq_len {run.seq_len} is longer than the model\'s block_size {run.block_size}')
     return run, model
 
-def _shards(run: GPT2Run, di, progress: bool) -> Path:
-    "The run's shard folder; by default Tiny Shakespeare's, prepared once (by rank 0, the others waiting)."
-    if run.data is not None: return Path(run.data)
-    data = default_data_dir()
-    if di.master and not (data / 'manifest.json').exists(): prepare(None, data, progress=progress, overwrite=True)
+def _shards(run: GPT2Run, di, progress: bool, log) -> Path:
+    """The run's shard folder: by default Tiny Shakespeare's, prepared once (by rank 0, the others waiting). A corpus
+    that the run would read more than ten times over is said, with how to make the lecture's."""
+    data = Path(run.data) if run.data is not None else default_data_dir()
+    if run.data is None and di.master and not (data / MANIFEST).exists():
+        prepare(None, data, progress=progress, overwrite=True)
     di.barrier()
+    have = sum(s['tokens'] for s in read_manifest(data)['splits'].get('train', []))
+    need = run.max_steps * run.total_batch
+    if need > 10 * have:
+        log(f'this run reads {need:,} tokens: {need / have:,.0f} passes over the {have:,} training tokens of {data}, '
+            'so the model will learn them by heart; the lecture reads 10B tokens once (`gptcourse prepare --src '
+            'fineweb-edu-10B --out DIR` makes them; then --data DIR)')
     return data
 
 # %% ../nbs/16_trainers.ipynb #523a6ffd
@@ -365,7 +372,8 @@ def train_gpt2(run: GPT2Run | str | None = None, out_dir=None, resume: bool = Fa
                                (lambda *a: None))
         hs = None if run.hellaswag is None else load_hellaswag() if run.hellaswag == 'val' else \
             read_hellaswag(run.hellaswag)
-        data, policy = _shards(run, di, progress), device_policy(di.device, run.dtype, run.compile)
+        data = _shards(run, di, progress, log if di.master else (lambda *a: None))
+        policy = device_policy(di.device, run.dtype, run.compile)
         policy.set_tf32(); set_seed(run.seed)
         run, model = _gpt2_model(run, f is not None)
         model = model.to(di.device)

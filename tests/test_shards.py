@@ -1,11 +1,15 @@
 """Lesson 10 beyond its notebook: `prepare` never loses or mixes shards (a refused source, a killed run, another
-prepare at the same time), and the loader refuses what is not what its manifest says — without hanging on a pipe."""
+prepare at the same time, an unfinished prepare of something else), reads the lecture's FineWeb-Edu through the hub
+(from a hub cache filled here: no internet), and the loader refuses what is not what its manifest says — without
+hanging on a pipe."""
 import json, os, subprocess, sys, time
 import numpy as np
+import pyarrow as pa, pyarrow.parquet as pq
 import pytest
 import torch
 from gptcourse.files import folder_lock
-from gptcourse.shards import MANIFEST, DataLoaderLite, prepare, write_shards
+from gptcourse.gpt2 import EOT, gpt2_tokenizer
+from gptcourse.shards import MANIFEST, PROGRESS, DataLoaderLite, prepare, read_split, write_shards
 
 
 @pytest.fixture(scope='module')
@@ -81,7 +85,7 @@ def test_shards_that_are_not_what_the_manifest_says_are_refused(tmp_path):
     assert DataLoaderLite(tmp_path / 'i', 2, 4).next_batch()[0].shape == (2, 4)   # without a vocabulary: no check
     m = json.loads((tmp_path / 'i' / MANIFEST).read_text()); m['splits']['train'][0]['tokens'] = 1000
     (tmp_path / 'i' / MANIFEST).write_text(json.dumps(m))
-    with pytest.raises(ValueError, match='not the 1,000 token ids its manifest says'):
+    with pytest.raises(ValueError, match='reads tokens 0..1,000 of train_000000.npy, which holds 100'):
         DataLoaderLite(tmp_path / 'i', 2, 4)
 
 
@@ -95,7 +99,8 @@ def test_bad_arguments_are_refused(data, tmp_path):
     docs = tmp_path / 'docs'; docs.mkdir(); (docs / 'a.txt').write_text('First document.')
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match='no such file or folder'): prepare(tmp_path / 'nope', tmp_path / 'x')
-    with pytest.raises(ValueError, match='holds no .txt files'): prepare(tmp_path / 'empty', tmp_path / 'x')
+    with pytest.raises(ValueError, match='holds no .txt, .jsonl or .parquet files'):
+        prepare(tmp_path / 'empty', tmp_path / 'x')
     with pytest.raises(ValueError, match=r'val_frac must be in \[0, 1\)'): prepare(docs, tmp_path / 'x', val_frac=1.5)
     toks = torch.arange(1000)
     with pytest.raises(ValueError, match=r'rank must be in \[0, world_size=2\)'):
@@ -122,7 +127,77 @@ def test_a_million_spaces_are_tokenized_not_a_panic(tmp_path):
     enc = gpt2_tokenizer()
     (tmp_path / 'spaces.txt').write_text('Once' + ' ' * 1_000_000 + 'upon a time.')
     m = prepare(tmp_path / 'spaces.txt', tmp_path / 'out', val_frac=0.0, progress=False)
-    ids = np.load(tmp_path / 'out' / 'train_000000.npy').tolist()
+    ids = read_split(tmp_path / 'out', 'train').tolist()
     assert m['splits']['train'][0]['tokens'] == len(ids)
     assert enc.decode(ids[1:]) == (tmp_path / 'spaces.txt').read_text()
-    assert encode(enc, 'an ordinary  text') == enc.encode_ordinary('an ordinary  text')
+    assert encode(enc, 'an ordinary  text').tolist() == enc.encode_ordinary('an ordinary  text')
+    assert encode(enc, 'not <|endoftext|> special').tolist() == enc.encode_ordinary('not <|endoftext|> special')
+
+
+def _hub_cache(root, texts_per_file):
+    "A hub cache as huggingface_hub lays it out, holding a stand-in for FineWeb-Edu's sample-10BT."
+    repo, rev = root / 'datasets--HuggingFaceFW--fineweb-edu', '0' * 40
+    (repo / 'refs').mkdir(parents=True); (repo / 'refs' / 'main').write_text(rev)
+    for sub, texts in texts_per_file.items():
+        (repo / 'snapshots' / rev / sub).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({'text': texts, 'score': [1.0] * len(texts)}), repo / 'snapshots' / rev / sub)
+
+
+def _prepare_in(env_extra, *args):
+    code = f'import json; from gptcourse.shards import prepare; print(json.dumps(prepare(*{args!r}, progress=False)))'
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HF_HUB_OFFLINE='1', **env_extra))
+
+
+def test_fineweb_edu_by_name_through_the_hub_cache(tmp_path):
+    "The lecture's source by name: its files found through huggingface_hub (here offline, in a cache made here)."
+    texts = [f'Document {i}: ' + 'the quick brown fox. ' * (i * 7 % 50 + 1) for i in range(30)]
+    _hub_cache(tmp_path / 'hub', {'sample/10BT/000_00000.parquet': texts[:20], 'sample/10BT/001_00000.parquet':
+                                  texts[20:], 'sample/100BT/000_00000.parquet': ['not this sample']})
+    r = _prepare_in({'HF_HUB_CACHE': str(tmp_path / 'hub')}, 'fineweb-edu-10B', str(tmp_path / 'fw'), 0.1, 500)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads(r.stdout)
+    assert m['files'] == ['hub:HuggingFaceFW/fineweb-edu:sample/10BT/000_00000.parquet',
+                          'hub:HuggingFaceFW/fineweb-edu:sample/10BT/001_00000.parquet'] and m['documents'] == 30
+    enc = gpt2_tokenizer()
+    want = [t for d in texts for t in [EOT] + enc.encode_ordinary(d)]
+    assert np.concatenate([read_split(tmp_path / 'fw', s) for s in ('train', 'val')]).tolist() == want
+    r = _prepare_in({'HF_HUB_CACHE': str(tmp_path / 'empty')}, 'fineweb-edu-10B', str(tmp_path / 'fw2'))
+    assert r.returncode != 0 and 'not in the local hub cache: this source needs the internet' in r.stderr
+    assert not (tmp_path / 'fw2').exists() and not (tmp_path / '.fw2.partial').exists()
+
+
+def test_an_unfinished_prepare_of_another_source_is_kept_unless_asked(tmp_path):
+    "A .partial folder holds work: another source is refused without --overwrite; a changed source too."
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    for d in (a, b): d.mkdir()
+    for i in range(4): (a / f'{i}.txt').write_text(f'Text number {i}. ' * 200); (b / f'{i}.txt').write_text('B. ' * 300)
+    out, partial = tmp_path / 'out', tmp_path / '.out.partial'
+    full = prepare(a, tmp_path / 'full', shard_size=100, progress=False)
+    partial.mkdir()                                       # a's prepare, stopped after its first 3 shards
+    state = dict(format='gptcourse-shards-2', tokenizer='gpt2', source=str(a), shard_size=100,
+                 files=full['files'], file_documents=[], shards=full['shards'][:3], position=[0, 0, 300])
+    for s in state['shards']: (partial / s['file']).write_bytes((tmp_path / 'full' / s['file']).read_bytes())
+    (partial / PROGRESS).write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=f'holds an unfinished prepare of {a}: pass --overwrite'):
+        prepare(b, out, shard_size=100, progress=False)
+    with pytest.raises(ValueError, match='holds an unfinished prepare'): prepare(a, out, shard_size=50, progress=False)
+    (a / '0.txt').rename(a / '00.txt')                   # the file it was reading is gone
+    with pytest.raises(ValueError, match='changed since the unfinished prepare'): prepare(a, out, shard_size=100,
+                                                                                        progress=False)
+    (a / '00.txt').rename(a / '0.txt')
+    assert prepare(a, out, shard_size=100, progress=False) == full   # the same source: it goes on, to the same end
+    assert not partial.exists()
+
+
+def test_parquet_is_read_in_bounded_memory(tmp_path):
+    "A Parquet source is read one row group at a time: pyarrow's memory peaks at about one group, not the file."
+    texts = [f'Document {i}: ' + 'a few words of text, ' * 500 for i in range(2000)]     # ~21 MB in 20 row groups
+    pq.write_table(pa.table({'text': texts}), tmp_path / 'c.parquet', row_group_size=100, compression='none')
+    code = ('import pyarrow as pa\nfrom gptcourse.shards import documents\n'
+            f'n = sum(1 for _ in documents({str(tmp_path / "c.parquet")!r}))\n'
+            'print(n, pa.default_memory_pool().max_memory())')
+    n, peak = map(int, subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                                      check=True).stdout.split())
+    group = sum(map(len, texts[:100]))      # ~1 MB; read over all 20 groups at once, pyarrow peaks at ~40 of these
+    assert n == 2000 and peak < 8 * group, (peak, group)

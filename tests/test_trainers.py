@@ -245,3 +245,18 @@ def test_the_lecture_preset_on_a_cpu_says_so_and_how_long(tmp_path):
     cpu = []
     train_char('cpu', None, progress=False, log=cpu.append, max_steps=25, eval_interval=20, eval_iters=2)
     assert not any('sized for a GPU' in x for x in cpu) and sum(x.startswith('about ') for x in cpu) == 1, cpu
+
+
+def test_a_corpus_far_too_small_for_the_run_is_said_before_the_first_step(tmp_path):
+    from gptcourse.shards import write_shards
+    write_shards(tmp_path / 'tiny', {'train': torch.arange(300) % 50, 'val': torch.arange(200) % 50})
+    lines = []
+    train_gpt2('cpu', None, data=str(tmp_path / 'tiny'), stop_after=2, eval_interval=0, progress=False,
+               log=lines.append)
+    said = [x for x in lines if 'passes over the 300 training tokens' in x]
+    assert len(said) == 1 and said[0].startswith('this run reads 3,840 tokens: 13 passes') and \
+        'gptcourse prepare --src fineweb-edu-10B' in said[0] and lines.index(said[0]) < 2, lines
+    quiet = []
+    train_gpt2('cpu', None, data=str(tmp_path / 'tiny'), stop_after=2, eval_interval=0, progress=False,
+               log=quiet.append, total_batch=32, batch_size=1)
+    assert not any('passes over' in x for x in quiet), quiet
