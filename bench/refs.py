@@ -18,7 +18,8 @@ Printed for each: seconds for the loop (evaluations included), steps/s, the last
 train_gpt2: build-nanogpt's train_gpt2.py runs as written (bfloat16, TF32, flash attention, fused AdamW) except for
 B, T, the total batch, the steps and warm-up, compile on (as in the lecture's timings), HellaSwag and sampling off,
 and its data folder: Tiny Shakespeare shards made by `gptcourse.shards.prepare`, which the course's `train_gpt2`
-reads too, with the same settings. Printed for each: median tokens/s after the warm-up steps, and MFU.
+reads, with the same tokens written as one file per split under the names train_gpt2.py's loader looks for; both run
+with the same settings. Printed for each: median tokens/s after the warm-up steps, and MFU.
 
 Each patch must match the reference exactly once, so a changed reference stops the run with one line instead of
 silently measuring something else.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +121,7 @@ def gptpy(dry: bool, steps: int | None, device: str):
 def train_gpt2_ref(dry: bool, steps: int | None, device: str):
     from gptcourse.gpt2 import GPTConfig
     from gptcourse.speed import flops_per_token, mfu, peak_flops
-    from gptcourse.shards import prepare
+    from gptcourse.shards import prepare, read_split
     from gptcourse.trainers import train_gpt2
     if not TRAIN_GPT2.exists(): sys.exit(f'bench/refs.py: {TRAIN_GPT2} not found; git clone '
                                          'https://github.com/karpathy/build-nanogpt refs/build-nanogpt')
@@ -131,7 +133,10 @@ def train_gpt2_ref(dry: bool, steps: int | None, device: str):
     model = dict(block_size=r.block_size, vocab_size=r.vocab_size, n_layer=r.n_layer, n_head=r.n_head, n_embd=r.n_embd)
     compile_ = device == 'cuda' and not dry
     work = Path(tempfile.mkdtemp(prefix='refs-train-gpt2-'))
-    prepare(None, work / 'edu_fineweb10B', progress=False)          # train_*.npy and val_*.npy: its names work
+    prepare(None, work / 'shards', progress=False)
+    (work / 'edu_fineweb10B').mkdir()           # the same tokens, one file per split, named as its loader looks for
+    for split in ('train', 'val'):
+        np.save(work / 'edu_fineweb10B' / f'edufineweb_{split}_000000.npy', read_split(work / 'shards', split))
     src = patch(TRAIN_GPT2.read_text(encoding='utf-8'), hyper(
         total_batch_size=B * T * accum, B=B, T=T, use_compile=compile_, max_steps=steps, warmup_steps=2) + [
         (r'val_loss_steps = 20$', 'val_loss_steps = 2'),
@@ -145,7 +150,7 @@ def train_gpt2_ref(dry: bool, steps: int | None, device: str):
     (work / 'train_bench.py').write_text(src, encoding='utf-8')
     out, _ = run_script(work / 'train_bench.py', work)
     ref_tps = [float(x) for x in re.findall(r'tok/sec: ([\d.]+)', out)][warm:]
-    res = train_gpt2(preset, work / 'course', data=str(work / 'edu_fineweb10B'), max_steps=steps,
+    res = train_gpt2(preset, work / 'course', data=str(work / 'shards'), max_steps=steps,
                      total_batch=B * T * accum, batch_size=B, seq_len=T, warmup_steps=2, eval_interval=0,
                      checkpoint_interval=0, compile=compile_, progress=False, log=lambda *a: None, auto_batch=False)
     shutil.rmtree(work, ignore_errors=True)
