@@ -8,7 +8,7 @@ from gptcourse.data import data_dir, gpt2_files, tiny_shakespeare
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT/'README.md').read_text(encoding='utf-8')
-NEEDS_GPU_OR_HUB = ('--preset lecture', '--model runs/lecture', '--model gpt2 ', 'torchrun')
+NEEDS_GPU_OR_HUB = ('--preset lecture', '--model runs/lecture', '--model gpt2 ', 'torchrun', 'fineweb-edu-10B')
 
 
 def readme_blocks(lang: str) -> list[str]:
