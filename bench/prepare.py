@@ -28,22 +28,15 @@ The shard size is 1M tokens unless `--shard-size` says otherwise: the question "
 needs corpora of several shards, and with the lecture's 100M-token shards that means corpora of gigabytes.
 """
 from __future__ import annotations
-import argparse, json, os, platform, re, resource, statistics, subprocess, sys, tempfile, threading, time
+import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
 import numpy as np
 
+from refs import patch      # bench/refs.py: a reference script with its patches, each matching exactly once
+
 ROOT = Path(__file__).resolve().parent.parent
 FINEWEB_PY = ROOT / 'refs' / 'build-nanogpt' / 'fineweb.py'
-
-
-def patch(src: str, changes: list[tuple[str, str]], name: str) -> str:
-    "`src` with each regular expression of `changes` replaced; each must match exactly once."
-    for pattern, new in changes:
-        found = len(re.findall(pattern, src, flags=re.M))
-        if found != 1: sys.exit(f'bench/prepare.py: {name} has changed: {pattern!r} matched {found} times, not once')
-        src = re.sub(pattern, lambda m: new, src, flags=re.M)
-    return src
 
 
 def make_corpus(path: Path, megabytes: float, text: str, seed: int = 0) -> tuple[int, int]:

@@ -41,7 +41,8 @@ def patch(src: str, changes: list[tuple[str, str]], name: str) -> str:
     "`src` with each regular expression of `changes` replaced; each must match exactly once."
     for pattern, new in changes:
         found = len(re.findall(pattern, src, flags=re.M))
-        if found != 1: sys.exit(f'bench/refs.py: {name} has changed: {pattern!r} matched {found} times, not once')
+        if found != 1:
+            sys.exit(f'{Path(sys.argv[0]).name}: {name} has changed: {pattern!r} matched {found} times, not once')
         src = re.sub(pattern, lambda m: new, src, flags=re.M)
     return src
 
