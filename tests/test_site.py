@@ -7,7 +7,7 @@ lesson. Screenshots of three pages go to build/site-screenshots/.
 Without Sphinx and myst-nb (`pip install -e ".[docs]"`), MathJax (`npm ci --prefix docs`) or Chromium
 (`apt-get install chromium`) the tests skip and say which is missing; CI sets GPTCOURSE_REQUIRE_SITE=1, which makes
 a missing piece a failure instead."""
-import functools, http.server, importlib.util, json, os, re, shutil, subprocess, sys, threading
+import contextlib, functools, http.server, importlib.util, json, os, re, shutil, subprocess, sys, threading
 from pathlib import Path
 import pytest
 
@@ -49,7 +49,7 @@ def site(tmp_path_factory):
     return out
 
 
-def test_site_pages_and_no_remote_loads(site):
+def check_files(site: Path):
     "One page per lesson, the home page and an API page per module; nothing is loaded from another host."
     assert sorted(p.stem for p in site.glob('[0-9][0-9]_*.html')) == [nb.stem for nb in LESSONS]
     assert (site / 'index.html').is_file() and (site / 'search.html').is_file()
@@ -64,20 +64,21 @@ def test_site_pages_and_no_remote_loads(site):
         assert not re.search(r'(url\(|@import)\s*["\']?(https?:)?//', css.read_text(encoding='utf-8')), css
 
 
-@pytest.fixture(scope='module')
-def browser(site):
+@contextlib.contextmanager
+def browser(site: Path):
+    "Headless Chromium, and the site served on the loopback address: (browser, base URL)."
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
     need(chromium, 'no Chromium to drive: apt-get install chromium')
     need(importlib.util.find_spec('playwright'), 'Playwright is not installed: pip install -e ".[docs]"')
     from playwright.sync_api import sync_playwright
-    handler = functools.partial(Quiet, directory=str(site))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Quiet, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=FLAGS)
-        yield b, f'http://127.0.0.1:{server.server_port}/'
-        b.close()
-    server.shutdown()
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=chromium, args=FLAGS)
+            try: yield b, f'http://127.0.0.1:{server.server_port}/'
+            finally: b.close()
+    finally: server.shutdown()
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -116,22 +117,22 @@ def content_problems(page, want: dict) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize('i', range(len(LESSONS)), ids=[nb.stem for nb in LESSONS])
-def test_lesson_page_in_a_browser(browser, i):
-    b, base = browser
-    nb = LESSONS[i]
-    page, problems = visit(b, base, nb.stem + '.html')
-    problems += content_problems(page, expected(nb))
-    if i + 1 < len(LESSONS):
-        page.click('a.next-page')
-        page.wait_for_load_state('load')
-        if not page.url.endswith(LESSONS[i + 1].stem + '.html'): problems.append(f'next link went to {page.url}')
-    page.close()
-    assert not problems, problems
+def check_lessons(b, base: str) -> list[str]:
+    "Every lesson page: loads cleanly, shows what its notebook holds, and its next link leads to the next lesson."
+    out = []
+    for i, nb in enumerate(LESSONS):
+        page, problems = visit(b, base, nb.stem + '.html')
+        problems += content_problems(page, expected(nb))
+        if i + 1 < len(LESSONS):
+            page.click('a.next-page')
+            page.wait_for_load_state('load')
+            if not page.url.endswith(LESSONS[i + 1].stem + '.html'): problems.append(f'next link went to {page.url}')
+        page.close()
+        out += [f'{nb.stem}: {p}' for p in problems]
+    return out
 
 
-def test_lesson_names_link_to_the_api(browser):
-    b, base = browser
+def check_api_link(b, base: str):
     page, problems = visit(b, base, '10_shards.html')
     link = page.locator('article a.api-link', has_text='DataLoaderLite').first
     href = link.get_attribute('href')
@@ -141,8 +142,7 @@ def test_lesson_names_link_to_the_api(browser):
     assert not problems, problems
 
 
-def test_search_finds_the_layernorm_lesson(browser):
-    b, base = browser
+def check_search(b, base: str):
     page, problems = visit(b, base, 'search.html?q=LayerNorm')
     page.wait_for_selector('#search-results li a', timeout=30_000)
     hrefs = page.eval_on_selector_all('#search-results li a', 'els => els.map(e => e.getAttribute("href"))')
@@ -150,9 +150,8 @@ def test_search_finds_the_layernorm_lesson(browser):
     assert not problems, problems
 
 
-def test_screenshots(browser):
+def take_screenshots(b, base: str):
     "Three pages a person can look at: the home page, a lesson with plots and math, and an API page."
-    b, base = browser
     SHOTS.mkdir(parents=True, exist_ok=True)
     for path, name in (('index.html', 'home'), ('12_optim.html', 'lesson-12'), ('api/gptcourse.shards.html', 'api')):
         page, problems = visit(b, base, path)
@@ -164,9 +163,8 @@ def test_screenshots(browser):
         page.close()
 
 
-def test_the_checks_catch_a_missing_plot_and_raw_math(site, browser):
+def check_the_checks(site: Path, b, base: str):
     "A planted fault, once: a lesson page whose plot file is gone and whose MathJax is gone fails both checks."
-    b, base = browser
     good = (site / '12_optim.html').read_text(encoding='utf-8')
     broken = re.sub(r'src="_images/[^"]+"', 'src="_images/missing.png"', good).replace('tex-svg.js', 'missing.js')
     (site / 'planted.html').write_text(broken, encoding='utf-8')
@@ -176,3 +174,14 @@ def test_the_checks_catch_a_missing_plot_and_raw_math(site, browser):
     assert any('HTTP 404' in p and 'missing.png' in p for p in problems), problems
     ok, _ = visit(b, base, '12_optim.html')
     assert content_problems(ok, expected(ROOT / 'nbs' / '12_optim.ipynb')) == []
+
+
+def test_the_site(site):
+    "One test, so that one worker builds the site and starts the browser once."
+    check_files(site)
+    with browser(site) as (b, base):
+        check_the_checks(site, b, base)
+        assert check_lessons(b, base) == []
+        check_api_link(b, base)
+        check_search(b, base)
+        take_screenshots(b, base)
