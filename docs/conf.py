@@ -31,6 +31,7 @@ html_favicon = str(ROOT / 'docs' / '_static' / 'favicon.svg')   # else the brows
 html_static_path = [str(ROOT / 'docs' / '_static'), os.environ.get('GPTCOURSE_SITE_STATIC', '')]
 html_static_path = [p for p in html_static_path if p]
 html_show_sourcelink = False
+html_show_search_summary = False    # snippets fetch each result page: from a file:// site the browser refuses that
 html_copy_source = False
 html_last_updated_fmt = None
 html_theme_options = {'source_repository': 'https://github.com/gptcourse/gptcourse/', 'source_branch': 'main',

@@ -2,7 +2,7 @@
 Chromium driven by Playwright, over the site served on the loopback address. Every lesson page loads with no console
 error, no failed request and no request to another host; shows its title, its plots (images that really loaded) and
 its math (MathJax's output, no raw `$...$`); its next link leads to the next lesson; search finds the LayerNorm
-lesson. Screenshots of three pages go to build/site-screenshots/.
+lesson, over HTTP and from disk. Screenshots of three pages go to build/site-screenshots/.
 
 Without Sphinx and myst-nb (`pip install -e ".[docs]"`), MathJax (`npm ci --prefix docs`) or Chromium
 (`apt-get install chromium`) the tests skip and say which is missing; CI sets GPTCOURSE_REQUIRE_SITE=1, which makes
@@ -142,12 +142,16 @@ def check_api_link(b, base: str):
     assert not problems, problems
 
 
-def check_search(b, base: str):
-    page, problems = visit(b, base, 'search.html?q=LayerNorm')
-    page.wait_for_selector('#search-results li a', timeout=30_000)
-    hrefs = page.eval_on_selector_all('#search-results li a', 'els => els.map(e => e.getAttribute("href"))')
-    assert any(h.startswith('06_blocks.html') for h in hrefs), hrefs
-    assert not problems, problems
+def check_search(site: Path, b, base: str):
+    "Search finds the LayerNorm lesson, served over HTTP and opened from disk (file://, as on a plane)."
+    for root in (base, site.as_uri() + '/'):
+        page, problems = visit(b, root, 'search.html?q=LayerNorm')
+        page.wait_for_selector('#search-results li a', timeout=30_000)
+        page.wait_for_timeout(500)                                 # anything it fetches after listing would fail
+        hrefs = page.eval_on_selector_all('#search-results li a', 'els => els.map(e => e.getAttribute("href"))')
+        assert any(h.startswith('06_blocks.html') for h in hrefs), (root, hrefs)
+        assert not problems, (root, problems)
+        page.close()
 
 
 def take_screenshots(b, base: str):
@@ -183,5 +187,5 @@ def test_the_site(site):
         check_the_checks(site, b, base)
         assert check_lessons(b, base) == []
         check_api_link(b, base)
-        check_search(b, base)
+        check_search(site, b, base)
         take_screenshots(b, base)
