@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_shards.ipynb #35c12404
 from __future__ import annotations
-import collections, contextlib, ctypes, json, multiprocessing as mp, os, re, shutil, signal, sys
+import collections, contextlib, ctypes, json, multiprocessing as mp, os, re, shutil, signal, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from fnmatch import fnmatch
 from pathlib import Path
@@ -244,9 +244,15 @@ def _write(state: dict, partial: Path, workers: int, progress: bool):
         state['shards'].append({'file': name, 'tokens': fill}); state['position'] = position
         with atomic_write(partial / PROGRESS, 'w') as f: json.dump(state, f)
     bar = tqdm(unit='tok', unit_scale=True, desc='tokenizing', disable=not progress)
-    with contextlib.closing(_tokenized(_chunks(state['files'], (f0, d0)), workers)) as chunks, bar:
+    files, docs, eta, start = state['files'], 0, '', time.monotonic()
+    with contextlib.closing(_tokenized(_chunks(files, (f0, d0)), workers)) as chunks, bar:
         for fi, di, toks, lengths in chunks:
-            if not len(lengths): state['file_documents'][fi:] = [di]; continue     # the end of file fi
+            if not len(lengths):                            # the end of file fi; a source's files are much alike,
+                state['file_documents'][fi:] = [di]         # so the time per file so far says the time left
+                left = (time.monotonic() - start) / (fi + 1 - f0) * (len(files) - fi - 1)
+                eta = f', about {tqdm.format_interval(left)} left' if left else ''
+                continue
+            docs += len(lengths)
             ends, i = np.cumsum(lengths), skip if (fi, di) == (f0, d0) else 0
             while i < len(toks):
                 n = min(size - fill, len(toks) - i)
@@ -254,7 +260,7 @@ def _write(state: dict, partial: Path, workers: int, progress: bool):
                 if fill == size:                                # full: the next token is document k's, at i - its start
                     k = int(np.searchsorted(ends, i, side='right'))
                     save([fi, di + k, i - int(ends[k - 1] if k else 0)]); fill = 0
-            bar.set_postfix(file=f'{fi + 1}/{len(state["files"])}', refresh=False)
+            bar.set_postfix_str(f'{docs:,} documents, file {fi + 1}/{len(files)}{eta}', refresh=False)
     if fill: save([len(state['files']), 0, 0])
 
 # %% ../nbs/10_shards.ipynb #99ac9d74

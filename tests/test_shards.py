@@ -201,3 +201,10 @@ def test_parquet_is_read_in_bounded_memory(tmp_path):
                                       check=True).stdout.split())
     group = sum(map(len, texts[:100]))      # ~1 MB; read over all 20 groups at once, pyarrow peaks at ~40 of these
     assert n == 2000 and peak < 8 * group, (peak, group)
+
+
+def test_the_progress_bar_counts_documents_and_files_and_says_the_time_left(tmp_path, capsys):
+    for i in range(3): (tmp_path / f'{i}.txt').write_text(f'Text number {i}. ' * 2000)
+    prepare(tmp_path, tmp_path.parent / f'{tmp_path.name}-out', workers=1)
+    bar = capsys.readouterr().err.replace('\r', '\n')
+    assert '3 documents, file 3/3, about 00:00 left]' in bar.splitlines()[-1], bar[-800:]   # its last refresh
