@@ -62,6 +62,7 @@ def build(out: Path, quiet: bool = True) -> Path:
         src.mkdir(); (static / 'mathjax').mkdir(parents=True)
         shutil.copy(MATHJAX, static / 'mathjax' / 'tex-svg.js')
         for nb in lessons(): shutil.copy(nb, src / nb.name)
+        shutil.copytree(ROOT / 'nbs' / 'figures', src / 'figures', ignore=shutil.ignore_patterns('*.py', '__pycache__'))
         (src / 'index.md').write_text(home(), encoding='utf-8')
         api_pages(src)
         out = Path(out).resolve()

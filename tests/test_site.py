@@ -103,6 +103,9 @@ def content_problems(page, want: dict) -> list[str]:
     plain = str.maketrans('‘’“”', '\'\'""')       # the site's typographic quotes, the notebook's plain ones
     title = page.inner_text('article h1').strip().rstrip('#¶ ').strip().translate(plain)
     if title != want['title']: out.append(f'title {title!r}, not {want["title"]!r}')
+    broken = page.eval_on_selector_all('article img', 'els => els.filter(e => !e.complete || !e.naturalWidth)'
+                                       '.map(e => e.getAttribute("src"))')
+    if broken: out.append(f'images not shown: {broken}')                # the lesson's diagrams, the badge
     if want['plots']:
         widths = page.eval_on_selector_all('article .cell_output img',
                                            'els => els.map(e => e.complete ? e.naturalWidth : 0)')
