@@ -7,7 +7,7 @@ Each figure is an SVG with its text kept as text (`svg.fonttype = 'none'`), no d
 matplotlib writes the same bytes. A lesson's markdown shows it with `![alt text](figures/NAME.svg)`.
 """
 from __future__ import annotations
-import argparse
+import argparse, sys
 from pathlib import Path
 
 import matplotlib
@@ -143,8 +143,139 @@ def kv_cache_cases(path: Path, max_len: int = 8):
     fig.savefig(path, metadata={'Date': None}); plt.close(fig)
 
 
-FIGURES = {'block_residual.svg': block_residual, 'gpt2_modules.svg': gpt2_modules, 'ddp_timeline.svg': ddp_timeline,
-           'kv_cache_cases.svg': kv_cache_cases}
+def causal_weights(path: Path, T: int = 4):
+    "Lesson 03: affinities, the future masked to -inf, a softmax per row: the averaging weights."
+    fig, ax = canvas(8.6, 2.9)
+    c = 0.42
+    panels = [('affinities: all 0', lambda i, j: '0'),
+              ('mask the future: j > i  to  -inf', lambda i, j: '0' if j <= i else '-inf'),
+              ('softmax of each row: the weights', lambda i, j: (f'1/{i + 1}' if i else '1') if j <= i else '0')]
+    for k, (title, cell) in enumerate(panels):
+        x0, y0 = 0.55 + k * 2.85, 2.05
+        ax.text(x0, y0 + 0.55, title, size=8.5)
+        for i in range(T):
+            ax.text(x0 - 0.08, y0 - i * c + c / 2, f't={i}', ha='right', va='center', size=7.5)
+            for j in range(T):
+                text = cell(i, j)
+                fc = GREY if text == '-inf' or (k == 2 and text == '0') else (ORANGE if k == 2 else BLUE)
+                ax.add_patch(Rectangle((x0 + j * c, y0 - i * c), c, c, fc=fc, ec='#999999', lw=0.6))
+                ax.text(x0 + j * c + c / 2, y0 - i * c + c / 2, text, ha='center', va='center', size=7.5)
+        if k < 2: arrow(ax, (x0 + T * c + 0.1, y0 - 0.6), (x0 + 2.85 - 0.35, y0 - 0.6))
+    ax.text(0.55, 0.12, 'Row t holds the weights token t gives to tokens 0..t: an average of its past, never its '
+            'future. Lesson 04 replaces\nthe zeros with learned affinities q·k; the mask and the softmax stay.',
+            size=8, color='#555555')
+    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+
+
+def qkv_shapes(path: Path):
+    "Lesson 04: one head of self-attention with the shapes of every tensor."
+    fig, ax = canvas(8.4, 3.6)
+    box(ax, 0.2, 1.5, 1.3, 0.6, 'x\n(B, T, C)', GREY)
+    for k, (name, y) in enumerate((('query', 2.75), ('key', 1.55), ('value', 0.35))):
+        box(ax, 2.0, y, 1.7, 0.55, f'{name}: Linear(C, hs)', GREEN, size=8.5)
+        arrow(ax, (1.5, 1.8), (2.0, y + 0.27))
+        box(ax, 4.1, y, 1.0, 0.55, f'{name[0]}  (B, T, hs)', BLUE, size=8.5)
+        arrow(ax, (3.7, y + 0.27), (4.1, y + 0.27))
+    box(ax, 5.5, 2.1, 2.7, 0.75, 'wei = q @ kᵀ · hs^-0.5  (B, T, T)\nmask the future, softmax', ORANGE, size=8.5)
+    arrow(ax, (5.1, 3.02), (5.5, 2.6)); arrow(ax, (5.1, 1.82), (5.5, 2.3))
+    box(ax, 5.5, 0.35, 2.7, 0.55, 'out = wei @ v   (B, T, hs)', ORANGE, size=8.5)
+    arrow(ax, (6.85, 2.1), (6.85, 0.9)); arrow(ax, (5.1, 0.62), (5.5, 0.62))
+    ax.text(0.2, 3.35, 'B sequences, T tokens, C channels; hs = head size', size=8.5, color='#555555')
+    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+
+
+def heads(path: Path, n_head: int = 4):
+    "Lesson 05: heads side by side, each of C / n_head channels, concatenated and projected."
+    fig, ax = canvas(8.0, 2.9)
+    box(ax, 0.2, 1.15, 1.2, 0.6, 'x\n(B, T, C)', GREY)
+    for h in range(n_head):
+        y = 2.25 - h * 0.62
+        box(ax, 2.0, y, 2.1, 0.48, f'head {h}: (B, T, C/{n_head})', BLUE, size=8.5)
+        arrow(ax, (1.4, 1.45), (2.0, y + 0.24)); arrow(ax, (4.1, y + 0.24), (4.6, 1.45))
+    box(ax, 4.6, 1.05, 1.45, 0.8, 'concatenate\n(B, T, C)', GREEN, size=8.5)
+    box(ax, 6.45, 1.05, 1.4, 0.8, 'proj:\nLinear(C, C)', ORANGE, size=8.5)
+    arrow(ax, (6.05, 1.45), (6.45, 1.45))
+    ax.text(0.2, 0.12, f'{n_head} heads, each with its own query, key and value, attend independently; the same '
+            'cost as one head of size C.', size=8, color='#555555')
+    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+
+
+def chargpt(path: Path):
+    "Lesson 07: the character-level GPT end to end, with the lecture's sizes."
+    fig, ax = canvas(9.4, 2.4)
+    steps = [('idx\n(B, T)', GREY), ('token emb (65, C)\n+ position emb (256, C)', BLUE),
+             ('6 × Block\n(B, T, C)', ORANGE), ('ln_f\nLayerNorm(C)', GREEN), ('lm_head\nLinear(C, 65)', BLUE),
+             ('logits\n(B, T, 65)', GREY)]
+    x = 0.15
+    for k, (text, color) in enumerate(steps):
+        w = 1.85 if k == 1 else 1.2
+        box(ax, x, 1.1, w, 0.75, text, color, size=8.5)
+        if k: arrow(ax, (x - 0.25, 1.47), (x, 1.47))
+        x += w + 0.25
+    ax.text(0.15, 0.35, "The lecture's model: C = 384, 6 heads, T = 256, 10.8M parameters. Training compares the "
+            'logits with the next\ncharacters (cross-entropy); sampling takes the last position\'s logits, draws a '
+            'character and appends it.', size=8, color='#555555')
+    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+
+
+def lr_schedule(path: Path, max_lr: float = 6e-4, warmup: int = 715, steps: int = 19073):
+    "Lesson 12: the schedule's three phases, from the formula."
+    import math
+    fig = plt.figure(figsize=(7.6, 3.0)); ax = fig.add_axes([0.12, 0.17, 0.84, 0.72])
+    min_lr = 0.1 * max_lr
+    xs = range(0, steps + 2001, 25)
+    lr = [max_lr * (t + 1) / warmup if t < warmup else min_lr if t >= steps else
+          min_lr + 0.5 * (1 + math.cos(math.pi * (t - warmup) / (steps - warmup))) * (max_lr - min_lr) for t in xs]
+    ax.plot(list(xs), lr, color='#2b5b84', lw=2)
+    for a, b, label, color in ((0, warmup, 'warm-up', ORANGE), (warmup, steps, 'cosine decay', BLUE),
+                               (steps, steps + 2000, 'held at 10%', GREY)):
+        ax.axvspan(a, b, color=color, alpha=0.6, lw=0)
+        ax.text(b + 150 if a == 0 else (a + b) / 2, max_lr * 1.08, label, ha='left' if a == 0 else 'center', size=8.5)
+    ax.set_xlim(0, steps + 2000); ax.set_ylim(0, max_lr * 1.18)
+    ax.set_xlabel('step'); ax.set_ylabel('learning rate')
+    ax.set_title("the lecture's schedule: max 6e-4, 715 warm-up steps, 19,073 steps, min 6e-5", size=9)
+    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+
+
+def bpe_tree(path: Path, word: str = ' Shakespeare'):
+    "Lesson 19: how GPT-2's merges, lowest rank first, build one word out of its bytes."
+    sys.path.insert(0, str(HERE.parent.parent))
+    from gptcourse.gpt2 import gpt2_tokenizer
+    ranks = gpt2_tokenizer()._mergeable_ranks
+    nodes = [dict(text=bytes([b]), x=float(i), depth=0) for i, b in enumerate(word.encode())]
+    parts = list(range(len(nodes)))
+    while len(parts) > 1:
+        pairs = [(ranks.get(nodes[a]['text'] + nodes[b]['text']), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        rank, i = min((r, i) for r, i in pairs if r is not None)
+        a, b = parts[i], parts[i + 1]
+        nodes.append(dict(text=nodes[a]['text'] + nodes[b]['text'], x=(nodes[a]['x'] + nodes[b]['x']) / 2,
+                          depth=max(nodes[a]['depth'], nodes[b]['depth']) + 1, kids=(a, b), rank=rank))
+        parts[i:i + 2] = [len(nodes) - 1]
+    top = max(n['depth'] for n in nodes)
+    fig, ax = canvas(8.6, 0.75 * top + 1.6)
+    sx, sy = 0.72, 0.75
+    pos = lambda n: (0.45 + n['x'] * sx, 0.9 + n['depth'] * sy)
+    for n in nodes:
+        for k in n.get('kids', ()):
+            (x1, y1), (x2, y2) = pos(n), pos(nodes[k])
+            ax.plot([x1, x2], [y1 - 0.16, y2 + 0.16], color='#999999', lw=1)
+    for n in nodes:
+        x, y = pos(n)
+        label = n['text'].decode().replace(' ', '␣')
+        w = 0.16 + 0.075 * len(label)
+        box(ax, x - w / 2, y - 0.16, w, 0.32, label, ORANGE if 'kids' in n else GREY, size=8)
+        if 'kids' in n: ax.text(x + w / 2 + 0.04, y, str(n['rank']), va='center', size=7, color='#9a4b00')
+    ax.text(0.45, 0.25, f'"{word}" is one GPT-2 token: its {len(word.encode())} bytes (bottom) merged pair by pair, '
+            'lowest rank first;\nthe orange number is the new token\'s id, 256 + the merge\'s line in vocab.bpe: lower '
+            'numbers merge first.',
+            size=8, color='#555555')
+    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+
+
+FIGURES = {'causal_weights.svg': causal_weights, 'qkv_shapes.svg': qkv_shapes, 'heads.svg': heads,
+           'block_residual.svg': block_residual, 'chargpt.svg': chargpt, 'gpt2_modules.svg': gpt2_modules,
+           'lr_schedule.svg': lr_schedule, 'ddp_timeline.svg': ddp_timeline, 'kv_cache_cases.svg': kv_cache_cases,
+           'bpe_tree.svg': bpe_tree}
 
 
 def main(argv=None):
