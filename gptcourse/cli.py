@@ -348,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      'lessons.')
     parser.add_argument('--version', action='version', version=f'gptcourse {gptcourse.__version__}')
     parser.add_argument('--threads', type=_int_at_least(1), default=None,
-                        help=f'CPU threads for torch (default: {default_threads()}, half the cores, at most 4)')
+                        help=f'CPU threads for torch (default: $OMP_NUM_THREADS if set, else half the cores, at '
+                             f'most 4: {default_threads()} here)')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
     for add in (add_char_commands, add_gpt2_sample_command, add_prepare_command, add_gpt2_train_command,
                 add_run_commands): add(sub)

@@ -354,7 +354,7 @@ def _shards(run: GPT2Run, di, progress: bool, log) -> Path:
     di.barrier()
     have = sum(s['tokens'] for s in read_manifest(data)['splits'].get('train', []))
     need = run.max_steps * run.total_batch
-    if need > 10 * have:
+    if have and need > 10 * have:                           # none at all: the loader says so, by split
         log(f'this run reads {need:,} tokens: {need / have:,.0f} passes over the {have:,} training tokens of {data}, '
             'so the model will learn them by heart; the lecture reads 10B tokens once (`gptcourse prepare --src '
             'fineweb-edu-10B --out DIR` makes them; then --data DIR)')

@@ -24,7 +24,7 @@ def words(svg: Path) -> list[str]:
 
 def test_every_image_a_lesson_shows_is_a_described_file_of_the_repository():
     local = [(nb, alt, src) for nb, alt, src in markdown_images() if not src.startswith('https://colab.research')]
-    assert len(local) >= 4, local
+    assert len(local) >= 10, local
     for nb, alt, src in local:
         assert not src.startswith(('http:', 'https:', '//')), (nb, src)             # no other host
         assert (NBS / src).is_file(), (nb, src)
