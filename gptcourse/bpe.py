@@ -160,8 +160,8 @@ def from_files(cls: GPT2Tokenizer, encoder_json, vocab_bpe, **kwargs):
     "The tokenizer from OpenAI's `encoder.json` (token string -> id) and `vocab.bpe` (the merges, in order)."
     encoder = json.loads(Path(encoder_json).read_text(encoding='utf-8'))
     lines = Path(vocab_bpe).read_text(encoding='utf-8').split('\n')
-    if not lines[0].startswith('#version'): raise ValueError(f'{vocab_bpe} does not start with a "#version" line: '
-                                                             f'not a vocab.bpe file')
+    if not lines[0].startswith('#version'):
+        raise ValueError(f'{vocab_bpe} does not start with a "#version" line: not a vocab.bpe file')
     return cls(encoder, [tuple(line.split(' ')) for line in lines[1:] if line], **kwargs)
 
 @patch(as_classmethod=True)
@@ -197,6 +197,7 @@ def _special_set(self: GPT2Tokenizer, value, name: str) -> set[str]:
                          f'{sorted(self.special_tokens)}')
     return value
 
+# %% ../nbs/19_bpe.ipynb #c13d0006
 @patch
 def encode(self: GPT2Tokenizer, text: str, allowed_special=frozenset(), disallowed_special='all') -> list[int]:
     """Token ids of `text`; special tokens become their ids only if in `allowed_special` ('all' or a set) and raise

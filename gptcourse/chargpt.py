@@ -53,9 +53,7 @@ class CharGPT(nn.Module):
         self.apply(_init_weights)
 
     @property
-    def block_size(self) -> int:
-        "The longest context the model can read."
-        return self.config.block_size
+    def block_size(self) -> int: return self.config.block_size   # the longest context the model can read
 
     def forward(self, idx, targets=None):
         check_ids(idx, self.config.vocab_size)   # lesson 01
@@ -66,8 +64,7 @@ class CharGPT(nn.Module):
         tok_emb = self.token_embedding_table(idx)                                      # (B, T, C)
         pos_emb = self.position_embedding_table(torch.arange(T, device=idx.device))   # (T, C)
         x = tok_emb + pos_emb                                                          # (B, T, C)
-        x = self.blocks(x)
-        x = self.ln_f(x)
+        x = self.ln_f(self.blocks(x))                                                  # (B, T, C)
         logits = self.lm_head(x)                                                       # (B, T, vocab_size)
         loss = None
         if targets is not None:

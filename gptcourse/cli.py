@@ -35,8 +35,8 @@ def _int_at_least(low: int, high: int = 2**63 - 1):
         try: v = int(s)
         except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not a whole number') from None
         if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f'must be a whole number >= {low}' + (f' and <= {high}' if high < 2**63 - 1
-                                                                                   else '') + f', got {v}')
+            below = f' and <= {high}' if high < 2**63 - 1 else ''
+            raise argparse.ArgumentTypeError(f'must be a whole number >= {low}{below}, got {v}')
         return v
     return parse
 
@@ -52,6 +52,7 @@ def _number(low: float = 0.0, high: float = math.inf, low_open: bool = False, hi
         return v
     return parse
 
+# %% ../nbs/21_cli.ipynb #c15d0003
 def _device(s: str) -> str:
     "An argparse type: a device this machine has (cpu, cuda, cuda:N, mps)."
     try: d = torch.device(s)
@@ -88,6 +89,7 @@ HELP = {  # one text per field of the run configurations, in `train` and `gpt2-t
 }
 SET_ELSEWHERE = {'name', 'arch', 'gpt', 'optimizer'}
 
+# %% ../nbs/21_cli.ipynb #c15d0005
 def add_run_options(p, run_cls, presets: dict):
     "A flag for every field of `run_cls` (a run configuration of lesson 16), each defaulting to 'not given'."
     hints = typing.get_type_hints(run_cls)
@@ -120,8 +122,8 @@ def add_folder_options(p, default_out):
                    help='replace the run in --out (once the new one has a checkpoint)')
     p.add_argument('--keep', type=_int_at_least(1), default=2, help='checkpoints to keep in --out (default: 2)')
     p.add_argument('--stop-after', type=_int_at_least(1), default=None,
-                   help='stop after this step, keeping the schedule of --max-steps, to resume later (default: run to '
-                        'the end)')
+                   help='stop after this step, keeping the schedule of --max-steps, to resume later '
+                        '(default: run to the end)')
     p.add_argument('--device', type=_device, default=None, help='cuda, cuda:N, mps or cpu (default: the best there is)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar (for logs)')
 
@@ -129,8 +131,8 @@ class Stopped(Exception):
     "A training command that stopped early (a diverging loss, Ctrl-C): what to say, and the exit status."
     def __init__(self, cmd: str, out, why: str, code: int = 1):
         last = list_checkpoints(out)[-1] if out is not None and Path(out).is_dir() and list_checkpoints(out) else None
-        super().__init__(why + (f'; the last good checkpoint is {last}: continue with `gptcourse {cmd} --out {out} '
-                                '--resume`' if last else '; no checkpoint was written'))
+        go_on = f'; the last good checkpoint is {last}: continue with `gptcourse {cmd} --out {out} --resume`'
+        super().__init__(why + (go_on if last else '; no checkpoint was written'))
         self.code = code
 
 # %% ../nbs/21_cli.ipynb #8bf5f6f8
@@ -182,6 +184,7 @@ def add_sampling_options(p, max_new_tokens: int, top_k: int | None):
 def _sampling(args) -> dict:
     return dict(temperature=args.temperature, top_k=args.top_k, logits_filter=top_p(args.top_p) if args.top_p else None)
 
+# %% ../nbs/21_cli.ipynb #c15d0009
 def add_char_commands(sub):
     "The `train` and `sample` commands of the character model (lessons 07–20)."
     p = sub.add_parser('train', help='train the character-level GPT (on Tiny Shakespeare, or your --text)',
@@ -300,6 +303,7 @@ def presets_command(args):
             print(f'{cmd:10} {name:8} layers×heads×width {r.n_layer}×{r.n_head}×{r.n_embd}, context {r.block_size}; '
                   f'{steps}\n{"":20}{PRESET_COST[(cmd, name)]}')
 
+# %% ../nbs/21_cli.ipynb #c15d0016
 TRAINERS = {'char': CharRun, 'gpt2': GPT2Run}   # the run configuration of each kind of run
 
 def plot_command(args):
@@ -322,6 +326,7 @@ def plot_command(args):
     print(f'wrote {out}')
     return out
 
+# %% ../nbs/21_cli.ipynb #c15d0017
 def add_run_commands(sub):
     "The `presets` and `plot` commands."
     sub.add_parser('presets', help="list the trainers' presets: sizes and what a run costs",
@@ -342,10 +347,11 @@ def default_threads() -> int:
     if os.environ.get('OMP_NUM_THREADS', '').isdigit(): return max(1, int(os.environ['OMP_NUM_THREADS']))
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
+# %% ../nbs/21_cli.ipynb #c15d0020
 def build_parser() -> argparse.ArgumentParser:
     "The `gptcourse` parser with every command."
-    parser = argparse.ArgumentParser(prog='gptcourse', description='Train and sample the models of the gptcourse '
-                                     'lessons.')
+    parser = argparse.ArgumentParser(prog='gptcourse',
+                                     description='Train and sample the models of the gptcourse lessons.')
     parser.add_argument('--version', action='version', version=f'gptcourse {gptcourse.__version__}')
     parser.add_argument('--threads', type=_int_at_least(1), default=None,
                         help=f'CPU threads for torch (default: $OMP_NUM_THREADS if set, else half the cores, at '

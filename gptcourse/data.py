@@ -67,39 +67,32 @@ class CharTokenizer:
         chars = ''.join(chars)
         if len(set(chars)) != len(chars): raise ValueError('the vocabulary has repeated characters')
         self.chars = chars
-        self.stoi = {c: i for i, c in enumerate(chars)}
-        self.itos = dict(enumerate(chars))
+        self.stoi, self.itos = {c: i for i, c in enumerate(chars)}, dict(enumerate(chars))
 
     @classmethod
-    def from_text(cls, text: str):
-        "The tokenizer whose vocabulary is the sorted set of characters in `text`."
-        return cls(''.join(sorted(set(text))))
+    def from_text(cls, text: str): return cls(''.join(sorted(set(text))))   # the sorted set of text's characters
 
     @property
     def vocab_size(self) -> int: return len(self.chars)
-    def __len__(self): return len(self.chars)
     def __repr__(self): return f'CharTokenizer(vocab_size={self.vocab_size})'
 
     def encode(self, s: str) -> list[int]:
         "Ids of the characters of `s`; raises ValueError naming any character outside the vocabulary."
         try: return [self.stoi[c] for c in s]
         except KeyError:
-            bad = sorted({c for c in s if c not in self.stoi})
-            raise ValueError(f'characters not in the vocabulary: {", ".join(map(repr, bad[:10]))}; '
-                             f'the vocabulary is {self.chars!r}') from None
+            bad = ', '.join(map(repr, sorted({c for c in s if c not in self.stoi})[:10]))
+            raise ValueError(f'characters not in the vocabulary: {bad}; the vocabulary is {self.chars!r}') from None
 
     def decode(self, ids) -> str:
         "The string for a sequence of ids (a list or a 1-D tensor); raises ValueError on ids outside the vocabulary."
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        try: return ''.join(self.itos[int(i)] for i in ids)
-        except KeyError:
-            bad = sorted({int(i) for i in ids if int(i) not in self.itos})
-            raise ValueError(f'ids not in the vocabulary: {bad}; valid ids are 0..{self.vocab_size - 1}') from None
+        if bad := sorted({int(i) for i in ids} - self.itos.keys()):
+            raise ValueError(f'ids not in the vocabulary: {bad}; valid ids are 0..{self.vocab_size - 1}')
+        return ''.join(self.itos[int(i)] for i in ids)
 
-    def to_dict(self) -> dict: return {'type': 'char', 'chars': self.chars}
+    def to_dict(self) -> dict: return {'type': 'char', 'chars': self.chars}   # saved beside a model (lesson 14)
     @classmethod
-    def from_dict(cls, d: dict):
-        "The tokenizer `to_dict` saved; anything else is a ValueError."
+    def from_dict(cls, d: dict):   # the tokenizer `to_dict` saved; anything else is a ValueError
         if not isinstance(d, dict) or d.get('type') != 'char' or not isinstance(d.get('chars'), str) or not d['chars']:
             raise ValueError(f'not a character tokenizer: {str(d)[:80]}')
         return cls(d['chars'])

@@ -36,14 +36,7 @@ def bytes_per_token(model) -> int:
 GEMV_C = r'''
 /* y = x @ W.T + b for m rows of x (m, in); W (out, in) row-major, as nn.Linear stores it; y (m, out). */
 typedef float vec16 __attribute__((vector_size(64), aligned(4)));  /* 16 floats; loads need no alignment */
-typedef float vec8 __attribute__((vector_size(32), aligned(4)));
-typedef float vec4 __attribute__((vector_size(16), aligned(4)));
-static inline float hsum(vec16 v) {                  /* the 16 lanes added pairwise, halving the width */
-  union { vec16 v; vec8 h[2]; } a = {v};
-  union { vec8 v; vec4 h[2]; } b = {a.h[0] + a.h[1]};
-  vec4 c = b.h[0] + b.h[1];
-  return (c[0] + c[2]) + (c[1] + c[3]);
-}
+static inline float hsum(vec16 v) { float t = 0; for (int k = 0; k < 16; k++) t += v[k]; return t; }  /* 16 lanes */
 void gemv(const float *x, const float *W, const float *b, float *y, int m, int in, int out) {
   int n = in - in % 16, r = 0;                       /* n: the columns that fill whole vectors */
   for (; r + 8 <= out; r += 8) {                     /* 8 rows of W at a time: 8 sums in registers */
@@ -102,6 +95,7 @@ def _kernel_folder() -> Path:
 
 def _sha256(path: Path) -> str: return hashlib.sha256(path.read_bytes()).hexdigest()
 
+# %% ../nbs/18_decode.ipynb #c12d0005
 @functools.cache
 def gemv_kernel():
     """Lesson 18's `GEMV_C`, compiled on first use and loaded: `(fn, note)`; `fn(x, W, b, y, m, in, out)` takes float32

@@ -66,6 +66,7 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     if owns: dist.init_process_group(backend=backend)
     return DistInfo(world > 1, rank, local, world, device, owns)
 
+# %% ../nbs/13_distributed.ipynb #cdd0a003
 def reduce_sum(t: torch.Tensor) -> torch.Tensor:
     "The sum of `t` over all processes (an all-reduce); `t` itself when not distributed."
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return t

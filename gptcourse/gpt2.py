@@ -16,8 +16,8 @@ from .chargpt import CharGPT, CharGPTConfig
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'NORMS', 'MLPS', 'QK_MAPS', 'GPT_CONFIGS', 'EOT', 'GPT2_SPLIT', 'HF_REPOS', 'CONV1D_WEIGHTS', 'part',
-           'GPTConfig', 'CausalSelfAttention', 'MLP', 'Block', 'GPT', 'char_config', 'chargpt_to_gpt', 'gpt2_tokenizer',
-           'hf_to_state_dict', 'sample_text']
+           'GPTConfig', 'check_config', 'MLP', 'CausalSelfAttention', 'Block', 'GPT', 'char_config', 'chargpt_to_gpt',
+           'gpt2_tokenizer', 'hf_to_state_dict', 'sample_text']
 
 # %% ../nbs/08_gpt2.ipynb #12709adb
 ACTIVATIONS = {'gelu_tanh': lambda: nn.GELU(approximate='tanh'), 'relu': nn.ReLU}  # GPT-2's GELU; the lecture's ReLU
@@ -59,19 +59,24 @@ class GPTConfig:
     zero_init: bool = False        # start the projections into the residual stream (c_proj) at zero
 
     def __post_init__(self):
-        for k in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'mlp_hidden'):
-            v, least = getattr(self, k), 0 if k == 'mlp_hidden' else 1
-            if type(v) is not int or v < least: raise ValueError(f'{k} must be an integer >= {least}, got {v!r}')
-        if self.n_embd % self.n_head:
-            raise ValueError(f'n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})')
-        if type(self.dropout) not in (int, float) or not 0 <= self.dropout < 1:
-            raise ValueError(f'dropout must be a number in [0, 1), got {self.dropout!r}')
-        if self.pos not in ('learned', 'none'): raise ValueError(f"unknown pos {self.pos!r}; choose learned or none")
         self.qk = tuple(self.qk) if isinstance(self.qk, (list, tuple)) else self.qk   # a list after a trip through JSON
-        for kind, names, table in (('activation', [self.activation], ACTIVATIONS), ('norm', [self.norm], NORMS),
-                                   ('mlp', [self.mlp], MLPS), ('qk map', self.qk, QK_MAPS)):
-            if not isinstance(names, tuple | list): raise ValueError(f'qk must be a list of names, got {names!r}')
-            for name in names: part(kind, name, table)
+        check_config(self)   # below
+
+# %% ../nbs/08_gpt2.ipynb #c8d0a004
+def check_config(c: GPTConfig):
+    "Every size a positive integer, every part a name that exists; else a ValueError that says which."
+    for k in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'mlp_hidden'):
+        v, least = getattr(c, k), 0 if k == 'mlp_hidden' else 1
+        if type(v) is not int or v < least: raise ValueError(f'{k} must be an integer >= {least}, got {v!r}')
+    if c.n_embd % c.n_head:
+        raise ValueError(f'n_embd ({c.n_embd}) must be a multiple of n_head ({c.n_head})')
+    if type(c.dropout) not in (int, float) or not 0 <= c.dropout < 1:
+        raise ValueError(f'dropout must be a number in [0, 1), got {c.dropout!r}')
+    if c.pos not in ('learned', 'none'): raise ValueError(f"unknown pos {c.pos!r}; choose learned or none")
+    for kind, names, table in (('activation', [c.activation], ACTIVATIONS), ('norm', [c.norm], NORMS),
+                               ('mlp', [c.mlp], MLPS), ('qk map', c.qk, QK_MAPS)):
+        if not isinstance(names, tuple | list): raise ValueError(f'qk must be a list of names, got {names!r}')
+        for name in names: part(kind, name, table)
 
 # %% ../nbs/08_gpt2.ipynb #c3d4e5f6
 GPT_CONFIGS = {  # the four sizes OpenAI released (layers, heads, width); all share block_size and vocab_size
@@ -80,6 +85,21 @@ GPT_CONFIGS = {  # the four sizes OpenAI released (layers, heads, width); all sh
     'gpt2-large':  dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
     'gpt2-xl':     dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
 }
+
+# %% ../nbs/08_gpt2.ipynb #3bfd4ec3
+class MLP(nn.Module):
+    "The position-wise feed-forward network: Linear to 4·n_embd, the non-linearity (GPT-2: tanh GELU), Linear back."
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        hidden = config.mlp_hidden or 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.act = part('activation', config.activation, ACTIVATIONS)()
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x): return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+MLPS['mlp'] = MLP
 
 # %% ../nbs/08_gpt2.ipynb #27fc2c7c
 class CausalSelfAttention(nn.Module):
@@ -104,21 +124,7 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
-# %% ../nbs/08_gpt2.ipynb #3bfd4ec3
-class MLP(nn.Module):
-    "The position-wise feed-forward network: Linear to 4·n_embd, the non-linearity (GPT-2: tanh GELU), Linear back."
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        hidden = config.mlp_hidden or 4 * config.n_embd
-        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
-        self.act = part('activation', config.activation, ACTIVATIONS)()
-        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x): return self.dropout(self.c_proj(self.act(self.c_fc(x))))
-
-MLPS['mlp'] = MLP
-
+# %% ../nbs/08_gpt2.ipynb #c8d0a019
 class Block(nn.Module):
     "A pre-norm Transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`."
     def __init__(self, config: GPTConfig):
@@ -162,28 +168,32 @@ class GPT(nn.Module):
     @property
     def block_size(self) -> int: return self.config.block_size
 
-    def num_params(self, non_embedding: bool = False) -> int:
-        "Number of parameters (tied ones once); `non_embedding` leaves out the position embedding, as nanoGPT does."
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding and 'wpe' in self.transformer else n
+# %% ../nbs/08_gpt2.ipynb #c8d0a010
+@patch
+def forward(self: GPT, idx, targets=None, kv_cache=None, last_only: bool = False):
+    check_ids(idx, self.config.vocab_size)   # lesson 01
+    B, T = idx.size()
+    start = kv_cache.length if kv_cache is not None else 0
+    if start + T > self.config.block_size:
+        cached = f' ({start} cached + {T} new)' if start else ''
+        raise ValueError(f'cannot forward a sequence of length {start + T}{cached}: block_size is '
+                         f'{self.block_size}')
+    x = self.transformer.wte(idx)  # (B, T, C)
+    if 'wpe' in self.transformer: x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+    x = self.transformer.drop(x)
+    for i, block in enumerate(self.transformer.h): x = block(x, kv_cache, i)
+    logits = self.lm_head(self.transformer.ln_f(x[:, -1:] if last_only else x))  # (B, T or 1, vocab_size)
+    loss = None
+    if targets is not None:
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=-1)
+    return logits, loss
 
-    def forward(self, idx, targets=None, kv_cache=None, last_only: bool = False):
-        check_ids(idx, self.config.vocab_size)   # lesson 01
-        B, T = idx.size()
-        start = kv_cache.length if kv_cache is not None else 0
-        if start + T > self.config.block_size:
-            cached = f' ({start} cached + {T} new)' if start else ''
-            raise ValueError(f'cannot forward a sequence of length {start + T}{cached}: block_size is '
-                             f'{self.block_size}')
-        x = self.transformer.wte(idx)  # (B, T, C)
-        if 'wpe' in self.transformer: x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
-        x = self.transformer.drop(x)
-        for i, block in enumerate(self.transformer.h): x = block(x, kv_cache, i)
-        logits = self.lm_head(self.transformer.ln_f(x[:, -1:] if last_only else x))  # (B, T or 1, vocab_size)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+# %% ../nbs/08_gpt2.ipynb #c8d0a011
+@patch
+def num_params(self: GPT, non_embedding: bool = False) -> int:
+    "Number of parameters (tied ones once); `non_embedding` leaves out the position embedding, as nanoGPT does."
+    n = sum(p.numel() for p in self.parameters())
+    return n - self.transformer.wpe.weight.numel() if non_embedding and 'wpe' in self.transformer else n
 
 # %% ../nbs/08_gpt2.ipynb #87c1296f
 def char_config(cfg: CharGPTConfig) -> GPTConfig:
@@ -192,6 +202,7 @@ def char_config(cfg: CharGPTConfig) -> GPTConfig:
                      n_embd=cfg.n_embd, dropout=cfg.dropout, qkv_bias=False, activation='relu', tie_weights=False,
                      head_bias=True)
 
+# %% ../nbs/08_gpt2.ipynb #c8d0a012
 _CHAR_NAMES = ((r'token_embedding_table\.', 'transformer.wte.'), (r'position_embedding_table\.', 'transformer.wpe.'),
                (r'blocks\.(\d+)\.sa\.proj\.', r'transformer.h.\1.attn.c_proj.'),
                (r'blocks\.(\d+)\.ffwd\.net\.0\.', r'transformer.h.\1.mlp.c_fc.'),
@@ -241,7 +252,6 @@ def _gpt2_encoding(encoder_json: str, vocab_bpe: str):
 # %% ../nbs/08_gpt2.ipynb #9113102a
 HF_REPOS = {'gpt2': 'openai-community/gpt2', 'gpt2-medium': 'openai-community/gpt2-medium',
             'gpt2-large': 'openai-community/gpt2-large', 'gpt2-xl': 'openai-community/gpt2-xl'}
-CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
 def _checkpoint_files(name_or_folder) -> tuple[Path, Path]:
     """The paths of `config.json` and `model.safetensors`: from a local folder, or downloaded from the hub for a known
@@ -262,6 +272,9 @@ def _checkpoint_files(name_or_folder) -> tuple[Path, Path]:
         raise OSError(f'could not get {repo} from the Hugging Face hub ({type(e).__name__}: {e}); '
                       'without internet, pass a folder holding config.json and model.safetensors') from e
 
+# %% ../nbs/08_gpt2.ipynb #c8d0a014
+CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+
 def hf_to_state_dict(sd: dict) -> dict:
     """Hugging Face GPT-2 tensors renamed and transposed into `GPT`'s state dict (prefix added, mask buffers dropped,
     Conv1D weights transposed)."""
@@ -272,8 +285,8 @@ def hf_to_state_dict(sd: dict) -> dict:
         out[k] = v.t().contiguous() if k.endswith(CONV1D_WEIGHTS) else v  # Conv1D (in, out) -> Linear (out, in)
     if 'lm_head.weight' in out and 'transformer.wte.weight' in out:
         if not torch.equal(out['lm_head.weight'], out['transformer.wte.weight']):
-            raise ValueError('lm_head.weight differs from transformer.wte.weight; GPT ties them and cannot load an '
-                             'untied head')
+            raise ValueError('lm_head.weight differs from transformer.wte.weight: GPT ties them, so it cannot '
+                             'load an untied head')
     elif 'transformer.wte.weight' in out: out['lm_head.weight'] = out['transformer.wte.weight']  # tied
     return out
 
@@ -316,6 +329,7 @@ def _hf_config(config_path: Path, weights_path: Path) -> GPTConfig:
                          f'{wanted}, the file holds {declared}')
     return config
 
+# %% ../nbs/08_gpt2.ipynb #c8d0a017
 @patch(as_classmethod=True)
 def from_pretrained(cls: GPT, name_or_folder) -> GPT:
     """GPT-2 with OpenAI's weights: a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) from the Hugging Face hub, or a

@@ -33,8 +33,8 @@ def read_hellaswag(path) -> list[dict]:
         ok = (isinstance(ex, dict) and isinstance(ex.get('ctx'), str) and isinstance(ex.get('endings'), list)
               and len(ex['endings']) == 4 and all(isinstance(e, str) for e in ex['endings'])
               and ex.get('label') in (0, 1, 2, 3))
-        if not ok: raise ValueError(f'{path}, line {i}: a HellaSwag example needs "ctx" (str), "endings" (4 str) and '
-                                    '"label" (0-3)')
+        if not ok: raise ValueError(f'{path}, line {i}: a HellaSwag example needs "ctx" (str), '
+                                    '"endings" (4 str) and "label" (0-3)')
         out.append(ex)
     if not out: raise ValueError(f'{path} holds no HellaSwag examples')
     return out

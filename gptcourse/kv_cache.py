@@ -15,8 +15,8 @@ __all__ = ['KVCache', 'cached_next_logits', 'top_p']
 class KVCache:
     "Keys and values of every past position, per layer, so each new token costs one position of work."
     def __init__(self, n_layer: int, max_len: int):
-        if n_layer < 1 or max_len < 1: raise ValueError(f'KVCache needs n_layer >= 1 and max_len >= 1, got {n_layer} '
-                                                        f'and {max_len}')
+        if n_layer < 1 or max_len < 1:
+            raise ValueError(f'KVCache needs n_layer >= 1 and max_len >= 1, got {n_layer} and {max_len}')
         self.n_layer, self.max_len = n_layer, max_len
         self.k: list = [None] * n_layer  # per layer: (B, n_head, max_len, head_dim), allocated on first use
         self.v: list = [None] * n_layer
@@ -48,8 +48,8 @@ def _buffers(self: KVCache, layer: int, k):
     if kb is not None and self.length:
         if kb.shape[0] != B:
             raise ValueError(f'KVCache: the batch size changed from {kb.shape[0]} to {B} while {self.length} '
-                             'positions are cached; a cache holds one batch of sequences: reset() it (or make a new '
-                             'one) first')
+                             'positions are cached; a cache holds one batch of sequences: '
+                             'reset() it (or make a new one) first')
         raise ValueError(f'KVCache: layer {layer} got keys {tuple(k.shape)} {k.dtype} on {k.device}, but caches '
                          f'{tuple(kb.shape)} {kb.dtype} on {kb.device}; reset() it (or make a new one) first')
     self.k[layer] = k.new_empty(B, nh, self.max_len, hd)  # first use, or a fresh start with another shape

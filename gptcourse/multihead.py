@@ -19,9 +19,8 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         if head_size is None:
             if n_embd % n_head:
-                raise ValueError(f'n_embd ({n_embd}) must be divisible by n_head ({n_head}) when head_size is not '
-                                 f'given; '
-                                 f'choose n_head dividing n_embd or pass head_size explicitly')
+                raise ValueError(f'n_embd ({n_embd}) must be divisible by n_head ({n_head}) unless head_size is '
+                                 'given: choose n_head dividing n_embd, or pass head_size')
             head_size = n_embd // n_head
         self.heads = nn.ModuleList([Head(n_embd, head_size, block_size, dropout) for _ in range(n_head)])
         self.proj = nn.Linear(n_head * head_size, n_embd)

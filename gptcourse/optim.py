@@ -40,9 +40,9 @@ def grad_accum_steps(total_batch: int, B: int, T: int, world_size: int = 1) -> i
     per = B * T * world_size
     if total_batch < per or total_batch % per:
         fits = max(1, round(total_batch / per)) * per
-        raise ValueError(f'the total batch of {total_batch:,} tokens must be a positive multiple of B·T·world_size = '
-                         f'{B}·{T}·{world_size} = {per:,} (e.g. {fits:,}); change --total-batch, --batch-size or '
-                         f'--seq-len')
+        raise ValueError(f'the total batch of {total_batch:,} tokens must be a positive multiple of B·T·world_size '
+                         f'= {B}·{T}·{world_size} = {per:,} (e.g. {fits:,}); '
+                         'change --total-batch, --batch-size or --seq-len')
     return total_batch // per
 
 # %% ../nbs/12_optim.ipynb #5114e0e9

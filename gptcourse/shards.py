@@ -117,6 +117,7 @@ def _local(name: str) -> Path:
     _, repo, file = name.split(':', 2)
     return Path(hf_hub_download(repo, file, repo_type='dataset'))
 
+# %% ../nbs/10_shards.ipynb #cad0a005
 def documents(name: str):
     "The documents of one source file, in order; what is not UTF-8 text, or has no `text`, is refused by name."
     path = _local(name)
@@ -211,27 +212,6 @@ def _slices(shards: list[dict], a: int, b: int) -> list[dict]:
         pos += s['tokens']
     return out
 
-def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
-    "The state of the unfinished prepare in `partial` if it is this one (it goes on from there), else a fresh start."
-    try: state = json.loads((partial / PROGRESS).read_text(encoding='utf-8'))
-    except (OSError, ValueError): state = None                 # not one shard written: nothing to keep
-    if state and any(state.get(k) != fresh[k] for k in ('format', 'tokenizer', 'source', 'shard_size')):
-        if not overwrite: raise ValueError(f'{partial} holds an unfinished prepare of {state.get("source")}: pass '
-                                           '--overwrite to discard it, or another --out')
-        state = None
-    if state is None:
-        shutil.rmtree(partial, ignore_errors=True); partial.mkdir(parents=True)
-        return fresh
-    done = state['position'][0] + 1
-    if state['files'][:done] != fresh['files'][:done]:
-        raise ValueError(f'the files of {fresh["source"]} changed since the unfinished prepare in {partial} started: '
-                         'pass --overwrite to start again')
-    for s in state['shards']:
-        f = partial / s['file']
-        if not f.is_file() or len(np.load(f, mmap_mode='r')) != s['tokens']:
-            raise ValueError(f'{f} is not the shard its {PROGRESS} lists: pass --overwrite to start again')
-    return state | {'files': fresh['files']}
-
 # %% ../nbs/10_shards.ipynb #99ac9d73
 def _write(state: dict, partial: Path, workers: int, progress: bool):
     """Tokenize the source from the state's position on, writing a shard each time one is full, and after it the
@@ -263,6 +243,43 @@ def _write(state: dict, partial: Path, workers: int, progress: bool):
             bar.set_postfix_str(f'{docs:,} documents, file {fi + 1}/{len(files)}{eta}', refresh=False)
     if fill: save([len(state['files']), 0, 0])
 
+# %% ../nbs/10_shards.ipynb #cad0a009
+def _manifest(state: dict, partial: Path, val_frac: float) -> dict:
+    "The finished prepare's manifest, written into `partial`; the last `val_frac` of the tokens is the val split."
+    total = sum(s['tokens'] for s in state['shards']); n_val = int(total * val_frac)
+    if total - n_val < 2 or (val_frac and n_val < 2):
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ValueError(f'{total} tokens are too few to split into train and val (val_frac {val_frac})')
+    manifest = {k: state[k] for k in ('format', 'tokenizer', 'source', 'shard_size', 'files', 'shards')} | dict(
+        documents=sum(state['file_documents']), tokens=total, val_frac=val_frac,
+        splits={'train': _slices(state['shards'], 0, total - n_val),
+                'val': _slices(state['shards'], total - n_val, total)})
+    with atomic_write(partial / MANIFEST, 'w') as f: json.dump(manifest, f, indent=1)
+    (partial / PROGRESS).unlink(missing_ok=True)
+    return manifest
+
+# %% ../nbs/10_shards.ipynb #cad0a011
+def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
+    "The state of the unfinished prepare in `partial` if it is this one (it goes on from there), else a fresh start."
+    try: state = json.loads((partial / PROGRESS).read_text(encoding='utf-8'))
+    except (OSError, ValueError): state = None                 # not one shard written: nothing to keep
+    if state and any(state.get(k) != fresh[k] for k in ('format', 'tokenizer', 'source', 'shard_size')):
+        if not overwrite: raise ValueError(f'{partial} holds an unfinished prepare of {state.get("source")}: pass '
+                                           '--overwrite to discard it, or another --out')
+        state = None
+    if state is None:
+        shutil.rmtree(partial, ignore_errors=True); partial.mkdir(parents=True)
+        return fresh
+    done = state['position'][0] + 1
+    if state['files'][:done] != fresh['files'][:done]:
+        raise ValueError(f'the files of {fresh["source"]} changed since the unfinished prepare in {partial} started: '
+                         'pass --overwrite to start again')
+    for s in state['shards']:
+        f = partial / s['file']
+        if not f.is_file() or len(np.load(f, mmap_mode='r')) != s['tokens']:
+            raise ValueError(f'{f} is not the shard its {PROGRESS} lists: pass --overwrite to start again')
+    return state | {'files': fresh['files']}
+
 # %% ../nbs/10_shards.ipynb #99ac9d74
 def prepare(src=None, out_dir=None, val_frac: float = 0.1, shard_size: int = 100_000_000, workers: int | None = None,
             progress: bool = True, overwrite: bool = False) -> dict:
@@ -285,16 +302,7 @@ def prepare(src=None, out_dir=None, val_frac: float = 0.1, shard_size: int = 100
         except BaseException:
             if not state['shards']: shutil.rmtree(partial, ignore_errors=True)    # nothing done: nothing left behind
             raise
-        total = sum(s['tokens'] for s in state['shards']); n_val = int(total * val_frac)
-        if total - n_val < 2 or (val_frac and n_val < 2):
-            shutil.rmtree(partial, ignore_errors=True)
-            raise ValueError(f'{total} tokens are too few to split into train and val (val_frac {val_frac})')
-        manifest = {k: state[k] for k in ('format', 'tokenizer', 'source', 'shard_size', 'files', 'shards')} | dict(
-            documents=sum(state['file_documents']), tokens=total, val_frac=val_frac,
-            splits={'train': _slices(state['shards'], 0, total - n_val),
-                    'val': _slices(state['shards'], total - n_val, total)})
-        with atomic_write(partial / MANIFEST, 'w') as f: json.dump(manifest, f, indent=1)
-        (partial / PROGRESS).unlink(missing_ok=True)
+        manifest = _manifest(state, partial, val_frac)
         if out.exists(): os.replace(out, old)
         os.replace(partial, out)                         # the swap: the old folder aside, the new one in its place
         shutil.rmtree(old, ignore_errors=True)

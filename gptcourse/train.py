@@ -77,6 +77,7 @@ def last_logits(model, block_size: int | None = None):
     block_size = block_size or _block_size(model)
     return lambda idx: model(idx if block_size is None else idx[:, -block_size:])[0][:, -1]
 
+# %% ../nbs/02_train.ipynb #c2d0a003
 @torch.no_grad()
 def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              logits_filter=None, seed: int | None = None, generator=None, stop_token: int | None = None,
@@ -145,6 +146,10 @@ class History:
     train_loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
 
+    def log_step(self, step: int, loss: float, lr: float, grad_norm: float | None, dt: float):
+        self.step.append(step); self.loss.append(loss); self.lr.append(lr)
+        self.grad_norm.append(grad_norm); self.dt.append(dt)
+
     def log_eval(self, step: int, losses: dict):
         self.eval_step.append(step)
         self.train_loss.append(losses.get('train')); self.val_loss.append(losses.get('val'))
@@ -153,18 +158,20 @@ class History:
     @classmethod
     def from_state_dict(cls, d: dict): return cls(**{k: list(v) for k, v in d.items()})
 
-    def plot(self, ax=None, title: str | None = None):
-        "Loss curves: per-step training loss (faint), evaluated train and val loss."
-        import matplotlib.pyplot as plt
-        if ax is None: _, ax = plt.subplots(figsize=(7, 4))
-        if self.loss: ax.plot(self.step, self.loss, alpha=0.3, label='train (batch)')
-        if self.eval_step:
-            ax.plot(self.eval_step, self.train_loss, 'o-', label='train (estimate)')
-            if any(v is not None for v in self.val_loss):
-                ax.plot(self.eval_step, self.val_loss, 'o-', label='val (estimate)')
-        ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend()
-        if title: ax.set_title(title)
-        return ax
+# %% ../nbs/02_train.ipynb #c2d0a004
+@patch
+def plot(self: History, ax=None, title: str | None = None):
+    "Loss curves: per-step training loss (faint), evaluated train and val loss."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(7, 4))
+    if self.loss: ax.plot(self.step, self.loss, alpha=0.3, label='train (batch)')
+    if self.eval_step:
+        ax.plot(self.eval_step, self.train_loss, 'o-', label='train (estimate)')
+        if any(v is not None for v in self.val_loss):
+            ax.plot(self.eval_step, self.val_loss, 'o-', label='val (estimate)')
+    ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend()
+    if title: ax.set_title(title)
+    return ax
 
 # %% ../nbs/02_train.ipynb #a166858f
 def forward_backward(model, get_batch, precision: FP32, scale: float = 1.0):
@@ -186,29 +193,24 @@ def fit(model, get_batch, optimizer, max_steps: int, eval_interval: int | None =
     def show():   # the bar's last words: the newest training loss and the newest evaluation
         last = {'loss': history.loss, 'val': history.val_loss}
         bar.set_postfix({k: f'{v[-1]:.4f}' for k, v in last.items() if v and v[-1] is not None})
-    def evaluate(step):
+    def evaluate(step):   # once a step: a resumed run has evaluated its first step already
+        if history.eval_step[-1:] == [step]: return
         history.log_eval(step, estimate_loss(model, get_batch, eval_iters, precision=precision))
         if progress: show()
     model.train()
     bar = tqdm(range(start_step, max_steps), desc=desc, disable=not progress, initial=start_step, total=max_steps)
     for step in bar:
-        if eval_interval and step % eval_interval == 0 and (not history.eval_step or history.eval_step[-1] != step):
-            evaluate(step)
-        t0 = time.perf_counter()
-        lr = lr_schedule(step) if lr_schedule else optimizer.param_groups[0]['lr']
+        if eval_interval and step % eval_interval == 0: evaluate(step)
+        t0, lr = time.perf_counter(), lr_schedule(step) if lr_schedule else optimizer.param_groups[0]['lr']
         if lr_schedule:
             for g in optimizer.param_groups: g['lr'] = lr
         optimizer.zero_grad(set_to_none=True)
         loss_val = float(step_fn(model, get_batch, precision))
         if not math.isfinite(loss_val):
-            raise FloatingPointError(f'the training loss is {loss_val} at step {step}; stopping (lower the learning '
-                                     'rate, or check the data)')
+            raise FloatingPointError(f'the training loss is {loss_val} at step {step}: lower the learning rate')
         norm = precision.step(optimizer, model, grad_clip)
-        history.step.append(step); history.loss.append(loss_val); history.lr.append(lr)
-        history.grad_norm.append(norm); history.dt.append(time.perf_counter() - t0)
+        history.log_step(step, loss_val, lr, norm, time.perf_counter() - t0)
         if progress: show()
         if callback is not None: callback(step, history)
-    if eval_interval and (not history.eval_step or history.eval_step[-1] != max_steps) and max_steps > start_step:
-        evaluate(max_steps)
-    bar.close()
-    return history
+    if eval_interval and max_steps > start_step: evaluate(max_steps)
+    bar.close(); return history

@@ -101,6 +101,7 @@ class GPT2Run(Run):
                               'data', 'batch_size', 'seq_len', 'total_batch')
     may_be_zero: ClassVar[tuple] = ('seed', 'warmup_steps', 'eval_interval', 'checkpoint_interval')
 
+# %% ../nbs/16_trainers.ipynb #c10d0002
 GPT2_PRESETS = {
     'cpu': GPT2Run(name='cpu', n_layer=2, n_head=2, n_embd=32, block_size=64, batch_size=4, seq_len=32, total_batch=128,
                    lr=1e-2, warmup_steps=3, max_steps=30, eval_interval=10, eval_iters=2, checkpoint_interval=10,
@@ -130,19 +131,20 @@ def _check(kind: str, run_cls):
             raise CheckpointError(f'its meta is not a usable run ({type(e).__name__}: {str(e)[:80]})') from None
     return check
 
+# %% ../nbs/16_trainers.ipynb #c10d0003
 def _settle(run, presets: dict, run_cls, kind: str, out_dir, resume: bool, changes: dict, log):
     "The run's configuration, and the checkpoint (file, meta) a resumed run starts from."
     if not resume:
         base = run if isinstance(run, Run) else get_preset(presets, run)
         return base.changed(**changes)[0], None, None
     if out_dir is None: raise ValueError('resume needs out_dir, the run folder to continue')
-    if isinstance(run, Run): raise ValueError('a resumed run reads its configuration from its checkpoint: pass only '
-                                              'the changes')
+    if isinstance(run, Run):
+        raise ValueError('a resumed run reads its configuration from its checkpoint: pass only the changes')
     f, meta = load_latest(out_dir, log=log, check=_check(kind, run_cls))
     saved = run_cls(**meta['run'])
     if run is not None and run != saved.name:
-        raise ValueError(f'{out_dir} was trained with preset {saved.name!r}, not {run!r}: leave out the preset to '
-                         'resume it')
+        raise ValueError(f'{out_dir} was trained with preset {saved.name!r}, not {run!r}: '
+                         'leave out the preset to resume it')
     run, said = saved.changed(resuming=True, **changes)
     log(f'resuming {f} at step {meta["step"]}, '
         + (f'with the new settings asked for: {", ".join(said)}' if said else 'continuing its schedule'))
@@ -164,6 +166,7 @@ class TrainResult:
 
 ETA_AFTER = 10   # steps timed before the estimate of the rest (the first steps compile and warm up)
 
+# %% ../nbs/16_trainers.ipynb #c10d0005
 def eta(run: Run, h: History, done: int, end: int, micro_steps: int = 1) -> str:
     """How long the steps after `done` up to `end` take at the median speed of the last `ETA_AFTER`, with the
     evaluations: 2 splits x `eval_iters` forward passes of one micro-batch, a third of its training step each."""
@@ -175,10 +178,13 @@ def eta(run: Run, h: History, done: int, end: int, micro_steps: int = 1) -> str:
         f'{secs // 3600:.0f} h {secs % 3600 / 60:02.0f} min'
     return f'about {when} to step {end} at this speed ({dt * 1e3:.0f} ms a step, evaluations included)'
 
-def _reporter(res: TrainResult, end: int, tokens_per_step: int, fpt: int, peak, log, save, save_every: int,
+# %% ../nbs/16_trainers.ipynb #c10d0006
+def _reporter(res: TrainResult, end: int, tokens_per_step: int, device, log, save, save_every: int,
               hellaswag=None, rank: int = 0, world: int = 1):
     "`fit`'s callback (the report above, and the checkpoints), and `evals`, which says the evaluations not yet said."
-    said = set(res.history.eval_step)
+    said, model = set(res.history.eval_step), res.model
+    fpt = flops_per_token(model.config, model.num_params(non_embedding=True))
+    peak = peak_flops() if torch.device(device).type == 'cuda' else None
     micro = max(1, tokens_per_step // (res.run.batch_size * getattr(res.run, 'seq_len', res.run.block_size) * world))
     def evals(h):
         for s, tl, vl in zip(h.eval_step, h.train_loss, h.val_loss):
@@ -286,6 +292,26 @@ def compare(kind: str, run: Run, history: History) -> str:
         f'{lo - val:.3f} below'
     return f'val loss {val:.4f} at step {step}: {where} {lo:.2f}-{hi:.2f} ({source})'
 
+# %% ../nbs/16_trainers.ipynb #c10d0010
+def _restore(f, model, optimizer, batches, precision) -> tuple[int, History]:
+    "Step and history of a resumed run, its state restored from `f`: weights, optimizer, generators, batches, scaler."
+    if f is None: return 0, History()
+    meta = load_checkpoint(f, model, optimizer)
+    set_rng_state(meta['rng']); batches.load_state_dict(meta['batches'])
+    if meta.get('scaler') and precision.scaler.is_enabled(): precision.scaler.load_state_dict(meta['scaler'])
+    return meta['step'], History.from_state_dict(meta['history'])
+
+def _saver(res: TrainResult, folder, optimizer, batches, precision, keep: int, extra: dict):
+    "`save(step, history)`: a checkpoint of the run into its folder (no folder: nothing)."
+    def save(step, hist):
+        if folder is None: return
+        scaler = precision.scaler.state_dict() if precision.scaler.is_enabled() else None
+        res.checkpoint = save_step(folder.path, step, res.model, optimizer, keep, run=asdict(res.run), scaler=scaler,
+                                   config=asdict(res.model.config), history=hist.state_dict(), rng=rng_state(),
+                                   batches=batches.state_dict(), hellaswag=res.hellaswag, **extra)
+        folder.saved()
+    return save
+
 # %% ../nbs/16_trainers.ipynb #1ea00023
 def _train(run, model, optimizer, batches, policy, f, out_dir, resume, overwrite, keep, stop_after, progress, log,
            extra: dict, tokens_per_step: int, save_every: int, step_fn=forward_backward, lr_schedule=None,
@@ -298,27 +324,13 @@ def _train(run, model, optimizer, batches, policy, f, out_dir, resume, overwrite
             f'{ETA_AFTER} steps); --preset cpu takes minutes')
     hold = run_folder(out_dir, resume, overwrite) if out_dir is not None and master else contextlib.nullcontext()
     with hold as folder:
-        start, history = 0, History()
-        if f is not None:
-            meta = load_checkpoint(f, model, optimizer)
-            start, history = meta['step'], History.from_state_dict(meta['history'])
-            set_rng_state(meta['rng']); batches.load_state_dict(meta['batches'])
-            if meta.get('scaler') and precision.scaler.is_enabled(): precision.scaler.load_state_dict(meta['scaler'])
+        start, history = _restore(f, model, optimizer, batches, precision)
         if not start < end <= run.max_steps:
             raise ValueError(f'nothing to do: the run is at step {start} and would stop at step {end} (max_steps '
                              f'{run.max_steps}); ask for more steps')
         res = TrainResult(model, history, run, start_step=start, extra=extra)
-        def save(step, hist):
-            if folder is None: return
-            scaler = precision.scaler.state_dict() if precision.scaler.is_enabled() else None
-            res.checkpoint = save_step(folder.path, step, model, optimizer, keep, run=asdict(run), scaler=scaler,
-                                       config=asdict(model.config), history=hist.state_dict(), rng=rng_state(),
-                                       batches=batches.state_dict(), hellaswag=res.hellaswag, **extra)
-            folder.saved()
-        fpt = flops_per_token(model.config, model.num_params(non_embedding=True))
-        peak = peak_flops() if torch.device(policy.device).type == 'cuda' else None
-        quiet = lambda *a: None
-        report, evals = _reporter(res, end, tokens_per_step, fpt, peak, log if master else quiet,
+        save, quiet = _saver(res, folder, optimizer, batches, precision, keep, extra), lambda *a: None
+        report, evals = _reporter(res, end, tokens_per_step, policy.device, log if master else quiet,
                                   save if master else quiet, save_every, hellaswag, rank, world)
         net = policy.compiled(model)
         fit(di.wrap(net) if di else net, batches, optimizer, end, eval_interval=run.eval_interval,
@@ -345,6 +357,14 @@ def _gpt2_model(run: GPT2Run, resumed: bool) -> tuple[GPT2Run, GPT]:
         raise ValueError(f'seq_len {run.seq_len} is longer than the model\'s block_size {run.block_size}')
     return run, model
 
+def _micro_batch(run: GPT2Run, model, policy, di, auto_batch: bool | None, log) -> GPT2Run:
+    "The run with the largest micro-batch up to its own that fits the GPU (lesson 11); on a CPU, the run as it is."
+    if not (auto_batch if auto_batch is not None else 'cuda' in di.device): return run
+    fits = micro_batch_that_fits(model, run.batch_size, run.seq_len, policy.precision(), di.device)
+    if fits < run.batch_size and di.master: log(f'a micro-batch of {run.batch_size} does not fit: {fits}')
+    return replace(run, batch_size=fits)
+
+# %% ../nbs/16_trainers.ipynb #c10d0011
 def _shards(run: GPT2Run, di, progress: bool, log) -> Path:
     """The run's shard folder: by default Tiny Shakespeare's, prepared once (by rank 0, the others waiting). A corpus
     that the run would read more than ten times over is said, with how to make the lecture's."""
@@ -377,10 +397,7 @@ def train_gpt2(run: GPT2Run | str | None = None, out_dir=None, resume: bool = Fa
         policy.set_tf32(); set_seed(run.seed)
         run, model = _gpt2_model(run, f is not None)
         model = model.to(di.device)
-        if (auto_batch if auto_batch is not None else 'cuda' in di.device) and f is None:
-            fits = micro_batch_that_fits(model, run.batch_size, run.seq_len, policy.precision(), di.device)
-            if fits < run.batch_size and di.master: log(f'a micro-batch of {run.batch_size} does not fit: {fits}')
-            run = replace(run, batch_size=fits)
+        if f is None: run = _micro_batch(run, model, policy, di, auto_batch, log)
         B, T, V = run.batch_size, run.seq_len, model.config.vocab_size
         accum = grad_accum_steps(run.total_batch, B, T, di.world_size)
         batches = Batches(DataLoaderLite(data, B, T, 'train', di.rank, di.world_size, vocab_size=V),
