@@ -9,7 +9,7 @@ outputs (nothing is executed), and one API page per module, made by autodoc from
 with myst-nb renders them with the Furo theme (docs/conf.py says why each setting is there).
 """
 from __future__ import annotations
-import argparse, os, re, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +53,17 @@ def api_pages(src: Path):
                                               encoding='utf-8')
 
 
+def unattached(nb: Path) -> str:
+    """The notebook with its figures shown from their SVG files in `figures/` rather than from the PNGs attached to
+    its cells (nbs/figures/make.py): sharp at any size, and served once instead of inside every page."""
+    doc = json.loads(nb.read_text(encoding='utf-8'))
+    for cell in doc['cells']:
+        if cell.pop('attachments', None):
+            cell['source'] = [re.sub(r'\]\(attachment:([\w-]+)\.png\)', r'](figures/\1.svg)', line)
+                              for line in cell['source']]
+    return json.dumps(doc, ensure_ascii=False)
+
+
 def build(out: Path, quiet: bool = True) -> Path:
     if not MATHJAX.is_file():
         sys.exit(f'.ci/site.py: {MATHJAX.relative_to(ROOT)} is missing: run `npm ci --prefix docs` once (MathJax, '
@@ -61,7 +72,7 @@ def build(out: Path, quiet: bool = True) -> Path:
         src, static = Path(work) / 'src', Path(work) / 'static'
         src.mkdir(); (static / 'mathjax').mkdir(parents=True)
         shutil.copy(MATHJAX, static / 'mathjax' / 'tex-svg.js')
-        for nb in lessons(): shutil.copy(nb, src / nb.name)
+        for nb in lessons(): (src / nb.name).write_text(unattached(nb), encoding='utf-8')
         shutil.copytree(ROOT / 'nbs' / 'figures', src / 'figures', ignore=shutil.ignore_patterns('*.py', '__pycache__'))
         (src / 'index.md').write_text(home(), encoding='utf-8')
         api_pages(src)

@@ -92,7 +92,7 @@ def test_each_listed_diagram_is_shown_by_its_lesson():
     for prefix, names in DIAGRAMS.items():
         nb = next(p for p in LESSONS if p.name.startswith(prefix))
         md = ' '.join(''.join(c['source']) for c in cells(nb) if c['cell_type'] == 'markdown')
-        for name in names: assert f'(figures/{name}.svg)' in md, (nb.name, name)
+        for name in names: assert f'(attachment:{name}.png)' in md, (nb.name, name)
 
 
 def test_the_shape_checks_catch_what_they_are_for():

@@ -1,13 +1,20 @@
 """The lessons' diagrams, drawn by code so that they can be made again and reviewed in a diff.
 
-    python nbs/figures/make.py            # writes nbs/figures/*.svg
-    python nbs/figures/make.py --out DIR
+    python nbs/figures/make.py            # writes nbs/figures/*.svg, and attaches each to the lessons that show it
+    python nbs/figures/make.py --out DIR  # only draws, into DIR
 
 Each figure is an SVG with its text kept as text (`svg.fonttype = 'none'`), no date and a fixed id salt, so the same
-matplotlib writes the same bytes. A lesson's markdown shows it with `![alt text](figures/NAME.svg)`.
+matplotlib writes the same bytes. The SVG is the figure's source, and what the website shows.
+
+A notebook shows it from a cell attachment, `![alt text](attachment:NAME.png)`: a PNG of the same drawing carried
+inside the markdown cell, so that a notebook opened alone (Colab opens one from GitHub without the repository's
+other files) shows its diagrams, as Jupyter and GitHub do; PNG because every notebook viewer renders a PNG
+attachment. Each PNG names the sha256 of the SVG it was drawn with (its `Source` text), so tests/test_figures.py can
+tell an attachment that is not the committed SVG's drawing. `attach` puts them in the cells that show a figure
+(written `![alt](figures/NAME.svg)` or as an attachment already).
 """
 from __future__ import annotations
-import argparse, sys
+import argparse, base64, hashlib, io, json, re, sys, tempfile
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +26,18 @@ HERE = Path(__file__).resolve().parent
 plt.rcParams.update({'svg.fonttype': 'none', 'svg.hashsalt': 'gptcourse', 'font.family': 'DejaVu Sans',
                      'font.size': 10})
 BLUE, ORANGE, GREEN, GREY, INK = '#dbe8f5', '#fbd9a6', '#d5ecd4', '#eeeeee', '#222222'
+
+
+PNGS: dict[str, bytes] = {}   # the PNG of each figure drawn by this process, by its SVG's name
+
+
+def save(fig, path: Path):
+    "The figure as an SVG at `path`, and as a PNG in `PNGS` whose `Source` text is the SVG's sha256."
+    fig.savefig(path, metadata={'Date': None})
+    png = io.BytesIO()
+    fig.savefig(png, format='png', dpi=100,
+                metadata={'Software': None, 'Source': hashlib.sha256(Path(path).read_bytes()).hexdigest()})
+    PNGS[Path(path).name] = png.getvalue(); plt.close(fig)
 
 
 def canvas(w: float, h: float):
@@ -60,7 +79,7 @@ def block_residual(path: Path):
         ax.text(sx, y0 + 1.95, '+', ha='center', va='center', size=13, zorder=4)
         arrow(ax, (2.3, y0 + 1.22), (sx + 0.17, y0 + 1.9), connectionstyle='arc3,rad=-0.2')
         ax.text(sx + 0.3, y0 + 2.12, formula, size=9, family='DejaVu Sans Mono', va='bottom')
-    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+    save(fig, path)
 
 
 def gpt2_modules(path: Path):
@@ -92,7 +111,7 @@ def gpt2_modules(path: Path):
     ax.text(0.15, 0.12, "Orange: OpenAI's Conv1D stores (in, out); nn.Linear wants (out, in), so these four are\n"
             'transposed when the weights are loaded. Square c_proj too: its shape alone would not tell.',
             size=8.5, color='#555555')
-    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+    save(fig, path)
 
 
 def ddp_timeline(path: Path, world: int = 4, micro: int = 3):
@@ -115,7 +134,7 @@ def ddp_timeline(path: Path, world: int = 4, micro: int = 3):
             f'all {world} ranks\n(orange), so every rank takes the same step. Rank r reads batch m·{world} + r: '
             f'together the ranks read {world * micro} consecutive batches,\nexactly what one process would read in '
             f'{world * micro} micro-steps of accumulation.', size=8, color='#555555', va='center')
-    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+    save(fig, path)
 
 
 def kv_cache_cases(path: Path, max_len: int = 8):
@@ -140,7 +159,7 @@ def kv_cache_cases(path: Path, max_len: int = 8):
             'it sees;\norange: a new key it sees; grey: a key it must not see yet; white: an empty slot. In the third '
             'case is_causal=True\nwould draw the triangle from the top-left corner: q0 would see key 0 alone, not keys '
             '0-5.', size=8, color='#555555', va='center')
-    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+    save(fig, path)
 
 
 def causal_weights(path: Path, T: int = 4):
@@ -164,7 +183,7 @@ def causal_weights(path: Path, T: int = 4):
     ax.text(0.55, 0.12, 'Row t holds the weights token t gives to tokens 0..t: an average of its past, never its '
             'future. Lesson 04 replaces\nthe zeros with learned affinities q·k; the mask and the softmax stay.',
             size=8, color='#555555')
-    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+    save(fig, path)
 
 
 def qkv_shapes(path: Path):
@@ -181,7 +200,7 @@ def qkv_shapes(path: Path):
     box(ax, 5.5, 0.35, 2.7, 0.55, 'out = wei @ v   (B, T, hs)', ORANGE, size=8.5)
     arrow(ax, (6.85, 2.1), (6.85, 0.9)); arrow(ax, (5.1, 0.62), (5.5, 0.62))
     ax.text(0.2, 3.35, 'B sequences, T tokens, C channels; hs = head size', size=8.5, color='#555555')
-    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+    save(fig, path)
 
 
 def heads(path: Path, n_head: int = 4):
@@ -197,7 +216,7 @@ def heads(path: Path, n_head: int = 4):
     arrow(ax, (6.05, 1.45), (6.45, 1.45))
     ax.text(0.2, 0.12, f'{n_head} heads, each with its own query, key and value, attend independently; the same '
             'cost as one head of size C.', size=8, color='#555555')
-    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+    save(fig, path)
 
 
 def chargpt(path: Path):
@@ -215,7 +234,7 @@ def chargpt(path: Path):
     ax.text(0.15, 0.35, "The lecture's model: C = 384, 6 heads, T = 256, 10.8M parameters. Training compares the "
             'logits with the next\ncharacters (cross-entropy); sampling takes the last position\'s logits, draws a '
             'character and appends it.', size=8, color='#555555')
-    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+    save(fig, path)
 
 
 def lr_schedule(path: Path, max_lr: float = 6e-4, warmup: int = 715, steps: int = 19073):
@@ -234,7 +253,7 @@ def lr_schedule(path: Path, max_lr: float = 6e-4, warmup: int = 715, steps: int 
     ax.set_xlim(0, steps + 2000); ax.set_ylim(0, max_lr * 1.18)
     ax.set_xlabel('step'); ax.set_ylabel('learning rate')
     ax.set_title("the lecture's schedule: max 6e-4, 715 warm-up steps, 19,073 steps, min 6e-5", size=9)
-    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+    save(fig, path)
 
 
 def bpe_tree(path: Path, word: str = ' Shakespeare'):
@@ -269,7 +288,7 @@ def bpe_tree(path: Path, word: str = ' Shakespeare'):
             'lowest rank first;\nthe orange number is the new token\'s id, 256 + the merge\'s line in vocab.bpe: lower '
             'numbers merge first.',
             size=8, color='#555555')
-    fig.savefig(path, metadata={'Date': None}); plt.close(fig)
+    save(fig, path)
 
 
 FIGURES = {'causal_weights.svg': causal_weights, 'qkv_shapes.svg': qkv_shapes, 'heads.svg': heads,
@@ -278,12 +297,45 @@ FIGURES = {'causal_weights.svg': causal_weights, 'qkv_shapes.svg': qkv_shapes, '
            'bpe_tree.svg': bpe_tree}
 
 
+SHOWN = re.compile(r'!\[[^\]]*\]\((?:attachment:|figures/)([\w-]+)\.(?:svg|png)\)')
+
+
+def attach(nbs: Path = HERE.parent) -> list[str]:
+    """Make every markdown cell of the notebooks in `nbs` that shows a figure show it from an attachment: the PNG
+    drawn with it (figures not drawn by this process yet are drawn into a temporary folder). Returns the notebooks
+    it changed."""
+    if len(PNGS) < len(FIGURES):
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, draw in FIGURES.items(): draw(Path(tmp) / name)
+    changed = []
+    for nb in sorted(nbs.glob('*.ipynb')):
+        doc = json.loads(nb.read_text(encoding='utf-8'))
+        before = json.dumps(doc)
+        for cell in doc['cells']:
+            if cell['cell_type'] != 'markdown': continue
+            text = ''.join(cell['source'])
+            names = SHOWN.findall(text)
+            if not names: cell.pop('attachments', None); continue
+            text = SHOWN.sub(lambda m: m[0][:m[0].index('](')] + f'](attachment:{m[1]}.png)', text)
+            cell['source'] = text.splitlines(keepends=True)
+            cell['attachments'] = {f'{n}.png': {'image/png': base64.b64encode(PNGS[f'{n}.svg']).decode()}
+                                   for n in names}
+        if json.dumps(doc) != before:
+            nb.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+            changed.append(nb.name)
+    return changed
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--out', default=str(HERE), help='the folder for the SVGs (default: nbs/figures)')
-    out = Path(ap.parse_args(argv).out); out.mkdir(parents=True, exist_ok=True)
+    ap.add_argument('--out', default=None, help='draw into this folder only (default: nbs/figures, then attach)')
+    out = ap.parse_args(argv).out
+    folder = Path(out) if out else HERE
+    folder.mkdir(parents=True, exist_ok=True)
     for name, draw in FIGURES.items():
-        draw(out / name); print(f'wrote {out / name}')
+        draw(folder / name); print(f'wrote {folder / name}')
+    if out is None:
+        for name in attach(): print(f'attached the figures to nbs/{name}')
 
 
 if __name__ == '__main__':
