@@ -66,22 +66,21 @@ class CharTokenizer:
     def __init__(self, chars: str):
         chars = ''.join(chars)
         if len(set(chars)) != len(chars): raise ValueError('the vocabulary has repeated characters')
-        self.chars = chars
-        self.stoi, self.itos = {c: i for i, c in enumerate(chars)}, dict(enumerate(chars))
+        self.chars, self.stoi, self.itos = chars, {c: i for i, c in enumerate(chars)}, dict(enumerate(chars))
 
     @classmethod
-    def from_text(cls, text: str): return cls(''.join(sorted(set(text))))   # the sorted set of text's characters
+    def from_text(cls, text: str):
+        "The tokenizer whose vocabulary is the sorted set of characters in `text`."
+        return cls(''.join(sorted(set(text))))
 
-    @property
-    def vocab_size(self) -> int: return len(self.chars)
+    vocab_size = property(lambda self: len(self.chars), doc='The number of characters, and of token ids.')
     def __repr__(self): return f'CharTokenizer(vocab_size={self.vocab_size})'
 
     def encode(self, s: str) -> list[int]:
         "Ids of the characters of `s`; raises ValueError naming any character outside the vocabulary."
-        try: return [self.stoi[c] for c in s]
-        except KeyError:
-            bad = ', '.join(map(repr, sorted({c for c in s if c not in self.stoi})[:10]))
-            raise ValueError(f'characters not in the vocabulary: {bad}; the vocabulary is {self.chars!r}') from None
+        if bad := ', '.join(map(repr, sorted(set(s) - self.stoi.keys())[:10])):
+            raise ValueError(f'characters not in the vocabulary: {bad}; the vocabulary is {self.chars!r}')
+        return [self.stoi[c] for c in s]
 
     def decode(self, ids) -> str:
         "The string for a sequence of ids (a list or a 1-D tensor); raises ValueError on ids outside the vocabulary."
@@ -92,7 +91,8 @@ class CharTokenizer:
 
     def to_dict(self) -> dict: return {'type': 'char', 'chars': self.chars}   # saved beside a model (lesson 14)
     @classmethod
-    def from_dict(cls, d: dict):   # the tokenizer `to_dict` saved; anything else is a ValueError
+    def from_dict(cls, d: dict):
+        "The tokenizer `to_dict` saved; anything else is a ValueError."
         if not isinstance(d, dict) or d.get('type') != 'char' or not isinstance(d.get('chars'), str) or not d['chars']:
             raise ValueError(f'not a character tokenizer: {str(d)[:80]}')
         return cls(d['chars'])

@@ -43,6 +43,15 @@ def write_shards(folder, splits: dict, shard_size: int = 100_000_000, **info) ->
     with atomic_write(folder / MANIFEST, 'w') as f: json.dump(manifest, f, indent=1)
     return manifest
 
+# %% ../nbs/10_shards.ipynb #cad0a012
+def _well_formed(m) -> bool:
+    "Whether `m` is a manifest of ours: its shards and its splits' parts each a file of the folder with whole counts."
+    if not (isinstance(m, dict) and m.get('format') in (FORMAT, 'gptcourse-shards-1') and
+            isinstance(m.get('splits'), dict) and isinstance(m.get('shards', []), list)): return False
+    parts = m.get('shards', []) + [s for v in m['splits'].values() for s in (v if isinstance(v, list) else [None])]
+    return all(isinstance(s, dict) and isinstance(s.get('file'), str) and s['file'] == Path(s['file']).name
+               and type(s.get('tokens')) is int and type(s.get('start', 0)) is int for s in parts)
+
 # %% ../nbs/10_shards.ipynb #2d12fb41
 def read_manifest(folder: Path) -> dict:
     "The manifest of a shard folder, its shards checked against it (regular files, 1-D integer arrays, lengths)."
@@ -52,8 +61,8 @@ def read_manifest(folder: Path) -> dict:
     except (OSError, ValueError):
         raise ValueError(f'{folder} has no readable {MANIFEST}: its prepare did not finish, or it was made by hand '
                          f'({hint} --overwrite)') from None
-    if manifest.get('format') not in (FORMAT, 'gptcourse-shards-1'):
-        raise ValueError(f'{folder / MANIFEST} is not a manifest of gptcourse shards ({hint} --overwrite)')
+    if not _well_formed(manifest):
+        raise ValueError(f'{folder / MANIFEST} is not a well-formed manifest of gptcourse shards ({hint} --overwrite)')
     sizes = {s['file']: s['tokens'] for s in manifest.get('shards', [])}
     for split, shards in manifest.get('splits', {}).items():
         for s in shards:
@@ -259,10 +268,17 @@ def _manifest(state: dict, partial: Path, val_frac: float) -> dict:
     return manifest
 
 # %% ../nbs/10_shards.ipynb #cad0a011
+def _resumable(state) -> bool:
+    "Whether `state` has the shape of the progress `_write` saves: the shards so far, the source's files, a position."
+    return (isinstance(state, dict) and _well_formed(state | {'splits': {}}) and isinstance(state.get('files'), list)
+            and isinstance(state.get('position'), list) and len(state['position']) == 3
+            and all(type(v) is int for v in state['position']))
+
 def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
     "The state of the unfinished prepare in `partial` if it is this one (it goes on from there), else a fresh start."
     try: state = json.loads((partial / PROGRESS).read_text(encoding='utf-8'))
     except (OSError, ValueError): state = None                 # not one shard written: nothing to keep
+    if not _resumable(state): state = None                     # not a progress file of ours: nothing to go on from
     if state and any(state.get(k) != fresh[k] for k in ('format', 'tokenizer', 'source', 'shard_size')):
         if not overwrite: raise ValueError(f'{partial} holds an unfinished prepare of {state.get("source")}: pass '
                                            '--overwrite to discard it, or another --out')

@@ -208,3 +208,26 @@ def test_the_progress_bar_counts_documents_and_files_and_says_the_time_left(tmp_
     prepare(tmp_path, tmp_path.parent / f'{tmp_path.name}-out', workers=1)
     bar = capsys.readouterr().err.replace('\r', '\n')
     assert '3 documents, file 3/3, about 00:00 left]' in bar.splitlines()[-1], bar[-800:]   # its last refresh
+
+
+@pytest.mark.parametrize('edit', ['a list', 'a path out of the folder', 'a count that is text'])
+def test_a_malformed_manifest_is_one_error(tmp_path, edit):
+    "A manifest edited by hand into another shape is refused by name, before a file it names is opened."
+    write_shards(tmp_path / 'f', {'train': np.arange(100)})
+    m = json.loads((tmp_path / 'f' / MANIFEST).read_text())
+    if edit == 'a list': m = [m]
+    elif edit == 'a path out of the folder': m['splits']['train'][0]['file'] = '../secret.npy'
+    else: m['shards'][0]['tokens'] = '100'
+    (tmp_path / 'f' / MANIFEST).write_text(json.dumps(m))
+    np.save(tmp_path / 'secret.npy', np.arange(100))
+    with pytest.raises(ValueError, match='is not a well-formed manifest of gptcourse shards'):
+        DataLoaderLite(tmp_path / 'f', 2, 4)
+
+
+def test_a_progress_file_that_is_not_ours_starts_afresh(tmp_path):
+    "An unreadable-in-shape progress.json is no state to go on from: prepare starts again and ends where it should."
+    src = tmp_path / 'a.txt'; src.write_text('Some text to tokenize. ' * 300)
+    full = prepare(src, tmp_path / 'full', shard_size=100, progress=False)
+    partial = tmp_path / '.out.partial'; partial.mkdir()
+    (partial / PROGRESS).write_text(json.dumps({'format': 'gptcourse-shards-2', 'shards': 'three', 'position': 7}))
+    assert prepare(src, tmp_path / 'out', shard_size=100, progress=False) == full

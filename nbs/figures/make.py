@@ -315,11 +315,13 @@ def attach(nbs: Path = HERE.parent) -> list[str]:
             if cell['cell_type'] != 'markdown': continue
             text = ''.join(cell['source'])
             names = SHOWN.findall(text)
-            if not names: cell.pop('attachments', None); continue
+            others = {k: v for k, v in cell.get('attachments', {}).items() if k.removesuffix('.png') + '.svg' not in
+                      FIGURES}                                            # what a person attached stays
             text = SHOWN.sub(lambda m: m[0][:m[0].index('](')] + f'](attachment:{m[1]}.png)', text)
             cell['source'] = text.splitlines(keepends=True)
-            cell['attachments'] = {f'{n}.png': {'image/png': base64.b64encode(PNGS[f'{n}.svg']).decode()}
-                                   for n in names}
+            cell['attachments'] = others | {f'{n}.png': {'image/png': base64.b64encode(PNGS[f'{n}.svg']).decode()}
+                                            for n in names}
+            if not cell['attachments']: del cell['attachments']
         if json.dumps(doc) != before:
             nb.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
             changed.append(nb.name)
