@@ -33,7 +33,7 @@ def hf_model(cfg: GPTConfig):
 
 
 def adamw(model, lr, device_type):
-    "AdamW as lesson 12's configure_adamw builds it: decay on >= 2-D tensors only, fused on CUDA."
+    "AdamW as lesson 14's configure_adamw builds it: decay on >= 2-D tensors only, fused on CUDA."
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': 0.1},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]

@@ -1,9 +1,9 @@
 """One command that checks the course on a GPU in one run, and writes what it saw to bench/results/.
 
     python bench/gpu.py              # on a CUDA machine: about 13 minutes on an H100 (measured 2026-11-25)
-                                     # before lesson 12 and the side-by-side runs (refs/, below) were added
+                                     # before lesson 14 and the side-by-side runs (refs/, below) were added
     python bench/gpu.py --only lesson07,chargpt            # 8.5 minutes on an H100: one call of at most 10
-    python bench/gpu.py --only lesson16,gpt2train,sample   # 5 minutes on an H100 (as lesson 09, 2026-11-25)
+    python bench/gpu.py --only lesson16,gpt2train,sample   # 5 minutes on an H100 (as lesson 10, 2626-11-25)
     python bench/gpu.py --dry-run    # the same steps at toy sizes on this machine: what CI runs
 
 The lessons run with `--keep-going`: every cell runs even after one fails, the report lists each failing cell, and
@@ -52,8 +52,8 @@ def steps(dry: bool, out: Path | None = None) -> list[tuple[str, list[str], dict
     return [
         ('device and versions', [py, '-c', DEVICE], {}, 120),
         ('lesson 07 (char GPT)', [py, '.ci/notebooks.py', 'run', *keep, '07'], lesson_env, 1500),
-        ('lesson 16 (the trainers: GPT-2)', [py, '.ci/notebooks.py', 'run', *keep, '16'], lesson_env, 1200),
-        ('lesson 20 (after GPT-2: the ablation)', [py, '.ci/notebooks.py', 'run', *keep, '20'], lesson_env, 1200),
+        ('lesson 19 (the trainers: GPT-2)', [py, '.ci/notebooks.py', 'run', *keep, '19'], lesson_env, 1200),
+        ('lesson 26 (after GPT-2: the ablation)', [py, '.ci/notebooks.py', 'run', *keep, '26'], lesson_env, 1200),
         ('bench/chargpt.py', [py, 'bench/chargpt.py', '--preset', preset]
          + (['--steps', '40', '--warmup', '10', '--eval-iters', '5'] if dry else ['--steps', '200']), {}, 900),
         ('bench/gpt2train.py', [py, 'bench/gpt2train.py', '--preset', 'cpu' if dry else 'gpu']

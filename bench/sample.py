@@ -1,5 +1,5 @@
-"""Tokens per second of sampling: gptcourse's `generate` with and without the KV cache (lesson 17), with the cache and
-lesson 18's decoding kernel (`use_decode_kernel`: a C matrix-vector product on a CPU), against Hugging Face
+"""Tokens per second of sampling: gptcourse's `generate` with and without the KV cache (lesson 21), with the cache and
+lesson 22's decoding kernel (`use_decode_kernel`: a C matrix-vector product on a CPU), against Hugging Face
 transformers' `generate` with and without its cache, on the same random GPT-2 weights; and each against the floor
 (the bytes of weights a token reads over the speed at which this machine reads memory, measured here).
 
@@ -75,7 +75,7 @@ def main(argv=None):
     mask = torch.ones_like(idx)
     n = args.new_tokens
 
-    use_decode_kernel(ours)   # lesson 10's DecodeLinear: max_rows 0 keeps nn.Linear's path, 8 takes the kernel
+    use_decode_kernel(ours)   # lesson 11's DecodeLinear: max_rows 0 keeps nn.Linear's path, 8 takes the kernel
     kernel_rows = DecodeLinear.max_rows
     def ours_fn(cache, k=n, kernel=False):
         DecodeLinear.max_rows = kernel_rows if kernel else 0
@@ -96,7 +96,7 @@ def main(argv=None):
     print(f'machine load before: {" ".join(f"{x:.2f}" for x in os.getloadavg())} (1/5/15-min load average)')
     on_cpu = torch.device(args.device).type == 'cpu'
     if on_cpu:
-        print(f'lesson 10\'s kernel: {gemv_kernel()[1]}')
+        print(f'lesson 11\'s kernel: {gemv_kernel()[1]}')
         bw = read_gb_per_s()
         floor = bytes_per_token(ours) / (bw * 1e9)   # seconds per token at the memory's read speed
         print(f'floor: {bytes_per_token(ours) / 1e6:.0f} MB of weights per token / {bw:.1f} GB/s read '

@@ -89,7 +89,7 @@ class CharTokenizer:
             raise ValueError(f'ids not in the vocabulary: {bad}; valid ids are 0..{self.vocab_size - 1}')
         return ''.join(self.itos[int(i)] for i in ids)
 
-    def to_dict(self) -> dict: return {'type': 'char', 'chars': self.chars}   # saved beside a model (lesson 14)
+    def to_dict(self) -> dict: return {'type': 'char', 'chars': self.chars}   # saved beside a model (lesson 16)
     @classmethod
     def from_dict(cls, d: dict):
         "The tokenizer `to_dict` saved; anything else is a ValueError."

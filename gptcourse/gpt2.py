@@ -50,7 +50,7 @@ class GPTConfig:
     activation: str = 'gelu_tanh'  # the MLP's non-linearity: a name of ACTIVATIONS, or module:Name
     tie_weights: bool = True       # lm_head shares wte's matrix (GPT-2); the lecture's model has its own
     head_bias: bool = False        # a bias on lm_head (the lecture's model has one)
-    # where lesson 20 plugs in what came after GPT-2; the defaults are GPT-2's
+    # where lesson 26 plugs in what came after GPT-2; the defaults are GPT-2's
     norm: str = 'layernorm'        # a name of NORMS, or module:Name
     mlp: str = 'mlp'               # a name of MLPS, or module:Name
     mlp_hidden: int = 0            # the MLP's width; 0 means 4·n_embd
@@ -120,7 +120,7 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0)
         else:
-            y = kv_cache.attend(layer_index, q, k, v)  # lesson 17: store k, v, attend over all cached keys
+            y = kv_cache.attend(layer_index, q, k, v)  # lesson 21: store k, v, attend over all cached keys
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
@@ -162,7 +162,7 @@ class GPT(nn.Module):
         if config.tie_weights: self.transformer.wte.weight = self.lm_head.weight  # one matrix embeds and un-embeds
         self.apply(_init_weights)
         for name, p in self.named_parameters():  # the projections into the residual stream: std / sqrt(2 n_layer)
-            if name.endswith('c_proj.weight') and config.zero_init: nn.init.zeros_(p)   # lesson 20
+            if name.endswith('c_proj.weight') and config.zero_init: nn.init.zeros_(p)   # lesson 26
             elif name.endswith('c_proj.weight'): nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @property
@@ -359,6 +359,6 @@ def sample_text(model, prompt: str, max_new_tokens: int = 30, num_samples: int =
     for row in out.tolist():
         new = row[len(ids):]
         if stop_at_eot and EOT in new: new = new[:new.index(EOT)]
-        new = [t for t in new if t < enc.n_vocab]  # ids of a padded vocabulary (lesson 11) are not tokens
+        new = [t for t in new if t < enc.n_vocab]  # ids of a padded vocabulary (lesson 13) are not tokens
         texts.append(prompt + enc.decode(new))
     return texts

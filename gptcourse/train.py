@@ -55,7 +55,7 @@ def patch(f=None, *, as_classmethod: bool = False):
 # %% ../nbs/02_train.ipynb #2d1bae5c
 def sample_logits(logits, temperature: float = 1.0, top_k: int | None = None, generator=None, logits_filter=None):
     """Draw one token id per row of `logits` (B, V): divide by `temperature` (0: argmax), keep the `top_k` largest,
-    then apply `logits_filter` (lesson 17's top-p, say), and sample from the softmax."""
+    then apply `logits_filter` (lesson 21's top-p, say), and sample from the softmax."""
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise ValueError(f'temperature must be a number >= 0 (0: greedy), got {temperature}')
     if temperature == 0: return logits.argmax(-1, keepdim=True)
@@ -109,7 +109,7 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
 # %% ../nbs/02_train.ipynb #8b0cd77c
 class FP32:
     """How `fit` and `estimate_loss` run the model: the forward pass, `backward` and the optimizer's step, in plain
-    float32 (lesson 11's `Precision` runs them in 16-bit floats)."""
+    float32 (lesson 13's `Precision` runs them in 16-bit floats)."""
     def autocast(self): return contextlib.nullcontext()
     def backward(self, loss): loss.backward()
     def step(self, optimizer, model, grad_clip: float | None = None) -> float | None:

@@ -1,4 +1,4 @@
-"""Lesson 14 beyond its notebook: a changed header byte, weights that hold NaN, keep-N that counts only good
+"""Lesson 16 beyond its notebook: a changed header byte, weights that hold NaN, keep-N that counts only good
 checkpoints, crafted files whose digest is right but whose content is not what a run needs, and `load_model`
 refusing a config that does not describe its tensors before it costs memory."""
 import json, dataclasses

@@ -1,4 +1,4 @@
-"""The `gptcourse` command (lesson 21), run as a user runs it: a short CPU run of `train` writes a run folder,
+"""The `gptcourse` command (lesson 27), run as a user runs it: a short CPU run of `train` writes a run folder,
 `--resume` continues it from its step, `sample` prints text of the asked length, each sampling command points
 to the other for the other kind of model, and wrong input (a bad prompt, a missing or corrupt checkpoint, an
 unknown preset, a count below 1, a value out of range) ends with one line and a non-zero exit code, never a
@@ -77,7 +77,7 @@ def test_sample_prints_text_of_the_asked_length(run):
 
 
 def test_sample_with_the_cache_equals_the_plain_loop(run):
-    "The command samples with lesson 17's KV cache (and 18's kernel); lesson 02's plain generate gives the same text."
+    "The command samples with lesson 21's KV cache (and 18's kernel); lesson 02's plain generate gives the same text."
     import torch
     from gptcourse.data import CharTokenizer
     from gptcourse.kv_cache import top_p

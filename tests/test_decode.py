@@ -1,4 +1,4 @@
-"""Lesson 18 beyond its notebook: the kernel on every branch, where DecodeLinear takes it, and every way it can fail."""
+"""Lesson 22 beyond its notebook: the kernel on every branch, where DecodeLinear takes it, and every way it can fail."""
 import pytest, torch
 
 

@@ -1,4 +1,4 @@
-"""Lesson 09 beyond its notebook: temporary files of killed writers, a failed write, and the folder lock across
+"""Lesson 10 beyond its notebook: temporary files of killed writers, a failed write, and the folder lock across
 processes — refused at once, released when its holder dies however it dies."""
 import os, subprocess, sys, time
 import pytest

@@ -172,7 +172,7 @@ def test_broken_folders_are_one_message(hf_folder, tmp_path):
 
 
 class ConcatCache:
-    "A minimal key/value cache following lesson 17's contract (concatenate; query i sees the cache and itself)."
+    "A minimal key/value cache following lesson 21's contract (concatenate; query i sees the cache and itself)."
     def __init__(self, n_layer): self.n_layer, self.length, self.k, self.v = n_layer, 0, [None] * n_layer, [None] * 9
     def attend(self, layer, q, k, v):
         if self.k[layer] is not None: k, v = torch.cat((self.k[layer], k), 2), torch.cat((self.v[layer], v), 2)

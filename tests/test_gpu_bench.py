@@ -12,7 +12,7 @@ def test_gpu_check_dry_run_writes_a_report(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (report,) = tmp_path.glob('gpu-cpu-dry-run-*.txt')
     text = report.read_text()
-    for step in ('device and versions', 'lesson 07', 'lesson 16', 'bench/chargpt.py', 'bench/gpt2train.py',
+    for step in ('device and versions', 'lesson 07', 'lesson 19', 'bench/chargpt.py', 'bench/gpt2train.py',
                  'bench/sample.py'):
         assert f'## {step}' in text and 'FAILED' not in text, (step, text[-2000:])
     assert '# 0 of ' in text and 'policy DevicePolicy(' in text

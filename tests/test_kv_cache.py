@@ -1,4 +1,4 @@
-"""Lesson 17 beyond its notebook: what the cache refuses, with a message that says so."""
+"""Lesson 21 beyond its notebook: what the cache refuses, with a message that says so."""
 import pytest, torch
 from gptcourse.kv_cache import KVCache
 

@@ -1,5 +1,5 @@
-"""Lesson 20's options of the one GPT (gptcourse.modern): bad names refused in one line, the modern configuration
-saved, loaded, resumed and sampled like any other — from a program that never imports lesson 20 — and Muon's state
+"""Lesson 26's options of the one GPT (gptcourse.modern): bad names refused in one line, the modern configuration
+saved, loaded, resumed and sampled like any other — from a program that never imports lesson 26 — and Muon's state
 surviving a checkpoint."""
 import dataclasses, os, subprocess, sys
 import pytest

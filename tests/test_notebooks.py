@@ -53,13 +53,13 @@ def test_keep_going_lists_every_failing_cell(tmp_path, monkeypatch):
 
 
 def test_the_staleness_check_sees_a_change_in_the_modules_a_lesson_runs(tmp_path, monkeypatch):
-    """Lesson 17's outputs depend on lesson 08's module (gptcourse.gpt2), not on lesson 20's: an edit of gpt2.py is
+    """Lesson 21's outputs depend on lesson 08's module (gptcourse.gpt2), not on lesson 26's: an edit of gpt2.py is
     reported, one of modern.py is not."""
     import shutil
     pkg = tmp_path/'gptcourse'
     shutil.copytree(ROOT/'gptcourse', pkg, ignore=shutil.ignore_patterns('__pycache__'))
     monkeypatch.setattr(nbrun, 'PKG', pkg)
-    lesson = ROOT/'nbs'/'17_kv_cache.ipynb'
+    lesson = ROOT/'nbs'/'21_kv_cache.ipynb'
     assert not nbrun.problems(lesson)
     (pkg/'modern.py').write_text((pkg/'modern.py').read_text() + '\nx = 1\n')
     assert not nbrun.problems(lesson)

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted((ROOT / 'nbs').glob('[0-9]*.ipynb'))
 MAX_WORDS, MAX_LINES, WINDOW, MIN_PIECE = 180, 30, 3, 16
 DIAGRAMS = {'03': ['causal_weights'], '04': ['qkv_shapes'], '05': ['heads'], '06': ['block_residual'],
-            '07': ['chargpt'], '08': ['gpt2_modules'], '12': ['lr_schedule'], '13': ['ddp_timeline'],
-            '17': ['kv_cache_cases'], '19': ['bpe_tree']}
+            '07': ['chargpt'], '08': ['gpt2_modules'], '14': ['lr_schedule'], '15': ['ddp_timeline'],
+            '21': ['kv_cache_cases'], '24': ['bpe_tree']}
 VISIBLE = {'stream', 'execute_result', 'display_data'}
 
 

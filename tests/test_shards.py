@@ -1,4 +1,4 @@
-"""Lesson 10 beyond its notebook: `prepare` never loses or mixes shards (a refused source, a killed run, another
+"""Lesson 11 beyond its notebook: `prepare` never loses or mixes shards (a refused source, a killed run, another
 prepare at the same time, an unfinished prepare of something else), reads the lecture's FineWeb-Edu through the hub
 (from a hub cache filled here: no internet), and the loader refuses what is not what its manifest says — without
 hanging on a pipe."""

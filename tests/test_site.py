@@ -136,7 +136,7 @@ def check_lessons(b, base: str) -> list[str]:
 
 
 def check_api_link(b, base: str):
-    page, problems = visit(b, base, '10_shards.html')
+    page, problems = visit(b, base, '11_shards.html')
     link = page.locator('article a.api-link', has_text='DataLoaderLite').first
     href = link.get_attribute('href')
     link.click(); page.wait_for_load_state('load')
@@ -160,9 +160,9 @@ def check_search(site: Path, b, base: str):
 def take_screenshots(b, base: str):
     "Three pages a person can look at: the home page, a lesson with plots and math, and an API page."
     SHOTS.mkdir(parents=True, exist_ok=True)
-    for path, name in (('index.html', 'home'), ('12_optim.html', 'lesson-12'), ('api/gptcourse.shards.html', 'api')):
+    for path, name in (('index.html', 'home'), ('14_optim.html', 'lesson-12'), ('api/gptcourse.shards.html', 'api')):
         page, problems = visit(b, base, path)
-        if path.startswith('12'):                                  # the schedule's formula and its plot
+        if path.startswith('14'):                                  # the schedule's formula and its plot
             page.wait_for_selector('article div.math mjx-container svg', timeout=15_000)
             page.locator('article div.math').first.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / f'{name}.png'))
@@ -172,15 +172,15 @@ def take_screenshots(b, base: str):
 
 def check_the_checks(site: Path, b, base: str):
     "A planted fault, once: a lesson page whose plot file is gone and whose MathJax is gone fails both checks."
-    good = (site / '12_optim.html').read_text(encoding='utf-8')
+    good = (site / '14_optim.html').read_text(encoding='utf-8')
     broken = re.sub(r'src="_images/[^"]+"', 'src="_images/missing.png"', good).replace('tex-svg.js', 'missing.js')
     (site / 'planted.html').write_text(broken, encoding='utf-8')
     page, problems = visit(b, base, 'planted.html')
-    found = content_problems(page, expected(ROOT / 'nbs' / '12_optim.ipynb'))
+    found = content_problems(page, expected(ROOT / 'nbs' / '14_optim.ipynb'))
     assert any('plots not all shown' in p for p in found) and any('math not rendered' in p for p in found), found
     assert any('HTTP 404' in p and 'missing.png' in p for p in problems), problems
-    ok, _ = visit(b, base, '12_optim.html')
-    assert content_problems(ok, expected(ROOT / 'nbs' / '12_optim.ipynb')) == []
+    ok, _ = visit(b, base, '14_optim.html')
+    assert content_problems(ok, expected(ROOT / 'nbs' / '14_optim.ipynb')) == []
 
 
 def test_the_site(site):

@@ -1,4 +1,4 @@
-"""Lesson 16 beyond its notebook: DDP with gradient accumulation (the `no_sync` path) and resume under torchrun,
+"""Lesson 19 beyond its notebook: DDP with gradient accumulation (the `no_sync` path) and resume under torchrun,
 training from a pretrained folder, HellaSwag inside a run, resume that keeps the schedule, a broken newest checkpoint,
 the micro-batch probe, one run per folder, and what `--overwrite` may and may not delete. CPU only, tiny sizes."""
 import json, os, socket, subprocess, sys

@@ -115,7 +115,7 @@ def gpt2_modules(path: Path):
 
 
 def ddp_timeline(path: Path, world: int = 4, micro: int = 3):
-    "Lesson 13: ranks run their micro-steps side by side; only the last backward all-reduces; then one step."
+    "Lesson 15: ranks run their micro-steps side by side; only the last backward all-reduces; then one step."
     fig, ax = canvas(8.2, 3.9)
     w, x0 = 1.45, 0.9
     for r in range(world):
@@ -138,7 +138,7 @@ def ddp_timeline(path: Path, world: int = 4, micro: int = 3):
 
 
 def kv_cache_cases(path: Path, max_len: int = 8):
-    "Lesson 17: which cached keys each new query sees, in the three cases `attend` handles."
+    "Lesson 21: which cached keys each new query sees, in the three cases `attend` handles."
     cases = [('prefill: 3 tokens, nothing cached\nis_causal=True', 0, 3),
              ('one new token after 5 cached\nno mask: it sees every key', 5, 1),
              ('3 new tokens after 5 cached\nexplicit mask: query i sees keys ≤ 5 + i', 5, 3)]
@@ -238,7 +238,7 @@ def chargpt(path: Path):
 
 
 def lr_schedule(path: Path, max_lr: float = 6e-4, warmup: int = 715, steps: int = 19073):
-    "Lesson 12: the schedule's three phases, from the formula."
+    "Lesson 14: the schedule's three phases, from the formula."
     import math
     fig = plt.figure(figsize=(7.6, 3.0)); ax = fig.add_axes([0.12, 0.17, 0.84, 0.72])
     min_lr = 0.1 * max_lr
@@ -257,7 +257,7 @@ def lr_schedule(path: Path, max_lr: float = 6e-4, warmup: int = 715, steps: int 
 
 
 def bpe_tree(path: Path, word: str = ' Shakespeare'):
-    "Lesson 19: how GPT-2's merges, lowest rank first, build one word out of its bytes."
+    "Lesson 24: how GPT-2's merges, lowest rank first, build one word out of its bytes."
     sys.path.insert(0, str(HERE.parent.parent))
     from gptcourse.gpt2 import gpt2_tokenizer
     ranks = gpt2_tokenizer()._mergeable_ranks
