@@ -4,17 +4,18 @@
 
 # %% ../nbs/16_checkpoint.ipynb #e4a00004
 from __future__ import annotations
-import contextlib, hashlib, json, os, random, re, shutil, sys
+import contextlib, dataclasses, hashlib, json, os, random, re, shutil, sys, typing
 from pathlib import Path
 import numpy as np
 import torch
 from .files import atomic_write, folder_lock, pid_alive
-from .gpt2 import GPT, GPTConfig, HF_REPOS
+from .gpt2 import GPT, GPTConfig
+from .pretrained import HF_REPOS, from_pretrained
 
 # %% auto #0
-__all__ = ['FORMAT', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'rng_state',
-           'set_rng_state', 'checkpoint_path', 'list_checkpoints', 'save_step', 'load_latest', 'run_folder',
-           'gpt_config', 'load_model']
+__all__ = ['FORMAT', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'read_checkpoint', 'fits_file', 'load_checkpoint',
+           'rng_state', 'set_rng_state', 'checkpoint_path', 'list_checkpoints', 'save_step', 'load_latest',
+           'run_folder', 'class_name', 'model_meta', 'model_class', 'model_spec', 'load_model']
 
 # %% ../nbs/16_checkpoint.ipynb #b4865a45
 class CheckpointError(ValueError):
@@ -92,23 +93,28 @@ def read_checkpoint(path):
         raise CheckpointError(f'{path}: its header does not describe its tensors (meta, aliases)')
     return header, f
 
+# %% ../nbs/16_checkpoint.ipynb #a730a263
+def fits_file(model, path, read=None):
+    "Refuse a checkpoint whose tensors' names and shapes are not `model`'s, reading the file's header only."
+    header, f = read or read_checkpoint(path)
+    own = unwrap_model(model).state_dict()
+    shapes = {k[len("model."):]: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("model.")}
+    shapes |= {a: shapes[s] for a, s in header["aliases"].items()}
+    problems = ([f"{k}: checkpoint {shapes[k]} vs model {tuple(v.shape)}"
+                 for k, v in own.items() if k in shapes and shapes[k] != tuple(v.shape)]
+                + [f"missing {k}" for k in own if k not in shapes] + [f"unexpected {k}" for k in shapes if k not in own])
+    if problems:
+        more = f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""
+        raise CheckpointError(f"{path} does not fit this model: {'; '.join(problems[:6])}{more}")
+
 # %% ../nbs/16_checkpoint.ipynb #c1404cf1
 def load_checkpoint(path, model=None, optimizer=None) -> dict:
     "Verify the checkpoint at `path`, load it into `model` and `optimizer` (if given), and return its `meta`."
     header, f = read_checkpoint(path)
     if model is not None:
-        target = unwrap_model(model)
-        own = target.state_dict()
-        shapes = {k[len('model.'):]: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith('model.')}
-        shapes |= {a: shapes[s] for a, s in header['aliases'].items()}
-        problems = ([f'missing {k}' for k in own if k not in shapes]
-                    + [f'unexpected {k}' for k in shapes if k not in own]
-                    + [f'{k}: checkpoint {shapes[k]} vs model {tuple(v.shape)}'
-                       for k, v in own.items() if k in shapes and shapes[k] != tuple(v.shape)])
-        if problems: raise CheckpointError(f'{path} does not fit this model: {"; ".join(problems[:6])}'
-                                           + (f' (and {len(problems) - 6} more)' if len(problems) > 6 else ''))
-        sd = {k[len('model.'):]: f.get_tensor(k) for k in f.keys() if k.startswith('model.')}
-        target.load_state_dict(sd | {a: sd[s] for a, s in header['aliases'].items()})
+        fits_file(model, path, (header, f))
+        sd = {k[len("model."):]: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
+        unwrap_model(model).load_state_dict(sd | {a: sd[s] for a, s in header["aliases"].items()})
     if optimizer is not None:
         opt = header.get('optimizer')
         if not isinstance(opt, dict): raise CheckpointError(f'{path} holds no optimizer state')
@@ -221,32 +227,53 @@ def run_folder(out_dir, resume: bool = False, overwrite: bool = False):
                 shutil.rmtree(aside, ignore_errors=True)
 
 # %% ../nbs/16_checkpoint.ipynb #fcdf2ba6
-def gpt_config(meta: dict, path) -> GPTConfig:
-    """The `GPTConfig` a checkpoint's meta declares, checked (lesson 08) and compared with the shapes its file declares
-    — the blocks and the token embedding — before any model is built: a config can claim any size for free."""
-    from safetensors import safe_open
-    if not isinstance(meta.get('config'), dict):
-        raise CheckpointError(f'{path} holds no GPT config: it was not written by a trainer of the course')
-    try: config = GPTConfig(**meta['config'])
-    except (TypeError, ValueError) as e: raise CheckpointError(f'{path}: its GPT config is not one: {e}') from None
-    with safe_open(path, 'pt') as t:
-        blocks = len({k.split('.')[3] for k in t.keys() if k.startswith('model.transformer.h.')})
-        wte = tuple(t.get_slice(k).get_shape()) if (k := 'model.transformer.wte.weight') in t.keys() else None
-    want = (config.n_layer, (config.vocab_size, config.n_embd))
-    if (blocks, wte) != want:
-        raise CheckpointError(f'{path}: its config says {want[0]} blocks and wte {want[1]}, its tensors are {blocks} '
-                              f'blocks and wte {wte}')
-    return config
+def class_name(cls) -> str:
+    "How a checkpoint names a model class: `module:Qualname`."
+    return f"{cls.__module__}:{cls.__qualname__}"
 
-def load_model(source) -> tuple[GPT, dict]:
-    """A `GPT` (eval mode) and its meta from a course checkpoint (a step_*.safetensors file or its run folder), a
-    Hugging Face folder or a hub name (meta: {})."""
+def model_meta(model) -> dict:
+    "What a checkpoint stores to build `model` again: its class's name and its configuration."
+    model = unwrap_model(model)
+    return {"model_class": class_name(type(model)), "config": dataclasses.asdict(model.config)}
+
+def model_class(meta: dict, path, classes=(GPT,)):
+    "The class a checkpoint's meta names, chosen among `classes` (never imported), and its configuration class."
+    name, known = meta.get("model_class", class_name(GPT)), {class_name(c): c for c in classes}
+    if name not in known:
+        raise CheckpointError(f"{path} holds a model of class {name}, which is not among the classes given "
+                              f"({', '.join(known)}): pass its class, load_model(path, classes=[..., YourClass])")
+    cls = known[name]
+    return cls, typing.get_type_hints(cls.__init__).get("config", GPTConfig)
+
+# %% ../nbs/16_checkpoint.ipynb #576fcd9a
+def model_spec(meta: dict, path, classes=(GPT,)):
+    """The class and configuration of the model a checkpoint's meta describes: the configuration checked (lesson 08),
+    the model's shapes compared with the file's tensors on the `meta` device, before any memory is spent."""
+    cls, config_cls = model_class(meta, path, classes)
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path} holds no model configuration: it was not written by a trainer of the course")
+    try:
+        config = config_cls(**meta["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its configuration is not one: {e}") from None
+    with torch.device("meta"):
+        fits_file(cls(config), path)
+    return cls, config
+
+# %% ../nbs/16_checkpoint.ipynb #789a51c7
+def load_model(source, classes=(GPT,)) -> tuple[GPT, dict]:
+    """A model (eval mode) and its meta from a course checkpoint (a step_*.safetensors file or its run folder) whose
+    class is one of `classes`, a Hugging Face folder or a hub name (meta: {})."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise CheckpointError(f"a model is a path or a hub name, got {type(source).__name__}")
     p = Path(source)
     if not p.exists() and str(source) not in HF_REPOS:
-        raise CheckpointError(f'no checkpoint at {source}: no such file or folder (a model is a run folder, one of its '
-                              f'step_*.safetensors files, a Hugging Face folder or one of {", ".join(HF_REPOS)})')
-    if p.is_dir() and (p / 'config.json').exists() or not p.exists(): return GPT.from_pretrained(source), {}
-    f, meta = load_latest(p, check=gpt_config)
-    model = GPT(gpt_config(meta, f))
+        raise CheckpointError(f"no checkpoint at {source}: no such file or folder (a model is a run folder, one of "
+                              f"its step_*.safetensors files, a Hugging Face folder or one of {', '.join(HF_REPOS)})")
+    if p.is_dir() and (p / "config.json").exists() or not p.exists():
+        return from_pretrained(source), {}
+    f, meta = load_latest(p, check=lambda meta, f: model_spec(meta, f, classes))
+    cls, config = model_spec(meta, f, classes)
+    model = cls(config)
     load_checkpoint(f, model)
     return model.eval(), meta

@@ -9,24 +9,28 @@ from pathlib import Path
 import torch
 import gptcourse
 from .data import DownloadError
-from .train import PRESET_ENV, History, default_device, generate
+from .train import PRESET_ENV, default_device
 from .data import CharTokenizer
-from .gpt2 import HF_REPOS, sample_text
+from .gpt2 import GPT
+from .pretrained import EOT, HF_REPOS, gpt2_tokenizer
 from .files import FolderBusy
 from .shards import default_data_dir, prepare
+from .speed import check_device
 from .checkpoint import CheckpointError, list_checkpoints, load_latest, load_model
+from .loop import TrainHistory
 from .trainers import CHAR_PRESETS, CHAR_RUN, GPT2_PRESETS, REFERENCE, CharRun, GPT2Run, compare, train_char
+from .trainers import LECTURE, run_of
 from .trainers import train_gpt2
-from .kv_cache import cached_next_logits, top_p
+from .kv_cache import generate_cached
 from .decode import use_decode_kernel
-from .modern import ARCHS
+from .modern import ARCHS, ModernGPT
 
 # %% auto #0
-__all__ = ['HELP', 'SET_ELSEWHERE', 'PRESET_COST', 'TRAINERS', 'add_run_options', 'run_changes', 'add_folder_options', 'Stopped',
-           'train_command', 'sample_command', 'add_sampling_options', 'add_char_commands', 'gpt2_sample_command',
-           'add_gpt2_sample_command', 'prepare_command', 'add_prepare_command', 'gpt2_train_command',
-           'add_gpt2_train_command', 'presets_command', 'plot_command', 'add_run_commands', 'default_threads',
-           'build_parser', 'main']
+__all__ = ['HELP', 'SET_ELSEWHERE', 'MODELS', 'PRESET_COST', 'TRAINERS', 'add_run_options', 'run_changes', 'add_folder_options',
+           'Stopped', 'train_command', 'sample_command', 'add_sampling_options', 'add_char_commands',
+           'gpt2_sample_command', 'add_gpt2_sample_command', 'prepare_command', 'add_prepare_command',
+           'gpt2_train_command', 'add_gpt2_train_command', 'presets_command', 'plot_command', 'add_run_commands',
+           'default_threads', 'build_parser', 'main']
 
 # %% ../nbs/27_cli.ipynb #2ca47d37
 def _int_at_least(low: int, high: int = 2**63 - 1):
@@ -54,18 +58,11 @@ def _number(low: float = 0.0, high: float = math.inf, low_open: bool = False, hi
 
 # %% ../nbs/27_cli.ipynb #c15d0003
 def _device(s: str) -> str:
-    "An argparse type: a device this machine has (cpu, cuda, cuda:N, mps)."
-    try: d = torch.device(s)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f'{s!r} is not a device; use cpu, cuda, cuda:N or mps') from None
-    mps = getattr(torch.backends, 'mps', None)
-    have = {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': mps is not None and mps.is_available()}
-    if not have.get(d.type, False):
-        raise argparse.ArgumentTypeError(f'{s!r}: this machine has no {d.type} device; available: '
-                                         + ', '.join(k for k, v in have.items() if v))
-    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f'{s!r}: this machine has {torch.cuda.device_count()} CUDA device(s)')
-    return s
+    "An argparse type: a device this machine has (cpu, cuda, cuda:N, mps): lesson 13's `check_device`."
+    try:
+        return check_device(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 # %% ../nbs/27_cli.ipynb #4c1a0002
 HELP = {  # one text per field of the run configurations, in `train` and `gpt2-train` alike
@@ -86,8 +83,10 @@ HELP = {  # one text per field of the run configurations, in `train` and `gpt2-t
     'grad_clip': 'the bound of the gradient\'s norm; 0: no clipping',
     'checkpoint_interval': 'steps between checkpoints; 0: only at the end',
     'hellaswag': "'val' (HellaSwag's validation set, downloaded once) or a .jsonl file, scored at every evaluation",
+    'device': 'cuda, cuda:N, mps or cpu (default: the best there is)', 'keep': 'checkpoints to keep in --out',
+    'auto_batch': 'the largest micro-batch that fits the GPU, the total batch kept by accumulation (auto: on CUDA)',
 }
-SET_ELSEWHERE = {'name', 'arch', 'gpt', 'optimizer'}
+SET_ELSEWHERE = {'name', 'arch'}   # the preset, and the architecture (--arch)
 
 # %% ../nbs/27_cli.ipynb #c15d0005
 def add_run_options(p, run_cls, presets: dict):
@@ -103,6 +102,7 @@ def add_run_options(p, run_cls, presets: dict):
                                    metavar='X')
         elif t == bool | None: kw['action'] = argparse.BooleanOptionalAction
         elif f.name == 'dtype': kw['choices'] = ['auto', 'float32', 'bfloat16', 'float16']
+        elif f.name == 'device': kw['type'] = _device
         p.add_argument(flag, **kw)
 
 def run_changes(args, run_cls) -> dict:
@@ -120,11 +120,9 @@ def add_folder_options(p, default_out):
     p.add_argument('--resume', action='store_true', help='continue the run in --out from its newest good checkpoint')
     p.add_argument('--overwrite', action='store_true',
                    help='replace the run in --out (once the new one has a checkpoint)')
-    p.add_argument('--keep', type=_int_at_least(1), default=2, help='checkpoints to keep in --out (default: 2)')
     p.add_argument('--stop-after', type=_int_at_least(1), default=None,
                    help='stop after this step, keeping the schedule of --max-steps, to resume later '
                         '(default: run to the end)')
-    p.add_argument('--device', type=_device, default=None, help='cuda, cuda:N, mps or cpu (default: the best there is)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar (for logs)')
 
 class Stopped(Exception):
@@ -142,14 +140,24 @@ def _char_sample(model, meta: dict, prompt: str, n: int, seed=None, **kw) -> str
     device = next(use_decode_kernel(model).parameters()).device
     try: idx = torch.tensor([tok.encode(prompt)], device=device)
     except ValueError as e: raise ValueError(f'the prompt has {e}') from None
-    return tok.decode(generate(model, idx, n, seed=seed, next_logits=cached_next_logits(model), **kw)[0])
+    return tok.decode(generate_cached(model, idx, n, seed=seed, **kw)[0])
+
+MODELS = tuple(dict.fromkeys((GPT, *(a.model for a in ARCHS.values()))))  # the classes a checkpoint may name (lesson 16's load_model)
+
+def _arch(args):
+    "The architecture `train` trains: --arch's, else (resuming) the run's own, else the lecture's."
+    if args.arch or not args.resume:
+        return ARCHS[args.arch] if args.arch else LECTURE
+    name = load_latest(args.out, log=lambda *a: None)[1].get('run', {}).get('arch', 'lecture')
+    if name not in ARCHS: raise CheckpointError(f'{args.out} is a run of an architecture this command does not know, '
+                                               f'{name!r}; it knows {", ".join(ARCHS)}')
+    return ARCHS[name]
 
 def train_command(args):
     "Handler of `gptcourse train`."
-    changes = run_changes(args, CharRun) | (dict(arch=args.arch, **ARCHS[args.arch]) if args.arch else {})
     try:
-        res = train_char(args.preset, args.out, args.resume, args.overwrite, args.keep, args.device, args.stop_after,
-                         progress=not args.no_progress, **changes)
+        res = train_char(args.preset, args.out, args.resume, args.overwrite, args.stop_after,
+                         progress=not args.no_progress, arch=_arch(args), **run_changes(args, CharRun))
     except FloatingPointError as e: raise Stopped('train', args.out, str(e)) from None
     except KeyboardInterrupt: raise Stopped('train', args.out, 'interrupted', 130) from None
     if args.max_new_tokens: print(_char_sample(res.model, res.extra, '\n', args.max_new_tokens, res.run.seed))
@@ -157,7 +165,7 @@ def train_command(args):
 
 def sample_command(args):
     "Handler of `gptcourse sample`."
-    model, meta = load_model(args.model)
+    model, meta = load_model(args.model, MODELS)
     if meta.get('kind') != 'char':
         raise ValueError(f'{args.model} holds {"a GPT-2-vocabulary model" if meta else "GPT-2"}; sample it with '
                          f'`gptcourse gpt2-sample --model {args.model}`')
@@ -182,7 +190,7 @@ def add_sampling_options(p, max_new_tokens: int, top_k: int | None):
     p.add_argument('--device', type=_device, default=None, help='cuda, cuda:N, mps or cpu (default: the best there is)')
 
 def _sampling(args) -> dict:
-    return dict(temperature=args.temperature, top_k=args.top_k, logits_filter=top_p(args.top_p) if args.top_p else None)
+    return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
 
 # %% ../nbs/27_cli.ipynb #c15d0009
 def add_char_commands(sub):
@@ -207,13 +215,16 @@ def add_char_commands(sub):
 # %% ../nbs/27_cli.ipynb #88eb0fe2
 def gpt2_sample_command(args):
     "Handler of `gptcourse gpt2-sample`."
-    model, meta = load_model(args.model)
+    model, meta = load_model(args.model, MODELS)
     if meta.get('kind') == 'char':
         raise ValueError(f'{args.model} holds a character model; sample it with '
                          f'`gptcourse sample --model {args.model}`')
     use_decode_kernel(model.to(args.device or default_device()))
-    texts = sample_text(model, args.prompt, max_new_tokens=args.max_new_tokens, num_samples=args.num_samples,
-                        seed=args.seed, next_logits=cached_next_logits(model), **_sampling(args))
+    enc = gpt2_tokenizer()
+    ids = enc.encode(args.prompt, allowed_special={'<|endoftext|>'}) or [EOT]
+    idx = torch.tensor([ids] * args.num_samples, device=next(model.parameters()).device)
+    out = generate_cached(model, idx, args.max_new_tokens, seed=args.seed, **_sampling(args))
+    texts = [args.prompt + enc.decode([t for t in row[len(ids):] if t < enc.n_vocab]) for row in out.tolist()]
     for i, text in enumerate(texts): print(f'--- sample {i + 1} ---\n{text}')
     return texts
 
@@ -267,7 +278,7 @@ def gpt2_train_command(args):
     "Handler of `gptcourse gpt2-train`."
     rank0 = os.environ.get('RANK', '0') == '0'   # under torchrun, rank 0 speaks
     try:
-        res = train_gpt2(args.preset, args.out, args.resume, args.overwrite, args.keep, args.device, args.stop_after,
+        res = train_gpt2(args.preset, args.out, args.resume, args.overwrite, args.stop_after,
                          progress=not args.no_progress, **run_changes(args, GPT2Run))
     except FloatingPointError as e: raise Stopped('gpt2-train', args.out, str(e)) from None
     except KeyboardInterrupt: raise Stopped('gpt2-train', args.out, 'interrupted', 130) from None
@@ -309,7 +320,7 @@ TRAINERS = {'char': CharRun, 'gpt2': GPT2Run}   # the run configuration of each 
 def plot_command(args):
     "Handler of `gptcourse plot`: the loss history of a run's newest checkpoint, as numbers and as a PNG."
     f, meta = load_latest(args.model)
-    try: h, run = History.from_state_dict(meta['history']), TRAINERS[meta['kind']](**meta['run'])
+    try: h, run = TrainHistory.from_state_dict(meta['history']), run_of(TRAINERS[meta['kind']], meta)
     except (KeyError, TypeError, ValueError): raise CheckpointError(f'{f} is not a run of a course trainer') from None
     fmt = lambda v: '   n/a' if v is None else f'{v:.4f}'
     for s, tl, vl in zip(h.eval_step, h.train_loss, h.val_loss): print(f'step {s:>7}: train {fmt(tl)}  val {fmt(vl)}')

@@ -4,14 +4,14 @@
 
 # %% ../nbs/15_distributed.ipynb #d3a00004
 from __future__ import annotations
-import os
+import contextlib, os
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from .train import default_device
 
 # %% auto #0
-__all__ = ['DistInfo', 'setup_distributed', 'reduce_sum', 'reduce_mean']
+__all__ = ['DistInfo', 'setup_distributed', 'reduce_sum', 'reduce_mean', 'sync_gradients']
 
 # %% ../nbs/15_distributed.ipynb #218c2378
 @dataclass
@@ -77,3 +77,9 @@ def reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def reduce_mean(t: torch.Tensor) -> torch.Tensor:
     "The mean of `t` over all processes (the sum over the world size: gloo and NCCL both have SUM); `t` alone."
     return t if not (dist.is_available() and dist.is_initialized()) else reduce_sum(t) / dist.get_world_size()
+
+def sync_gradients(model, now: bool):
+    "Let DDP all-reduce the gradients in this `backward` only if `now` (the last micro-step); one process: nothing."
+    if now or not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()

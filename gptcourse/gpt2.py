@@ -4,79 +4,71 @@
 
 # %% ../nbs/08_gpt2.ipynb #ee096bf8
 from __future__ import annotations
-import functools, importlib, json, math, re
+import math, os, re
 from dataclasses import dataclass
-from pathlib import Path
 import torch, torch.nn as nn
 from torch.nn import functional as F
-from .data import gpt2_files
-from .train import generate, patch
+from .train import patch
 from .bigram import check_ids
 from .chargpt import CharGPT, CharGPTConfig
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'NORMS', 'MLPS', 'QK_MAPS', 'GPT_CONFIGS', 'EOT', 'GPT2_SPLIT', 'HF_REPOS', 'CONV1D_WEIGHTS', 'part',
-           'GPTConfig', 'check_config', 'MLP', 'CausalSelfAttention', 'Block', 'GPT', 'char_config', 'chargpt_to_gpt',
-           'gpt2_tokenizer', 'hf_to_state_dict', 'sample_text']
-
-# %% ../nbs/08_gpt2.ipynb #12709adb
-ACTIVATIONS = {'gelu_tanh': lambda: nn.GELU(approximate='tanh'), 'relu': nn.ReLU}  # GPT-2's GELU; the lecture's ReLU
-NORMS = {'layernorm': lambda config: nn.LayerNorm(config.n_embd, bias=config.bias)}
-MLPS, QK_MAPS = {}, {}  # filled below: 'mlp' (GPT-2's); no map of queries and keys
-
-def part(kind: str, name: str, table: dict):
-    "The part called `name`: an entry of `table`, or `module:Name`, the object `Name` of `gptcourse.module`."
-    if not isinstance(name, str): raise ValueError(f'{kind} must be a name, got {name!r}')
-    if name in table: return table[name]
-    module, _, attr = name.partition(':')
-    if module.isidentifier() and attr.isidentifier():
-        try: return getattr(importlib.import_module(f'gptcourse.{module}'), attr)
-        except (ImportError, AttributeError): pass
-    raise ValueError(f'unknown {kind} {name!r}; choose one of {", ".join(table) or "none"}, or module:Name, an '
-                     'object of a gptcourse module')
+__all__ = ['GPT_CONFIGS', 'GPTConfig', 'machine_bytes', 'check_fits', 'check_config', 'MLP', 'CausalSelfAttention', 'Block',
+           'GPT', 'char_config', 'chargpt_to_gpt']
 
 # %% ../nbs/08_gpt2.ipynb #b2c3d4e5
 @dataclass
 class GPTConfig:
-    "A GPT's sizes and architecture choices; the defaults are GPT-2 124M."
-    block_size: int = 1024   # context length (n_positions in Hugging Face's config)
+    "A GPT's sizes and the switches that make lesson 07's model one of its configurations; defaults: GPT-2 124M."
+    block_size: int = 1024  # context length (n_positions in Hugging Face's config)
     vocab_size: int = 50257  # 50,000 BPE merges + 256 bytes + <|endoftext|>
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
-    bias: bool = True              # biases in the Linears and LayerNorms, as in GPT-2
-    qkv_bias: bool = True          # a bias on the query/key/value projection (the lecture's heads have none)
-    activation: str = 'gelu_tanh'  # the MLP's non-linearity: a name of ACTIVATIONS, or module:Name
-    tie_weights: bool = True       # lm_head shares wte's matrix (GPT-2); the lecture's model has its own
-    head_bias: bool = False        # a bias on lm_head (the lecture's model has one)
-    # where lesson 26 plugs in what came after GPT-2; the defaults are GPT-2's
-    norm: str = 'layernorm'        # a name of NORMS, or module:Name
-    mlp: str = 'mlp'               # a name of MLPS, or module:Name
-    mlp_hidden: int = 0            # the MLP's width; 0 means 4·n_embd
-    pos: str = 'learned'           # 'learned': add wpe to the input; 'none': no position embedding
-    qk: tuple = ()                 # maps applied to each head's queries and keys: names of QK_MAPS, or module:Name
-    zero_init: bool = False        # start the projections into the residual stream (c_proj) at zero
+    bias: bool = True  # biases in the Linears and LayerNorms, as in GPT-2
+    qkv_bias: bool = True  # a bias on the query/key/value projection (the lecture's heads have none)
+    activation: str = "gelu_tanh"  # the MLP's non-linearity: GPT-2's tanh GELU, or the lecture's "relu"
+    tie_weights: bool = True  # lm_head shares wte's matrix (GPT-2); the lecture's model has its own
+    head_bias: bool = False  # a bias on lm_head (the lecture's model has one)
 
     def __post_init__(self):
-        self.qk = tuple(self.qk) if isinstance(self.qk, (list, tuple)) else self.qk   # a list after a trip through JSON
-        check_config(self)   # below
+        check_config(self)  # below
+
+# %% ../nbs/08_gpt2.ipynb #985e62c4
+def machine_bytes() -> int | None:
+    "This machine's memory in bytes (None where the OS does not say)."
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+def check_fits(c: GPTConfig):
+    "Refuse a configuration whose float32 weights are more than this machine's memory."
+    C, head = c.n_embd, 0 if c.tie_weights else c.vocab_size * c.n_embd
+    n = (c.vocab_size + c.block_size) * C + c.n_layer * 12 * C * C + head
+    have = machine_bytes()
+    if have is not None and 4 * n > have:
+        raise ValueError(f"this configuration has about {n:,} parameters, {4 * n / 1e9:,.1f} GB of float32 weights; "
+                         f"this machine has {have / 1e9:,.1f} GB of memory")
 
 # %% ../nbs/08_gpt2.ipynb #c8d0a004
 def check_config(c: GPTConfig):
-    "Every size a positive integer, every part a name that exists; else a ValueError that says which."
-    for k in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'mlp_hidden'):
-        v, least = getattr(c, k), 0 if k == 'mlp_hidden' else 1
-        if type(v) is not int or v < least: raise ValueError(f'{k} must be an integer >= {least}, got {v!r}')
+    "Every size a positive integer, every switch one of its values; else a ValueError that says which."
+    for k in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+        v = getattr(c, k)
+        if type(v) is not int or v < 1:
+            raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
     if c.n_embd % c.n_head:
-        raise ValueError(f'n_embd ({c.n_embd}) must be a multiple of n_head ({c.n_head})')
+        raise ValueError(f"n_embd ({c.n_embd}) must be a multiple of n_head ({c.n_head})")
     if type(c.dropout) not in (int, float) or not 0 <= c.dropout < 1:
-        raise ValueError(f'dropout must be a number in [0, 1), got {c.dropout!r}')
-    if c.pos not in ('learned', 'none'): raise ValueError(f"unknown pos {c.pos!r}; choose learned or none")
-    for kind, names, table in (('activation', [c.activation], ACTIVATIONS), ('norm', [c.norm], NORMS),
-                               ('mlp', [c.mlp], MLPS), ('qk map', c.qk, QK_MAPS)):
-        if not isinstance(names, tuple | list): raise ValueError(f'qk must be a list of names, got {names!r}')
-        for name in names: part(kind, name, table)
+        raise ValueError(f"dropout must be a number in [0, 1), got {c.dropout!r}")
+    if c.activation not in ("gelu_tanh", "relu"):
+        raise ValueError(f"activation must be 'gelu_tanh' (GPT-2's) or 'relu' (the lecture's), got {c.activation!r}")
+    for k in ("bias", "qkv_bias", "tie_weights", "head_bias"):
+        if type(getattr(c, k)) is not bool:
+            raise ValueError(f"{k} must be True or False, got {getattr(c, k)!r}")
+    check_fits(c)  # above
 
 # %% ../nbs/08_gpt2.ipynb #c3d4e5f6
 GPT_CONFIGS = {  # the four sizes OpenAI released (layers, heads, width); all share block_size and vocab_size
@@ -88,18 +80,16 @@ GPT_CONFIGS = {  # the four sizes OpenAI released (layers, heads, width); all sh
 
 # %% ../nbs/08_gpt2.ipynb #3bfd4ec3
 class MLP(nn.Module):
-    "The position-wise feed-forward network: Linear to 4·n_embd, the non-linearity (GPT-2: tanh GELU), Linear back."
+    "The position-wise feed-forward network: Linear to 4·n_embd, the non-linearity, Linear back."
     def __init__(self, config: GPTConfig):
         super().__init__()
-        hidden = config.mlp_hidden or 4 * config.n_embd
-        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
-        self.act = part('activation', config.activation, ACTIVATIONS)()
-        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.act = nn.GELU(approximate="tanh") if config.activation == "gelu_tanh" else nn.ReLU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x): return self.dropout(self.c_proj(self.act(self.c_fc(x))))
-
-MLPS['mlp'] = MLP
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 # %% ../nbs/08_gpt2.ipynb #27fc2c7c
 class CausalSelfAttention(nn.Module):
@@ -110,13 +100,11 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
-        self.qk_maps = nn.ModuleList([part('qk map', m, QK_MAPS)(config) for m in config.qk])   # GPT-2: none
 
     def forward(self, x, kv_cache=None, layer_index: int = 0):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        for f in self.qk_maps: q, k = f(q, k, kv_cache.length if kv_cache is not None else 0)
         if kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0)
         else:
@@ -129,11 +117,10 @@ class Block(nn.Module):
     "A pre-norm Transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`."
     def __init__(self, config: GPTConfig):
         super().__init__()
-        norm = part('norm', config.norm, NORMS)
-        self.ln_1 = norm(config)
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = norm(config)
-        self.mlp = part('mlp', config.mlp, MLPS)(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
 
     def forward(self, x, kv_cache=None, layer_index: int = 0):
         x = x + self.attn(self.ln_1(x), kv_cache, layer_index)
@@ -147,46 +134,52 @@ def _init_weights(module):
 
 # %% ../nbs/08_gpt2.ipynb #6a07084c
 class GPT(nn.Module):
-    """GPT-2 (and any `GPTConfig`) with Hugging Face's parameter names; `forward(idx, targets=None, kv_cache=None,
-    last_only=False) -> (logits, loss)`."""
+    "GPT-2 (and any `GPTConfig`) with Hugging Face's parameter names; `forward(idx, targets) -> (logits, loss)`."
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
-            **({'wpe': nn.Embedding(config.block_size, config.n_embd)} if config.pos == 'learned' else {}),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=part('norm', config.norm, NORMS)(config)))
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
-        if config.tie_weights: self.transformer.wte.weight = self.lm_head.weight  # one matrix embeds and un-embeds
+        if config.tie_weights:
+            self.transformer.wte.weight = self.lm_head.weight  # one matrix embeds and un-embeds
         self.apply(_init_weights)
         for name, p in self.named_parameters():  # the projections into the residual stream: std / sqrt(2 n_layer)
-            if name.endswith('c_proj.weight') and config.zero_init: nn.init.zeros_(p)   # lesson 26
-            elif name.endswith('c_proj.weight'): nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @property
-    def block_size(self) -> int: return self.config.block_size
+    def block_size(self) -> int:
+        return self.config.block_size
 
 # %% ../nbs/08_gpt2.ipynb #c8d0a010
 @patch
 def forward(self: GPT, idx, targets=None, kv_cache=None, last_only: bool = False):
-    check_ids(idx, self.config.vocab_size)   # lesson 01
+    check_ids(idx, self.config.vocab_size)  # lesson 01
     B, T = idx.size()
     start = kv_cache.length if kv_cache is not None else 0
     if start + T > self.config.block_size:
-        cached = f' ({start} cached + {T} new)' if start else ''
-        raise ValueError(f'cannot forward a sequence of length {start + T}{cached}: block_size is '
-                         f'{self.block_size}')
-    x = self.transformer.wte(idx)  # (B, T, C)
-    if 'wpe' in self.transformer: x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
-    x = self.transformer.drop(x)
-    for i, block in enumerate(self.transformer.h): x = block(x, kv_cache, i)
+        cached = f" ({start} cached + {T} new)" if start else ""
+        raise ValueError(f"cannot forward a sequence of length {start + T}{cached}: block_size is {self.block_size}")
+    x = self.embed(idx, start)  # (B, T, C)
+    for i, block in enumerate(self.transformer.h):
+        x = block(x, kv_cache, i)
     logits = self.lm_head(self.transformer.ln_f(x[:, -1:] if last_only else x))  # (B, T or 1, vocab_size)
     loss = None
     if targets is not None:
         loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=-1)
     return logits, loss
+
+@patch
+def embed(self: GPT, idx, start: int = 0):
+    "The token embeddings of `idx` plus the position embeddings of positions start, start+1, …; then dropout."
+    pos = torch.arange(start, start + idx.size(1), device=idx.device)
+    return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
 
 # %% ../nbs/08_gpt2.ipynb #c8d0a011
 @patch
@@ -232,133 +225,3 @@ def from_chargpt(cls: GPT, ref: CharGPT) -> GPT:
     model = cls(char_config(ref.config))
     model.load_state_dict(chargpt_to_gpt(ref.state_dict()))
     return model
-
-# %% ../nbs/08_gpt2.ipynb #81234403
-EOT = 50256  # <|endoftext|>
-GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # tiktoken's r50k pattern
-
-def gpt2_tokenizer(folder=None):
-    "tiktoken's GPT-2 encoding, built from the course's checksummed `encoder.json` and `vocab.bpe` (lesson 00)."
-    return _gpt2_encoding(*map(str, gpt2_files(folder)))
-
-@functools.lru_cache(maxsize=4)
-def _gpt2_encoding(encoder_json: str, vocab_bpe: str):
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe, encoder_json)
-    return tiktoken.Encoding(name='gpt2', pat_str=GPT2_SPLIT, mergeable_ranks=ranks,
-                             special_tokens={'<|endoftext|>': EOT}, explicit_n_vocab=50257)
-
-# %% ../nbs/08_gpt2.ipynb #9113102a
-HF_REPOS = {'gpt2': 'openai-community/gpt2', 'gpt2-medium': 'openai-community/gpt2-medium',
-            'gpt2-large': 'openai-community/gpt2-large', 'gpt2-xl': 'openai-community/gpt2-xl'}
-
-def _checkpoint_files(name_or_folder) -> tuple[Path, Path]:
-    """The paths of `config.json` and `model.safetensors`: from a local folder, or downloaded from the hub for a known
-    name."""
-    folder = Path(name_or_folder)
-    if folder.is_dir():
-        files = folder / 'config.json', folder / 'model.safetensors'
-        missing = [f.name for f in files if not f.is_file()]
-        if missing: raise FileNotFoundError(f'{folder} has no {" and no ".join(missing)} (a GPT-2 folder needs '
-                                            f'config.json and model.safetensors)')
-        return files
-    if str(name_or_folder) not in HF_REPOS:
-        raise ValueError(f'unknown model {str(name_or_folder)!r}: not a folder, and not one of {", ".join(HF_REPOS)}')
-    from huggingface_hub import hf_hub_download
-    repo = HF_REPOS[str(name_or_folder)]
-    try: return Path(hf_hub_download(repo, 'config.json')), Path(hf_hub_download(repo, 'model.safetensors'))
-    except Exception as e:  # offline, hub down, ...: say what we tried and what works without the hub
-        raise OSError(f'could not get {repo} from the Hugging Face hub ({type(e).__name__}: {e}); '
-                      'without internet, pass a folder holding config.json and model.safetensors') from e
-
-# %% ../nbs/08_gpt2.ipynb #c8d0a014
-CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
-
-def hf_to_state_dict(sd: dict) -> dict:
-    """Hugging Face GPT-2 tensors renamed and transposed into `GPT`'s state dict (prefix added, mask buffers dropped,
-    Conv1D weights transposed)."""
-    out = {}
-    for k, v in sd.items():
-        if k.endswith(('.attn.bias', '.attn.masked_bias')): continue  # causal-mask buffers, not weights
-        if not k.startswith(('transformer.', 'lm_head.')): k = 'transformer.' + k
-        out[k] = v.t().contiguous() if k.endswith(CONV1D_WEIGHTS) else v  # Conv1D (in, out) -> Linear (out, in)
-    if 'lm_head.weight' in out and 'transformer.wte.weight' in out:
-        if not torch.equal(out['lm_head.weight'], out['transformer.wte.weight']):
-            raise ValueError('lm_head.weight differs from transformer.wte.weight: GPT ties them, so it cannot '
-                             'load an untied head')
-    elif 'transformer.wte.weight' in out: out['lm_head.weight'] = out['transformer.wte.weight']  # tied
-    return out
-
-# %% ../nbs/08_gpt2.ipynb #1e2c83d3
-def _load_into(model: GPT, sd: dict):
-    "Assign `sd` (GPT names) as `model`'s parameters after checking names and shapes; re-ties lm_head and wte."
-    own = model.state_dict()
-    missing, unexpected = sorted(own.keys() - sd.keys()), sorted(sd.keys() - own.keys())
-    shapes = [f'{k}: checkpoint {tuple(sd[k].shape)}, model {tuple(own[k].shape)}'
-              for k in own.keys() & sd.keys() if sd[k] is not None and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError('the checkpoint does not match GPT-2: ' + '; '.join(
-            [f'missing keys {missing}'] * bool(missing) + [f'unexpected keys {unexpected}'] * bool(unexpected) +
-            [f'shapes differ: {", ".join(sorted(shapes))}'] * bool(shapes)))
-    model.load_state_dict({k: v.float() for k, v in sd.items()}, assign=True)
-    if model.config.tie_weights: model.transformer.wte.weight = model.lm_head.weight  # `assign` untied them
-    return model
-
-# %% ../nbs/08_gpt2.ipynb #e5f6a7b8
-def _hf_config(config_path: Path, weights_path: Path) -> GPTConfig:
-    "The `GPTConfig` of a Hugging Face GPT-2 folder, checked against the shapes its weights file declares."
-    from safetensors import safe_open
-    try: hf = json.loads(config_path.read_text(encoding='utf-8'))
-    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f'{config_path} is not a JSON file ({e})') from None
-    if not isinstance(hf, dict) or hf.get('model_type', 'gpt2') != 'gpt2':
-        raise ValueError(f'{config_path} does not describe a gpt2 model')
-    missing = [k for k in ('n_positions', 'vocab_size', 'n_layer', 'n_head', 'n_embd') if k not in hf]
-    if missing: raise ValueError(f'{config_path} lacks {", ".join(missing)}: a GPT-2 config.json names all five sizes')
-    config = GPTConfig(block_size=hf['n_positions'], vocab_size=hf['vocab_size'],   # typed and bounded (above)
-                       n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'])
-    try:
-        with safe_open(weights_path, 'pt') as f: shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as e: raise ValueError(f'{weights_path} is not a readable safetensors file: {e}') from None
-    shapes = {k.removeprefix('transformer.'): s for k, s in shapes.items()}
-    blocks = len({k.split('.')[1] for k in shapes if k.startswith('h.')})
-    declared = (shapes.get('wte.weight'), shapes.get('wpe.weight'), blocks)
-    wanted = ((config.vocab_size, config.n_embd), (config.block_size, config.n_embd), config.n_layer)
-    if declared != wanted:
-        raise ValueError(f'{config_path} does not describe {weights_path.name}: the config says wte, wpe and blocks '
-                         f'{wanted}, the file holds {declared}')
-    return config
-
-# %% ../nbs/08_gpt2.ipynb #c8d0a017
-@patch(as_classmethod=True)
-def from_pretrained(cls: GPT, name_or_folder) -> GPT:
-    """GPT-2 with OpenAI's weights: a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) from the Hugging Face hub, or a
-    local folder."""
-    from safetensors.torch import load_file
-    config_path, weights_path = _checkpoint_files(name_or_folder)
-    config = _hf_config(config_path, weights_path)
-    with torch.device('meta'): model = cls(config)   # shapes only: no memory, no initialisation
-    try: sd = load_file(weights_path)
-    except Exception as e: raise ValueError(f'{weights_path} is not a readable safetensors file: {e}') from None
-    return _load_into(model, hf_to_state_dict(sd)).eval()
-
-# %% ../nbs/08_gpt2.ipynb #fbab6881
-def sample_text(model, prompt: str, max_new_tokens: int = 30, num_samples: int = 1, top_k: int | None = 50,
-                temperature: float = 1.0, seed: int | None = None, device=None, stop_at_eot: bool = False,
-                **generate_kwargs) -> list[str]:
-    """`num_samples` continuations of `prompt` from a GPT-2-vocabulary `model` (moved to `device` if given), decoded
-    with tiktoken."""
-    enc = gpt2_tokenizer()
-    if device is not None: model = model.to(device)
-    device = next(model.parameters()).device
-    ids = enc.encode(prompt, allowed_special={'<|endoftext|>'}) or [EOT]
-    idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
-    out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
-                   stop_token=EOT if stop_at_eot else None, **generate_kwargs)
-    texts = []
-    for row in out.tolist():
-        new = row[len(ids):]
-        if stop_at_eot and EOT in new: new = new[:new.index(EOT)]
-        new = [t for t in new if t < enc.n_vocab]  # ids of a padded vocabulary (lesson 13) are not tokens
-        texts.append(prompt + enc.decode(new))
-    return texts

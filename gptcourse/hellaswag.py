@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 from .data import DownloadError, data_dir, fetch
-from .gpt2 import gpt2_tokenizer
+from .pretrained import gpt2_tokenizer
 from .distributed import reduce_sum
 from .checkpoint import unwrap_model
 

@@ -4,12 +4,11 @@
 
 # %% ../nbs/14_optim.ipynb #c2a00005
 from __future__ import annotations
-import contextlib, inspect, math
+import inspect, math
 import torch
-from .train import forward_backward
 
 # %% auto #0
-__all__ = ['configure_adamw', 'get_lr', 'grad_accum_steps', 'accumulate', 'micro_batch_that_fits']
+__all__ = ['configure_adamw', 'get_lr', 'grad_accum_steps', 'micro_batch_that_fits']
 
 # %% ../nbs/14_optim.ipynb #e7cb8221
 def configure_adamw(model, weight_decay: float, lr: float, betas=(0.9, 0.95), eps: float = 1e-8,
@@ -44,20 +43,6 @@ def grad_accum_steps(total_batch: int, B: int, T: int, world_size: int = 1) -> i
                          f'= {B}·{T}·{world_size} = {per:,} (e.g. {fits:,}); '
                          'change --total-batch, --batch-size or --seq-len')
     return total_batch // per
-
-# %% ../nbs/14_optim.ipynb #5114e0e9
-def accumulate(steps: int, reduce=None):
-    """A `step_fn` for `fit`: gradients summed over `steps` micro-batches (each loss / steps); under DDP (lesson 15)
-    the gradients are synchronised on the last micro-step only, and `reduce` averages the loss over processes."""
-    if steps < 1: raise ValueError(f'accumulate needs at least one micro-step, got {steps}')
-    def step(model, get_batch, precision):
-        loss = 0.0
-        for micro in range(steps):
-            last = micro == steps - 1
-            sync = contextlib.nullcontext() if last or not hasattr(model, 'no_sync') else model.no_sync()
-            with sync: loss = loss + forward_backward(model, get_batch, precision, scale=1 / steps)
-        return reduce(loss) if reduce is not None else loss  # `reduce`: e.g. the mean over DDP processes
-    return step
 
 # %% ../nbs/14_optim.ipynb #97cc039c
 def micro_batch_that_fits(model, B: int, T: int, precision, device='cpu') -> int:

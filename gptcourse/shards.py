@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 from .data import data_dir, tiny_shakespeare
 from .train import patch
-from .gpt2 import EOT, gpt2_tokenizer
+from .pretrained import EOT, gpt2_tokenizer
 from .files import atomic_write, folder_lock
 
 # %% auto #0

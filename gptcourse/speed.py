@@ -7,38 +7,42 @@ from __future__ import annotations
 import contextlib, os, warnings
 from dataclasses import dataclass
 import torch
-from .train import FP32, default_device
+from .train import default_device
 
 # %% auto #0
 __all__ = ['DTYPES', 'PEAK_FLOPS', 'Precision', 'padded_vocab_size', 'flops_per_token', 'peak_flops', 'mfu', 'DevicePolicy',
-           'device_policy']
+           'check_device', 'device_policy']
 
 # %% ../nbs/13_speed.ipynb #6f1ffd9f
-DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-class Precision(FP32):
-    "Lesson 02's `FP32` in `dtype`: the forward pass under autocast; float16's loss scaled by a GradScaler."
-    def __init__(self, device='cpu', dtype: str = 'float32'):
-        if dtype not in DTYPES: raise ValueError(f'unknown dtype {dtype!r}; choose one of {", ".join(DTYPES)}')
+class Precision:
+    "A training step in `dtype`: the forward pass under autocast; float16's loss scaled by a GradScaler."
+    def __init__(self, device="cpu", dtype: str = "float32"):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
         self.device_type, self.dtype = torch.device(device).type, DTYPES[dtype]
-        scaled = self.dtype == torch.float16 and self.device_type in ('cuda', 'cpu')
+        scaled = self.dtype == torch.float16 and self.device_type in ("cuda", "cpu")
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=scaled)
 
     def autocast(self):
-        if self.dtype == torch.float32: return contextlib.nullcontext()
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
-    def backward(self, loss): self.scaler.scale(loss).backward()
-    def step(self, optimizer, model, grad_clip: float | None = None) -> float | None:
-        norm = None
-        if grad_clip is not None:
-            self.scaler.unscale_(optimizer)   # clip the true gradients, not the scaled ones
-            norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-        self.scaler.step(optimizer)           # skips the step if a gradient overflowed, then lowers the scale
+
+    def backward(self, loss):
+        self.scaler.scale(loss).backward()
+
+    def unscale(self, optimizer):
+        "Divide the gradients by the scale (once a step): what clipping must see are the true gradients."
+        self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer):
+        self.scaler.step(optimizer)  # skips the step if a gradient overflowed, then lowers the scale
         self.scaler.update()
-        return norm
 
     def __repr__(self):
-        return f'Precision({self.device_type}, {str(self.dtype).split(".")[-1]}, scaler={self.scaler.is_enabled()})'
+        return f"Precision({self.device_type}, {str(self.dtype).split('.')[-1]}, scaler={self.scaler.is_enabled()})"
 
 # %% ../nbs/13_speed.ipynb #b19dc5ac
 def padded_vocab_size(vocab_size: int = 50257, multiple: int = 128) -> int:
@@ -93,12 +97,29 @@ class DevicePolicy:
             return model
         return torch.compile(model)
 
+# %% ../nbs/13_speed.ipynb #0665ad69
+def check_device(s: str) -> str:
+    "`s` if this machine has that device (cpu, cuda, cuda:N, mps); else a ValueError that says what it has."
+    try:
+        d = torch.device(s)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{s!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    mps = getattr(torch.backends, "mps", None)
+    have = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps is not None and mps.is_available()}
+    if not have.get(d.type, False):
+        raise ValueError(f"{s!r}: this machine has no {d.type} device; it has {', '.join(k for k, v in have.items() if v)}")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"{s!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return s
+
 # %% ../nbs/13_speed.ipynb #b1a00012
 def device_policy(device: str | None = None, dtype: str = 'auto', compile: bool | None = None,
                   capability: tuple[int, int] | None = None) -> DevicePolicy:
     """The course's choices for `device` (default: the best available); `dtype='auto'` and `compile=None` take the
     device's own. `capability` stands in for a CUDA GPU's."""
     device = device or default_device()
+    if capability is None:  # a capability stands in for a GPU this machine need not have
+        check_device(device)
     if dtype != 'auto' and dtype not in DTYPES:
         raise ValueError(f'unknown dtype {dtype!r}; choose auto or one of {", ".join(DTYPES)}')
     cuda = torch.device(device).type == 'cuda'

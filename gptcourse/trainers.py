@@ -4,71 +4,38 @@
 
 # %% ../nbs/19_trainers.ipynb #1ea00005
 from __future__ import annotations
-import contextlib, hashlib, math, statistics, typing
+import contextlib, hashlib, typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 import torch
 from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 from .data import CharTokenizer, get_batch, tiny_shakespeare, train_val_split
-from .train import History, fit, forward_backward, get_preset, set_seed
+from .train import get_preset, set_seed
 from .chargpt import CharTraining, PRESETS as CHAR_TRAINING
-from .gpt2 import GPT, GPTConfig, char_config, part
+from .gpt2 import GPT, GPTConfig, char_config
+from .pretrained import from_pretrained
 from .shards import MANIFEST, Batches, DataLoaderLite, default_data_dir, prepare, read_manifest
-from .speed import DTYPES, device_policy, flops_per_token, mfu, padded_vocab_size, peak_flops
-from .optim import accumulate, configure_adamw, get_lr, grad_accum_steps, micro_batch_that_fits
-from .distributed import reduce_mean, setup_distributed
-from .checkpoint import CheckpointError, gpt_config, load_checkpoint, load_latest, rng_state, run_folder
-from .checkpoint import save_step, set_rng_state
+from .speed import device_policy, flops_per_token, mfu, padded_vocab_size, peak_flops
+from .optim import configure_adamw, get_lr, grad_accum_steps, micro_batch_that_fits
+from .distributed import DistInfo, setup_distributed
+from .checkpoint import CheckpointError, load_checkpoint, load_latest, model_meta, model_spec, rng_state
+from .checkpoint import run_folder, save_step, set_rng_state
 from .hellaswag import hellaswag_acc_norm, load_hellaswag, read_hellaswag
+from .loop import Report, Run, TrainHistory, train_loop
 
 # %% auto #0
-__all__ = ['CHAR_PRESETS', 'GPT2_PRESETS', 'COMMANDS', 'ETA_AFTER', 'CHAR_RUN', 'REFERENCE', 'UNLEARNED', 'Run', 'CharRun',
-           'GPT2Run', 'TrainResult', 'eta', 'RandomBatches', 'read_text', 'train_char', 'compare', 'train_gpt2']
-
-# %% ../nbs/19_trainers.ipynb #1ea00008
-@dataclass(kw_only=True)
-class Run:
-    "What both trainers have besides their sizes and schedule; each field is a flag of `train` and `gpt2-train`."
-    seed: int = 1337               # of the weights, the batches and dropout
-    dtype: str = 'auto'            # autocast: auto (the device's, lesson 13), float32, bfloat16 or float16
-    compile: bool | None = None    # torch.compile the model; None: on CUDA (lesson 13)
-    fixed: ClassVar[tuple] = ('seed',)           # what a resumed run cannot change
-    may_be_zero: ClassVar[tuple] = ('seed',)     # whole numbers that may be 0 (a count: "never")
-
-    def __post_init__(self):
-        for name, t in typing.get_type_hints(type(self)).items():
-            if name not in {f.name for f in fields(self)}: continue
-            v, least = getattr(self, name), 0 if name in self.may_be_zero else 1
-            if t is int and (type(v) is not int or not least <= v < 2**63):
-                raise ValueError(f'{name} must be a whole number >= {least}, got {v!r}')
-            ok = {float: type(v) in (int, float) and math.isfinite(v) and v >= 0, str: isinstance(v, str),
-                  dict: isinstance(v, dict), str | None: v is None or isinstance(v, str),
-                  bool | None: v in (None, True, False)}.get(t, True)
-            if not ok: raise ValueError(f'{name} must be {"a number >= 0" if t is float else t}, got {v!r}')
-        if self.dtype != 'auto' and self.dtype not in DTYPES:
-            raise ValueError(f'dtype must be auto or one of {", ".join(DTYPES)}, got {self.dtype!r}')
-        if not (self.lr > 0 and self.dropout < 1):
-            raise ValueError(f'lr must be above 0 and dropout below 1, got {self.lr} and {self.dropout}')
-
-    def changed(self, resuming: bool = False, **changes) -> tuple[Run, list[str]]:
-        "This configuration with `changes` (None: no change), and what changed; a resumed run keeps `fixed` fields."
-        changes = {k: v for k, v in changes.items() if v is not None and v != getattr(self, k)}
-        if resuming and (no := [k for k in changes if k in self.fixed]):
-            raise ValueError(f'a resumed run keeps its {", ".join(no)} ({"they shape" if len(no) > 1 else "it shapes"} '
-                             f'its model or data); leave {"them" if len(no) > 1 else "it"} out, or start a new run')
-        return replace(self, **changes), [f'{k} {getattr(self, k)} -> {v}' for k, v in changes.items()]
+__all__ = ['CHAR_PRESETS', 'GPT2_PRESETS', 'COMMANDS', 'CHAR_RUN', 'LECTURE', 'REFERENCE', 'UNLEARNED', 'CharRun', 'GPT2Run',
+           'run_meta', 'run_of', 'TrainResult', 'TrainerReport', 'RandomBatches', 'read_text', 'adamw', 'Arch',
+           'train_char', 'compare', 'Job', 'train_gpt2']
 
 # %% ../nbs/19_trainers.ipynb #1ea00010
 @dataclass(kw_only=True)
 class CharRun(Run, CharTraining):
     "A run of `train_char`: lesson 07's model, as lesson 08's `GPT`, on a text; lesson 07's presets are its own."
-    text: str | None = None        # a UTF-8 text file to learn; None: Tiny Shakespeare
-    arch: str = 'lecture'          # the architecture's name (lesson 26 adds 'modern' and one for each of its ideas)
-    gpt: dict = field(default_factory=dict)   # its changes to lesson 08's char_config
-    optimizer: str = 'adamw'       # torch's AdamW, or module:Name of a function (model, lr) -> optimizer
-    fixed: ClassVar[tuple] = ('seed', 'n_layer', 'n_head', 'n_embd', 'block_size', 'dropout', 'text', 'arch', 'gpt',
-                              'optimizer')
+    text: str | None = None  # a UTF-8 text file to learn; None: Tiny Shakespeare
+    arch: str = "lecture"  # the name of its `Arch` (below): lesson 26 trains others
+    fixed: ClassVar[tuple] = ("seed", "n_layer", "n_head", "n_embd", "block_size", "dropout", "text", "arch")
 
 CHAR_PRESETS = {name: CharRun(**asdict(p)) for name, p in CHAR_TRAINING.items()}
 
@@ -97,9 +64,18 @@ class GPT2Run(Run):
     eval_iters: int                # batches per evaluation
     checkpoint_interval: int       # steps between checkpoints; 0: only at the end
     hellaswag: str | None = None   # 'val' or a .jsonl file: HellaSwag at every evaluation (lesson 17)
+    auto_batch: bool | None = None  # the largest micro-batch that fits (lesson 14); None: on CUDA
     fixed: ClassVar[tuple] = ('seed', 'n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'dropout', 'init',
                               'data', 'batch_size', 'seq_len', 'total_batch')
     may_be_zero: ClassVar[tuple] = ('seed', 'warmup_steps', 'eval_interval', 'checkpoint_interval')
+
+    def lr_at(self, step: int) -> float:
+        "Lesson 14's schedule: warm-up to `lr`, cosine decay to a tenth of it at `max_steps`."
+        return get_lr(step, self.lr, 0.1 * self.lr, self.warmup_steps, self.max_steps)
+
+    @property
+    def save_every(self) -> int:
+        return self.checkpoint_interval
 
 # %% ../nbs/19_trainers.ipynb #c10d0002
 GPT2_PRESETS = {
@@ -112,27 +88,43 @@ GPT2_PRESETS = {
 }
 
 # %% ../nbs/19_trainers.ipynb #1ea00016
-COMMANDS = {'char': 'gptcourse train', 'gpt2': 'gptcourse gpt2-train'}
+COMMANDS = {"char": "gptcourse train", "gpt2": "gptcourse gpt2-train"}
 
-def _check(kind: str, run_cls):
-    """A `check` for `load_latest`: the checkpoint's meta is a run of this trainer, every part usable, and the sizes of
-    its run are those of its config and of its tensors (lesson 16's `gpt_config`), before a model is built."""
+def run_meta(run: Run) -> dict:
+    "The run as a checkpoint stores it: without the sizes its model's configuration holds."
+    sizes = {f.name for f in fields(GPTConfig)}
+    return {k: v for k, v in asdict(run).items() if k not in sizes}
+
+def run_of(run_cls, meta: dict) -> Run:
+    "The run a checkpoint's meta holds, its sizes from the model's configuration."
+    config = meta["config"]
+    return run_cls(**meta["run"], **{f.name: config[f.name] for f in fields(run_cls) if f.name in config})
+
+# %% ../nbs/19_trainers.ipynb #7792eed8
+def _check(kind: str, run_cls, classes=(GPT,), arch: str | None = None):
+    """A `check` for `load_latest`: the checkpoint's meta is a run of this trainer, its model one of `classes` that its
+    tensors fit (lesson 16's `model_spec`), of the architecture `arch` (for the character model), and every part
+    usable, before a model is built."""
     def check(meta, path):
-        if meta.get('kind') != kind:
-            other = f'a run of {COMMANDS[meta["kind"]]}' if meta.get('kind') in COMMANDS else 'no run'
-            raise CheckpointError(f'it is not a run of {COMMANDS[kind]} ({other})')
-        config = gpt_config(meta, path)
+        if meta.get("kind") != kind:
+            other = f"a run of {COMMANDS[meta['kind']]}" if meta.get("kind") in COMMANDS else "no run"
+            raise CheckpointError(f"it is not a run of {COMMANDS[kind]} ({other})")
+        if arch is not None and (saved := meta.get("run", {}).get("arch", "lecture")) != arch:
+            raise CheckpointError(f"it was trained as the {saved} architecture, not {arch}: resume it as its own "
+                                  f"(--arch {saved})")
+        _, config = model_spec(meta, path, classes)
         try:
-            run = run_cls(**meta['run']); History.from_state_dict(meta['history'])
-            if kind == 'char': assert CharTokenizer.from_dict(meta['tokenizer']).vocab_size == config.vocab_size
-            assert all(getattr(run, k) == getattr(config, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size'))
-            assert type(meta['step']) is int and meta['step'] >= 0 and isinstance(meta['rng'], dict)
+            run_of(run_cls, meta)
+            TrainHistory.from_state_dict(meta["history"])
+            if kind == "char":
+                assert CharTokenizer.from_dict(meta["tokenizer"]).vocab_size == config.vocab_size
+            assert type(meta["step"]) is int and meta["step"] >= 0 and isinstance(meta["rng"], dict)
         except (KeyError, TypeError, ValueError, AssertionError) as e:
-            raise CheckpointError(f'its meta is not a usable run ({type(e).__name__}: {str(e)[:80]})') from None
+            raise CheckpointError(f"its meta is not a usable run ({type(e).__name__}: {str(e)[:80]})") from None
     return check
 
 # %% ../nbs/19_trainers.ipynb #c10d0003
-def _settle(run, presets: dict, run_cls, kind: str, out_dir, resume: bool, changes: dict, log):
+def _settle(run, presets: dict, kind: str, out_dir, resume: bool, changes: dict, log, classes=(GPT,)):
     "The run's configuration, and the checkpoint (file, meta) a resumed run starts from."
     if not resume:
         base = run if isinstance(run, Run) else get_preset(presets, run)
@@ -140,8 +132,9 @@ def _settle(run, presets: dict, run_cls, kind: str, out_dir, resume: bool, chang
     if out_dir is None: raise ValueError('resume needs out_dir, the run folder to continue')
     if isinstance(run, Run):
         raise ValueError('a resumed run reads its configuration from its checkpoint: pass only the changes')
-    f, meta = load_latest(out_dir, log=log, check=_check(kind, run_cls))
-    saved = run_cls(**meta['run'])
+    run_cls = type(next(iter(presets.values())))
+    f, meta = load_latest(out_dir, log=log, check=_check(kind, run_cls, classes, changes.get('arch')))
+    saved = run_of(run_cls, meta)
     if run is not None and run != saved.name:
         raise ValueError(f'{out_dir} was trained with preset {saved.name!r}, not {run!r}: '
                          'leave out the preset to resume it')
@@ -153,60 +146,42 @@ def _settle(run, presets: dict, run_cls, kind: str, out_dir, resume: bool, chang
 # %% ../nbs/19_trainers.ipynb #1ea00018
 @dataclass
 class TrainResult:
-    "What a trainer returns: the model (unwrapped), its `History`, its run, per-step tokens/s and MFU, HellaSwag."
+    "What a trainer returns: the model (unwrapped), its history, its run, per-step tokens/s and MFU, HellaSwag."
     model: GPT
-    history: History
+    history: TrainHistory
     run: Run
     tokens_per_sec: list = field(default_factory=list)
     mfu: list = field(default_factory=list)
     checkpoint: Path | None = None
     start_step: int = 0
     hellaswag: list = field(default_factory=list)
-    extra: dict = field(default_factory=dict)   # what the checkpoints carry besides: the char model's tokenizer
-
-ETA_AFTER = 10   # steps timed before the estimate of the rest (the first steps compile and warm up)
-
-# %% ../nbs/19_trainers.ipynb #c10d0005
-def eta(run: Run, h: History, done: int, end: int, micro_steps: int = 1) -> str:
-    """How long the steps after `done` up to `end` take at the median speed of the last `ETA_AFTER`, with the
-    evaluations: 2 splits x `eval_iters` forward passes of one micro-batch, a third of its training step each."""
-    dt = statistics.median(h.dt[-ETA_AFTER:])
-    ev = run.eval_interval
-    n_evals = len({s for s in range(done + 1, end + 1) if s % ev == 0} | {end}) if ev else 0
-    secs = (end - done) * dt + n_evals * 2 * run.eval_iters * dt / micro_steps / 3
-    when = f'{secs:.0f} s' if secs < 120 else f'{secs / 60:.0f} min' if secs < 5400 else \
-        f'{secs // 3600:.0f} h {secs % 3600 / 60:02.0f} min'
-    return f'about {when} to step {end} at this speed ({dt * 1e3:.0f} ms a step, evaluations included)'
+    extra: dict = field(default_factory=dict)  # what the checkpoints carry besides: the char model's tokenizer
 
 # %% ../nbs/19_trainers.ipynb #c10d0006
-def _reporter(res: TrainResult, end: int, tokens_per_step: int, device, log, save, save_every: int,
-              hellaswag=None, rank: int = 0, world: int = 1):
-    "`fit`'s callback (the report above, and the checkpoints), and `evals`, which says the evaluations not yet said."
-    said, model = set(res.history.eval_step), res.model
-    fpt = flops_per_token(model.config, model.num_params(non_embedding=True))
-    peak = peak_flops() if torch.device(device).type == 'cuda' else None
-    micro = max(1, tokens_per_step // (res.run.batch_size * getattr(res.run, 'seq_len', res.run.block_size) * world))
-    def evals(h):
-        for s, tl, vl in zip(h.eval_step, h.train_loss, h.val_loss):
-            if s not in said: said.add(s); log(f'step {s}: train loss {tl:.4f}, val loss {vl:.4f}')
-    def report(step, h):
-        done, tps = step + 1, tokens_per_step / h.dt[-1]
-        res.tokens_per_sec.append(tps); res.mfu.append(mfu(tps / world, fpt, peak))
-        evals(h)
-        if hellaswag and res.run.eval_interval and (done % res.run.eval_interval == 0 or done == end):
-            res.hellaswag.append((done, hellaswag_acc_norm(res.model, hellaswag, None, rank, world)))
-            log(f'step {done}: HellaSwag acc_norm {res.hellaswag[-1][1]:.4f}')
-        if done % max(1, (end - res.start_step) // 10) == 0 or done == end:
-            norm = f' | norm {h.grad_norm[-1]:.3f}' if h.grad_norm[-1] is not None else ''
-            log(f'step {done:>6} | loss {h.loss[-1]:.4f} | lr {h.lr[-1]:.2e}{norm} | {h.dt[-1] * 1e3:.0f} ms | '
-                f'{tps:,.0f} tok/s' + (f' | MFU {res.mfu[-1]:.1%}' if res.mfu[-1] is not None else ''))
-        if done == res.start_step + ETA_AFTER and end - done > ETA_AFTER: log(eta(res.run, h, done, end, micro))
-        if save_every and done % save_every == 0 and done < end: save(done, h)
-    return report, evals
+class TrainerReport(Report):
+    "Lesson 18's `Report` with MFU on each line (where the GPU's peak is known) and HellaSwag at each evaluation."
+    def __init__(self, res: TrainResult, steps: range, tokens_per_step: int, seq_len: int, log, progress: bool,
+                 save=None, hellaswag=None, di: DistInfo | None = None):
+        super().__init__(res.run, res.history, steps, tokens_per_step, log, progress, save)
+        self.res, self.hellaswag, self.di = res, hellaswag, di or DistInfo(False, 0, 0, 1, "cpu")
+        self.tokens_per_sec, model = res.tokens_per_sec, res.model
+        self.fpt = flops_per_token(model.config, model.num_params(non_embedding=True), seq_len)
+        self.peak = peak_flops() if torch.cuda.is_available() and next(model.parameters()).is_cuda else None
+
+    def evaluated(self, step: int, losses: dict):
+        super().evaluated(step, losses)
+        if self.hellaswag:
+            acc = hellaswag_acc_norm(self.res.model, self.hellaswag, None, self.di.rank, self.di.world_size)
+            self.res.hellaswag.append((step, acc))
+            self.log(f"step {step}: HellaSwag acc_norm {acc:.4f}")
+
+    def line(self, step: int) -> str:
+        self.res.mfu.append(mfu(self.tokens_per_sec[-1] / self.di.world_size, self.fpt, self.peak))
+        return super().line(step) + (f" | MFU {self.res.mfu[-1]:.1%}" if self.res.mfu[-1] is not None else "")
 
 # %% ../nbs/19_trainers.ipynb #51fb39c5
 class RandomBatches:
-    "`get_batch` for `fit` over random chunks: training batches from `generator`; every evaluation the same batches."
+    "`batches` for the loop over random chunks: training batches from `generator`; every evaluation the same batches."
     def __init__(self, train, val, B: int, T: int, device='cpu', generator=None, eval_seed: int = 0):
         self.data, self.B, self.T, self.device = {'train': train, 'val': val}, B, T, device
         self.generator = generator or torch.Generator()
@@ -237,32 +212,50 @@ def read_text(path, block_size: int) -> str:
     return text
 
 # %% ../nbs/19_trainers.ipynb #3047cfaa
+def adamw(model, lr: float) -> torch.optim.AdamW:
+    "The lecture's optimizer for the character model: torch's AdamW with its defaults and `lr`."
+    return torch.optim.AdamW(model.parameters(), lr=lr)
+
+@dataclass(frozen=True)
+class Arch:
+    "An architecture for lesson 07's model: a model class, changes to its `char_config`, and an optimizer maker."
+    name: str = "lecture"
+    model: type = GPT
+    changes: dict = field(default_factory=dict)  # fields of the model's configuration, set over char_config's
+    optimizer: Callable = adamw  # (model, lr) -> optimizer
+
+    def config(self, run: CharRun, vocab_size: int):
+        "The model's configuration for `run`: lesson 08's `char_config` of the run's sizes, with the changes."
+        config_cls = typing.get_type_hints(self.model.__init__).get("config", GPTConfig)
+        return config_cls(**asdict(char_config(run.model_config(vocab_size))) | self.changes)
+
+LECTURE = Arch()
+
+# %% ../nbs/19_trainers.ipynb #a4d2daf0
 def train_char(run: CharRun | str | None = None, out_dir=CHAR_RUN, resume: bool = False, overwrite: bool = False,
-               keep: int = 2, device: str | None = None, stop_after: int | None = None, progress: bool = True,
-               log=None, **changes) -> TrainResult:
-    """Train lesson 07's model (as lesson 08's `GPT`) with `run` (a `CharRun`, a preset's name, or None: the default
-    preset) and `changes`, into the run folder `out_dir` (None: no checkpoints); `resume` continues the run there."""
+               stop_after: int | None = None, progress: bool = True, log=None, arch: Arch = LECTURE,
+               **changes) -> TrainResult:
+    """Train lesson 07's model (as lesson 08's `GPT`, or `arch`'s) with `run` (a `CharRun`, a preset's name, or None:
+    the default preset) and `changes`, into the run folder `out_dir` (None: none); `resume` continues it."""
     log = log or tqdm.write
-    run, f, meta = _settle(run, CHAR_PRESETS, CharRun, 'char', out_dir, resume, changes, log)
+    run, f, meta = _settle(run, CHAR_PRESETS, "char", out_dir, resume, changes | {"arch": arch.name}, log, [arch.model])
     text = read_text(run.text, run.block_size)
     sha = hashlib.sha256(text.encode()).hexdigest()
-    if meta and meta.get('text_sha256') != sha: raise ValueError(f'{run.text or "the text"} changed since the run '
-                                                                 'started: resume it with its own text')
-    tok = CharTokenizer.from_dict(meta['tokenizer']) if meta else CharTokenizer.from_text(text)
+    if meta and meta.get("text_sha256") != sha:
+        raise ValueError(f"{run.text or 'the text'} changed since the run started: resume it with its own text")
+    tok = CharTokenizer.from_dict(meta["tokenizer"]) if meta else CharTokenizer.from_text(text)
     train, val = train_val_split(torch.tensor(tok.encode(text), dtype=torch.long))
-    policy = device_policy(device, run.dtype, run.compile); policy.set_tf32()
+    policy = device_policy(run.device, run.dtype, run.compile)
+    policy.set_tf32()
     set_seed(run.seed)
-    model = GPT(replace(char_config(run.model_config(tok.vocab_size)), **run.gpt)).to(policy.device)
-    make = (lambda m, lr: torch.optim.AdamW(m.parameters(), lr=lr)) if run.optimizer == 'adamw' else \
-        part('optimizer', run.optimizer, {})
-    optimizer = make(model, run.lr)
+    model = arch.model(arch.config(run, tok.vocab_size)).to(policy.device)
     batches = RandomBatches(train, val, run.batch_size, run.block_size, policy.device,
                             torch.Generator().manual_seed(run.seed), eval_seed=run.seed)
-    extra = dict(kind='char', tokenizer=tok.to_dict(), text_sha256=sha)
-    log(f'{run.name} preset, {run.arch} architecture: {model.num_params():,} parameters on {policy.device} '
-        f'({policy.dtype})')
-    return _train(run, model, optimizer, batches, policy, f, out_dir, resume, overwrite, keep, stop_after, progress,
-                  log, extra, tokens_per_step=run.batch_size * run.block_size, save_every=run.eval_interval)
+    log(f"{run.name} preset, {run.arch} architecture: {model.num_params():,} parameters on {policy.device} "
+        f"({policy.dtype})")
+    job = Job(run, model, arch.optimizer(model, run.lr), batches, policy, f, run.batch_size * run.block_size,
+              run.block_size, dict(kind="char", tokenizer=tok.to_dict(), text_sha256=sha))
+    return _train(job, out_dir, resume, overwrite, stop_after, progress, log)
 
 # %% ../nbs/19_trainers.ipynb #1ea00061
 REFERENCE = {  # (kind, preset): (step, low, high, where the range comes from) of the validation loss
@@ -272,7 +265,8 @@ REFERENCE = {  # (kind, preset): (step, low, high, where the range comes from) o
 }
 
 # what a run may change and still be compared: not what its model learns
-UNLEARNED = {'seed', 'dtype', 'compile', 'eval_interval', 'checkpoint_interval', 'hellaswag', 'data'}
+UNLEARNED = {'seed', 'dtype', 'compile', 'eval_interval', 'checkpoint_interval', 'hellaswag', 'data', 'device', 'keep',
+             'auto_batch'}
 
 def compare(kind: str, run: Run, history: History) -> str:
     "One line: the run's validation loss at its preset's last step against the range in `REFERENCE`, or why not."
@@ -293,53 +287,70 @@ def compare(kind: str, run: Run, history: History) -> str:
     return f'val loss {val:.4f} at step {step}: {where} {lo:.2f}-{hi:.2f} ({source})'
 
 # %% ../nbs/19_trainers.ipynb #c10d0010
-def _restore(f, model, optimizer, batches, precision) -> tuple[int, History]:
-    "Step and history of a resumed run, its state restored from `f`: weights, optimizer, generators, batches, scaler."
-    if f is None: return 0, History()
-    meta = load_checkpoint(f, model, optimizer)
-    set_rng_state(meta['rng']); batches.load_state_dict(meta['batches'])
-    if meta.get('scaler') and precision.scaler.is_enabled(): precision.scaler.load_state_dict(meta['scaler'])
-    return meta['step'], History.from_state_dict(meta['history'])
+@dataclass
+class Job:
+    "What a trainer makes for `_train`: the run and its parts, where a resumed run starts, what checkpoints carry."
+    run: Run
+    model: GPT
+    optimizer: torch.optim.Optimizer
+    batches: Callable
+    policy: object  # lesson 13's DevicePolicy
+    checkpoint: Path | None  # the file a resumed run starts from; None: a new run
+    tokens_per_step: int
+    seq_len: int  # tokens per sequence: what a token's FLOPs count its attention over
+    extra: dict = field(default_factory=dict)  # what the checkpoints carry besides: its kind, the char tokenizer
+    micro_steps: int = 1
+    hellaswag: list | None = None
+    di: DistInfo | None = None
 
-def _saver(res: TrainResult, folder, optimizer, batches, precision, keep: int, extra: dict):
-    "`save(step, history)`: a checkpoint of the run into its folder (no folder: nothing)."
-    def save(step, hist):
-        if folder is None: return
+def _restore(job: Job, precision) -> tuple[int, TrainHistory]:
+    "Step and history of a resumed run, its state restored from its file: weights, optimizer, generators, batches."
+    if job.checkpoint is None:
+        return 0, TrainHistory()
+    meta = load_checkpoint(job.checkpoint, job.model, job.optimizer)
+    set_rng_state(meta["rng"])
+    job.batches.load_state_dict(meta["batches"])
+    if meta.get("scaler") and precision.scaler.is_enabled():
+        precision.scaler.load_state_dict(meta["scaler"])
+    return meta["step"], TrainHistory.from_state_dict(meta["history"])
+
+# %% ../nbs/19_trainers.ipynb #1ea00023
+def _saver(res: TrainResult, job: Job, folder, precision):
+    "`save(step)`: a checkpoint of the run into its folder."
+    def save(step):
         scaler = precision.scaler.state_dict() if precision.scaler.is_enabled() else None
-        res.checkpoint = save_step(folder.path, step, res.model, optimizer, keep, run=asdict(res.run), scaler=scaler,
-                                   config=asdict(res.model.config), history=hist.state_dict(), rng=rng_state(),
-                                   batches=batches.state_dict(), hellaswag=res.hellaswag, **extra)
+        res.checkpoint = save_step(folder.path, step, res.model, job.optimizer, res.run.keep, run=run_meta(res.run),
+                                   scaler=scaler, history=res.history.state_dict(), rng=rng_state(),
+                                   batches=job.batches.state_dict(), hellaswag=res.hellaswag,
+                                   **model_meta(res.model), **job.extra)
         folder.saved()
     return save
 
-# %% ../nbs/19_trainers.ipynb #1ea00023
-def _train(run, model, optimizer, batches, policy, f, out_dir, resume, overwrite, keep, stop_after, progress, log,
-           extra: dict, tokens_per_step: int, save_every: int, step_fn=forward_backward, lr_schedule=None,
-           grad_clip=None, hellaswag=None, di=None) -> TrainResult:
-    "Hold the run folder, restore a resumed run, `fit` with the report, save: what both trainers do with their parts."
-    master, rank, world = (di.master, di.rank, di.world_size) if di else (True, 0, 1)
-    precision, end = policy.precision(), stop_after or run.max_steps
-    if master and run.name == 'lecture' and torch.device(policy.device).type == 'cpu':
-        log('the lecture preset is sized for a GPU: on a CPU it takes hours (an estimate follows after '
-            f'{ETA_AFTER} steps); --preset cpu takes minutes')
-    hold = run_folder(out_dir, resume, overwrite) if out_dir is not None and master else contextlib.nullcontext()
+# %% ../nbs/19_trainers.ipynb #ec1c3e0a
+def _train(job: Job, out_dir, resume: bool, overwrite: bool, stop_after: int | None, progress: bool, log):
+    "Hold the run folder, restore a resumed run, run lesson 18's loop with the report, save: what both trainers do."
+    run, di = job.run, job.di or DistInfo(False, 0, 0, 1, job.policy.device)
+    precision, end, quiet = job.policy.precision(), stop_after or run.max_steps, lambda *a: None
+    if di.master and run.name == "lecture" and torch.device(job.policy.device).type == "cpu":
+        log("the lecture preset is sized for a GPU: on a CPU it takes hours (an estimate follows after 10 steps); "
+            "--preset cpu takes minutes")
+    hold = run_folder(out_dir, resume, overwrite) if out_dir is not None and di.master else contextlib.nullcontext()
     with hold as folder:
-        start, history = _restore(f, model, optimizer, batches, precision)
+        start, history = _restore(job, precision)
         if not start < end <= run.max_steps:
-            raise ValueError(f'nothing to do: the run is at step {start} and would stop at step {end} (max_steps '
-                             f'{run.max_steps}); ask for more steps')
-        res = TrainResult(model, history, run, start_step=start, extra=extra)
-        save, quiet = _saver(res, folder, optimizer, batches, precision, keep, extra), lambda *a: None
-        report, evals = _reporter(res, end, tokens_per_step, policy.device, log if master else quiet,
-                                  save if master else quiet, save_every, hellaswag, rank, world)
-        net = policy.compiled(model)
-        fit(di.wrap(net) if di else net, batches, optimizer, end, eval_interval=run.eval_interval,
-            eval_iters=run.eval_iters, precision=precision, lr_schedule=lr_schedule, grad_clip=grad_clip,
-            start_step=start, history=history, callback=report, progress=progress and master,
-            desc=f'{run.name} preset', step_fn=step_fn)
-        if master:
-            evals(history); save(end, history)
-            if end == run.max_steps: log(compare(extra['kind'], run, history))
+            raise ValueError(f"nothing to do: the run is at step {start} and would stop at step {end} (max_steps "
+                             f"{run.max_steps}); ask for more steps")
+        res = TrainResult(job.model, history, run, start_step=start, extra=job.extra)
+        save = _saver(res, job, folder, precision) if folder is not None else None
+        report = TrainerReport(res, range(start, end), job.tokens_per_step, job.seq_len, log if di.master else quiet,
+                               progress and di.master, save, job.hellaswag, di)
+        net = job.policy.compiled(job.model)
+        train_loop(di.wrap(net), job.optimizer, job.batches, run, precision, range(start, end), report, job.micro_steps)
+        report.bar.close()
+        if save is not None:
+            save(end)
+        if di.master and end == run.max_steps:
+            log(compare(job.extra["kind"], run, history))
     return res
 
 # %% ../nbs/19_trainers.ipynb #1ea00041
@@ -349,7 +360,7 @@ def _gpt2_model(run: GPT2Run, resumed: bool) -> tuple[GPT2Run, GPT]:
         model = GPT(GPTConfig(block_size=run.block_size, vocab_size=run.vocab_size, n_layer=run.n_layer,
                               n_head=run.n_head, n_embd=run.n_embd, dropout=run.dropout))
     else:
-        model = GPT.from_pretrained(run.init).train()
+        model = from_pretrained(run.init).train()
         c = model.config
         run = replace(run, block_size=c.block_size, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
                       n_embd=c.n_embd, dropout=0.0)
@@ -357,9 +368,9 @@ def _gpt2_model(run: GPT2Run, resumed: bool) -> tuple[GPT2Run, GPT]:
         raise ValueError(f'seq_len {run.seq_len} is longer than the model\'s block_size {run.block_size}')
     return run, model
 
-def _micro_batch(run: GPT2Run, model, policy, di, auto_batch: bool | None, log) -> GPT2Run:
-    "The run with the largest micro-batch up to its own that fits the GPU (lesson 13); on a CPU, the run as it is."
-    if not (auto_batch if auto_batch is not None else 'cuda' in di.device): return run
+def _micro_batch(run: GPT2Run, model, policy, di, log) -> GPT2Run:
+    "The run with the largest micro-batch up to its own that fits the GPU (lesson 14); on a CPU, the run as it is."
+    if not (run.auto_batch if run.auto_batch is not None else 'cuda' in di.device): return run
     fits = micro_batch_that_fits(model, run.batch_size, run.seq_len, policy.precision(), di.device)
     if fits < run.batch_size and di.master: log(f'a micro-batch of {run.batch_size} does not fit: {fits}')
     return replace(run, batch_size=fits)
@@ -382,32 +393,31 @@ def _shards(run: GPT2Run, di, progress: bool, log) -> Path:
 
 # %% ../nbs/19_trainers.ipynb #523a6ffd
 def train_gpt2(run: GPT2Run | str | None = None, out_dir=None, resume: bool = False, overwrite: bool = False,
-               keep: int = 2, device: str | None = None, stop_after: int | None = None, progress: bool = True,
-               log=None, auto_batch: bool | None = None, **changes) -> TrainResult:
+               stop_after: int | None = None, progress: bool = True, log=None, **changes) -> TrainResult:
     """Train GPT-2 with `run` (a `GPT2Run`, a preset's name, or None: the default preset) and `changes` on token
     shards, in one process or under torchrun, into the run folder `out_dir` (None: no checkpoints)."""
+    device = changes.get("device") or (run.device if isinstance(run, Run) else None)
     log, di = log or tqdm.write, setup_distributed(device)
+    say = log if di.master else (lambda *a: None)
     try:
-        run, f, meta = _settle(run, GPT2_PRESETS, GPT2Run, 'gpt2', out_dir, resume, changes, log if di.master else
-                               (lambda *a: None))
-        hs = None if run.hellaswag is None else load_hellaswag() if run.hellaswag == 'val' else \
+        run, f, meta = _settle(run, GPT2_PRESETS, "gpt2", out_dir, resume, changes, say)
+        hs = None if run.hellaswag is None else load_hellaswag() if run.hellaswag == "val" else \
             read_hellaswag(run.hellaswag)
-        data = _shards(run, di, progress, log if di.master else (lambda *a: None))
+        data = _shards(run, di, progress, say)
         policy = device_policy(di.device, run.dtype, run.compile)
-        policy.set_tf32(); set_seed(run.seed)
+        policy.set_tf32()
+        set_seed(run.seed)
         run, model = _gpt2_model(run, f is not None)
         model = model.to(di.device)
-        if f is None: run = _micro_batch(run, model, policy, di, auto_batch, log)
+        run = _micro_batch(run, model, policy, di, log) if f is None else run
         B, T, V = run.batch_size, run.seq_len, model.config.vocab_size
         accum = grad_accum_steps(run.total_batch, B, T, di.world_size)
-        batches = Batches(DataLoaderLite(data, B, T, 'train', di.rank, di.world_size, vocab_size=V),
-                          {s: DataLoaderLite(data, B, T, s, vocab_size=V) for s in ('train', 'val')}, di.device)
+        batches = Batches(DataLoaderLite(data, B, T, "train", di.rank, di.world_size, vocab_size=V),
+                          {s: DataLoaderLite(data, B, T, s, vocab_size=V) for s in ("train", "val")}, di.device)
         optimizer = configure_adamw(model, run.weight_decay, run.lr, fused=policy.fused_adamw)
-        if di.master: log(f'{run.name} preset: {model.num_params():,} parameters on {di.device} ({policy.dtype}), '
-                          f'{accum} micro-step(s) of {B}x{T} on {di.world_size} process(es) per step')
-        return _train(run, model, optimizer, batches, policy, f, out_dir, resume, overwrite, keep,
-                      stop_after, progress, log, dict(kind='gpt2'), run.total_batch, run.checkpoint_interval,
-                      step_fn=accumulate(accum, reduce_mean if di.ddp else None), grad_clip=run.grad_clip or None,
-                      lr_schedule=lambda i: get_lr(i, run.lr, 0.1 * run.lr, run.warmup_steps, run.max_steps),
-                      hellaswag=hs, di=di)
-    finally: di.close()
+        say(f"{run.name} preset: {model.num_params():,} parameters on {di.device} ({policy.dtype}), "
+            f"{accum} micro-step(s) of {B}x{T} on {di.world_size} process(es) per step")
+        job = Job(run, model, optimizer, batches, policy, f, run.total_batch, T, dict(kind="gpt2"), accum, hs, di)
+        return _train(job, out_dir, resume, overwrite, stop_after, progress, log)
+    finally:
+        di.close()

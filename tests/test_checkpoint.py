@@ -108,12 +108,19 @@ def test_load_model_refuses_a_config_that_does_not_describe_its_tensors(tmp_path
     "A small file whose (checksummed) config says 100,000 layers is refused before a layer is built."
     cfg = GPTConfig(block_size=16, vocab_size=32, n_layer=1, n_head=2, n_embd=16)
     m = GPT(cfg)
-    for bad, msg in (({'n_layer': 100_000}, 'config says 100000 blocks'), ({'n_head': 0}, 'n_head must be'),
-                     ({'n_embd': 'x'}, 'n_embd must be'), ({'norm': 'os:system'}, "unknown norm 'os:system'")):
+    for bad, msg in (({'n_layer': 1000}, 'does not fit this model: missing transformer.h.1.'),
+                     ({'block_size': 10**9}, 'GB of float32 weights; this machine has'),
+                     ({'block_size': 50_000}, r'transformer.wpe.weight: checkpoint \(16, 16\) vs model \(50000, 16\)'),
+                     ({'n_head': 0}, 'n_head must be'), ({'n_embd': 'x'}, 'n_embd must be'),
+                     ({'norm': 'os:system'}, "unexpected keyword argument 'norm'")):
         path = save_checkpoint(tmp_path / 'c.safetensors', m, config=dataclasses.asdict(cfg) | bad)
         with pytest.raises(CheckpointError, match=msg): load_model(path)
     save_checkpoint(tmp_path / 'c.safetensors', m, config=[1, 2])
-    with pytest.raises(CheckpointError, match='holds no GPT config'): load_model(tmp_path / 'c.safetensors')
+    with pytest.raises(CheckpointError, match='holds no model configuration'): load_model(tmp_path / 'c.safetensors')
+    for name in ('os:system', 'gptcourse.shards:prepare', 'gptcourse.cli:main'):   # a file never chooses the code
+        save_checkpoint(tmp_path / 'c.safetensors', m, model_class=name, config=dataclasses.asdict(cfg))
+        with pytest.raises(CheckpointError, match=f'holds a model of class {name}, which is not among the classes'):
+            load_model(tmp_path / 'c.safetensors')
 
 
 def test_run_folder_restores_what_a_killed_overwrite_moved_aside(tmp_path):

@@ -4,7 +4,8 @@ import inspect, json
 import pytest, torch
 from safetensors.torch import load_file, save_file
 from gptcourse.cli import build_parser
-from gptcourse.gpt2 import GPT, GPTConfig, gpt2_tokenizer, sample_text
+from gptcourse.gpt2 import GPT, GPTConfig
+from gptcourse.pretrained import from_pretrained, gpt2_tokenizer, sample_text
 
 transformers = pytest.importorskip('transformers')
 SMALL = dict(n_layer=2, n_head=4, n_embd=64, n_positions=32)
@@ -31,7 +32,7 @@ def _copy(src, dst, config=None, tensors=None, raw=None):
 
 def test_logits_and_loss_match_transformers(hf_folder, ids):
     hf, folder = hf_folder
-    model = GPT.from_pretrained(folder)
+    model = from_pretrained(folder)
     assert model.config == GPTConfig(block_size=32, n_layer=2, n_head=4, n_embd=64)
     assert model.lm_head.weight is model.transformer.wte.weight
     with torch.no_grad():
@@ -48,30 +49,30 @@ def test_original_hub_layout(hf_folder, ids, tmp_path):
     t |= {f'h.{i}.attn.bias': torch.ones(1, 1, 32, 32).tril() for i in range(2)}
     t |= {f'h.{i}.attn.masked_bias': torch.tensor(-1e4) for i in range(2)}
     with torch.no_grad():
-        a = GPT.from_pretrained(folder)(ids)[0]
-        b = GPT.from_pretrained(_copy(folder, tmp_path / 'hub', tensors=t))(ids)[0]
+        a = from_pretrained(folder)(ids)[0]
+        b = from_pretrained(_copy(folder, tmp_path / 'hub', tensors=t))(ids)[0]
     assert torch.equal(a, b)
 
 def test_unknown_name():
     with pytest.raises(ValueError, match="unknown model 'gpt-4'.*gpt2, gpt2-medium, gpt2-large, gpt2-xl"):
-        GPT.from_pretrained('gpt-4')
+        from_pretrained('gpt-4')
 
 def test_wrong_shapes_and_keys(hf_folder, tmp_path):
     _, folder = hf_folder
     with pytest.raises(ValueError, match=r'the config says wte, wpe and blocks \(\(50257, 128\)'):
-        GPT.from_pretrained(_copy(folder, tmp_path / 'wide', config=dict(n_embd=128)))
+        from_pretrained(_copy(folder, tmp_path / 'wide', config=dict(n_embd=128)))
     for bad in (dict(n_head=0), dict(n_layer='2'), dict(n_layer=2.0), dict(n_embd=None), dict(vocab_size=[1])):
         with pytest.raises(ValueError, match='must be an integer >= 1'):
-            GPT.from_pretrained(_copy(folder, tmp_path / f'bad{len(list(tmp_path.iterdir()))}', config=bad))
+            from_pretrained(_copy(folder, tmp_path / f'bad{len(list(tmp_path.iterdir()))}', config=bad))
     with pytest.raises(ValueError, match='does not describe a gpt2 model'):
-        GPT.from_pretrained(_copy(folder, tmp_path / 'list', config=None, raw='[1, 2]'))
+        from_pretrained(_copy(folder, tmp_path / 'list', config=None, raw='[1, 2]'))
     t = load_file(folder / 'model.safetensors')
     del t['transformer.ln_f.weight']
     with pytest.raises(ValueError, match=r"missing keys \['transformer.ln_f.weight'\]"):
-        GPT.from_pretrained(_copy(folder, tmp_path / 'holey', tensors=t))
+        from_pretrained(_copy(folder, tmp_path / 'holey', tensors=t))
     t = load_file(folder / 'model.safetensors') | {'transformer.h.0.attn.extra': torch.zeros(2)}
     with pytest.raises(ValueError, match=r"unexpected keys \['transformer.h.0.attn.extra'\]"):
-        GPT.from_pretrained(_copy(folder, tmp_path / 'extra', tensors=t))
+        from_pretrained(_copy(folder, tmp_path / 'extra', tensors=t))
 
 def test_too_long_input():
     torch.manual_seed(0)
@@ -96,7 +97,7 @@ def test_gpt2_sample_cli(hf_folder, capsys):
     texts = args.func(args)
     out = capsys.readouterr().out
     assert len(texts) == 2 and all(t.startswith('Once upon a time') and t in out for t in texts)
-    assert texts == sample_text(GPT.from_pretrained(folder), 'Once upon a time', max_new_tokens=4, num_samples=2,
+    assert texts == sample_text(from_pretrained(folder), 'Once upon a time', max_new_tokens=4, num_samples=2,
                                 seed=3)
     bad = parser.parse_args(['gpt2-sample', '--model', 'no-such-model'])
     with pytest.raises(ValueError, match='no checkpoint at no-such-model: no such file or folder'): bad.func(bad)
@@ -113,7 +114,7 @@ def test_hub_failure_is_explained(monkeypatch):
     monkeypatch.setattr(huggingface_hub, 'hf_hub_download', offline)
     with pytest.raises(OSError,
                        match='could not get openai-community/gpt2-medium .*ConnectionError: no network.*pass a folder'):
-        GPT.from_pretrained('gpt2-medium')
+        from_pretrained('gpt2-medium')
 
 def test_dropout_is_off_in_eval_mode():
     "With dropout 0.5, eval mode gives the same logits as the same weights without dropout, every time."
@@ -163,12 +164,12 @@ def test_broken_folders_are_one_message(hf_folder, tmp_path):
     _, folder = hf_folder
     trunc = _copy(folder, tmp_path / 'trunc')
     raw = (trunc / 'model.safetensors').read_bytes(); (trunc / 'model.safetensors').write_bytes(raw[:len(raw) // 2])
-    with pytest.raises(ValueError, match='is not a readable safetensors file'): GPT.from_pretrained(trunc)
+    with pytest.raises(ValueError, match='is not a readable safetensors file'): from_pretrained(trunc)
     cfg = json.loads((folder / 'config.json').read_text()); del cfg['n_embd']
     bad = _copy(folder, tmp_path / 'nokeys'); (bad / 'config.json').write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match='lacks n_embd'): GPT.from_pretrained(bad)
+    with pytest.raises(ValueError, match='lacks n_embd'): from_pretrained(bad)
     (bad / 'config.json').write_text('{not json')
-    with pytest.raises(ValueError, match='is not a JSON file'): GPT.from_pretrained(bad)
+    with pytest.raises(ValueError, match='is not a JSON file'): from_pretrained(bad)
 
 
 class ConcatCache:
@@ -210,15 +211,14 @@ def test_the_hub_s_older_layout_loads_the_same(hf_folder, tmp_path, ids):
         tensors[f'h.{i}.attn.bias'] = torch.ones(n, n).tril().view(1, 1, n, n)
         tensors[f'h.{i}.attn.masked_bias'] = torch.tensor(-1e4)
     save_file(tensors, hub / 'model.safetensors')
-    with torch.no_grad(): assert torch.equal(GPT.from_pretrained(hub)(ids)[0], GPT.from_pretrained(folder)(ids)[0])
+    with torch.no_grad(): assert torch.equal(from_pretrained(hub)(ids)[0], from_pretrained(folder)(ids)[0])
 
 
-def test_stop_at_eot_ends_a_sample_at_its_first_end_of_text():
-    from gptcourse.gpt2 import EOT
+def test_an_end_of_text_token_is_decoded_as_its_text():
+    from gptcourse.pretrained import EOT
     class AlwaysEOT(torch.nn.Module):
         block_size = 8
         def forward(self, idx, targets=None):
             return torch.nn.functional.one_hot(torch.full_like(idx, EOT), 50257).float() * 100, None
         def parameters(self, recurse=True): yield torch.zeros(1)
-    assert sample_text(AlwaysEOT(), 'Once upon a time', max_new_tokens=5, stop_at_eot=True) == ['Once upon a time']
     assert sample_text(AlwaysEOT(), 'Once', max_new_tokens=2) == ['Once<|endoftext|><|endoftext|>']

@@ -4,7 +4,8 @@ import http.server, json, threading
 import pytest, torch
 import gptcourse.hellaswag as hs
 from gptcourse.data import DownloadError
-from gptcourse.gpt2 import GPT, GPTConfig, gpt2_tokenizer
+from gptcourse.gpt2 import GPT, GPTConfig
+from gptcourse.pretrained import gpt2_tokenizer
 
 LINE = json.dumps({'ctx': 'a', 'endings': ['b', 'c', 'd', 'e'], 'label': 1}) + '\n'
 

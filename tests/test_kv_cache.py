@@ -22,9 +22,9 @@ def test_the_cache_refuses_what_it_cannot_do():
 
 def test_top_p_keeps_the_nucleus_of_a_known_distribution():
     "Probabilities 0.5, 0.3, 0.15, 0.05: top-p 0.6 keeps the first two, 0.8 the first two, 0.81 three, 1.0 all four."
-    from gptcourse.kv_cache import top_p
+    from gptcourse.kv_cache import top_p_filter
     logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
-    kept = lambda p: (top_p(p)(logits) > float('-inf'))[0].tolist()
+    kept = lambda p: (top_p_filter(logits, p) > float('-inf'))[0].tolist()
     assert kept(0.5) == [True, False, False, False] and kept(0.6) == kept(0.8) == [True, True, False, False]
     assert kept(0.81) == [True, True, True, False] and kept(1.0) == [True] * 4
-    with pytest.raises(ValueError, match=r'top_p must be in \(0, 1\]'): top_p(1.5)
+    with pytest.raises(ValueError, match=r'top_p must be in \(0, 1\]'): top_p_filter(logits, 1.5)

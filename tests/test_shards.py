@@ -8,7 +8,7 @@ import pyarrow as pa, pyarrow.parquet as pq
 import pytest
 import torch
 from gptcourse.files import folder_lock
-from gptcourse.gpt2 import EOT, gpt2_tokenizer
+from gptcourse.pretrained import EOT, gpt2_tokenizer
 from gptcourse.shards import MANIFEST, PROGRESS, DataLoaderLite, prepare, read_split, write_shards
 
 
@@ -122,7 +122,7 @@ def test_a_remainder_shard_too_short_for_a_step_is_left_out(tmp_path):
 
 def test_a_million_spaces_are_tokenized_not_a_panic(tmp_path):
     "tiktoken overflows its stack on such a run (a panic, not an exception); prepare tokenizes it in pieces."
-    from gptcourse.gpt2 import gpt2_tokenizer
+    from gptcourse.pretrained import gpt2_tokenizer
     from gptcourse.shards import encode
     enc = gpt2_tokenizer()
     (tmp_path / 'spaces.txt').write_text('Once' + ' ' * 1_000_000 + 'upon a time.')

@@ -3,7 +3,6 @@ a CPU computing what the eager model computes, its checkpoint loading into a pla
 import pytest, torch
 from gptcourse.gpt2 import GPT, GPTConfig
 from gptcourse.speed import Precision, device_policy
-from gptcourse.train import fit
 
 
 def _tiny_gpt(seed=0, **kw):
@@ -12,10 +11,17 @@ def _tiny_gpt(seed=0, **kw):
 
 
 def _train_steps(model, precision, steps=40, lr=3e-3):
-    "`steps` steps of fit on a fixed repeating sequence; returns the per-step losses."
+    "`steps` steps of lesson 13's loop on a fixed repeating sequence, in `precision`; returns the per-step losses."
     x = torch.arange(16).repeat(8, 1) % 32
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    return fit(model, lambda split: (x[:, :-1], x[:, 1:]), opt, steps, precision=precision, progress=False).loss
+    opt, losses = torch.optim.AdamW(model.parameters(), lr=lr), []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        with precision.autocast():
+            loss = model(x[:, :-1], x[:, 1:])[1]
+        precision.backward(loss)
+        precision.step(opt)
+        losses.append(loss.item())
+    return losses
 
 
 def test_bf16_autocast_trains_on_cpu():
@@ -34,7 +40,8 @@ def test_fp16_grad_scaler_skips_an_inf_step_and_still_trains():
     x = torch.arange(16)[None] % 32
     with p.autocast(): loss = model(x[:, :-1], x[:, 1:])[1]
     p.backward(loss * float('inf'))                        # a step whose gradients overflow
-    p.step(opt, model, grad_clip=1.0)
+    p.unscale(opt)
+    p.step(opt)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))   # skipped
     assert p.scaler.get_scale() < scale                                        # and the scale backed off
     losses = _train_steps(_tiny_gpt(), Precision('cpu', 'float16'))

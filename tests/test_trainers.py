@@ -70,7 +70,7 @@ def test_hellaswag_during_training(data, tmp_path):
     ex = {'ctx': 'ROMEO: I', 'endings': [' love thee', ' a b c', ' zz', ' qq'], 'label': 0}
     f = tmp_path / 'hs.jsonl'; f.write_text(json.dumps(ex) + '\n' + json.dumps(dict(ex, label=1)) + '\n')
     res = train_gpt2('cpu', None, data=data, max_steps=2, total_batch=64, eval_interval=2, hellaswag=str(f), **SMALL)
-    assert [s for s, _ in res.hellaswag] == [2] and res.hellaswag[0][1] in (0.0, 0.5, 1.0)
+    assert [s for s, _ in res.hellaswag] == [0, 2] and res.hellaswag[-1][1] in (0.0, 0.5, 1.0)   # at each evaluation
     (tmp_path / 'bad.jsonl').write_text('{"ctx": 1}')
     with pytest.raises(ValueError, match='a HellaSwag example needs'):
         train_gpt2('cpu', tmp_path / 'run', data=data, max_steps=2, total_batch=64,
@@ -226,11 +226,11 @@ def test_a_checkpoint_whose_config_claims_other_sizes_is_skipped_before_a_model_
     kw = dict(eval_interval=5, eval_iters=1, device='cpu', **QUIET)
     res = train_char('cpu', tmp_path / 'run', max_steps=10, **kw)
     meta = load_checkpoint(res.checkpoint)
-    meta['run']['n_layer'] = meta['config']['n_layer'] = 100_000
+    meta['config']['n_layer'] = 100
     save_checkpoint(tmp_path / 'run' / 'step_0000020.safetensors', res.model, **(meta | {'step': 20}))
     said = []
     again = train_char(None, tmp_path / 'run', resume=True, max_steps=12, device='cpu', progress=False, log=said.append)
-    assert again.start_step == 10 and any('skipping step_0000020' in s and 'config says 100000 blocks' in s
+    assert again.start_step == 10 and any('skipping step_0000020' in s and 'does not fit this model: missing transformer.h.4.' in s
                                           for s in said), said
 
 

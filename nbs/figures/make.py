@@ -259,7 +259,7 @@ def lr_schedule(path: Path, max_lr: float = 6e-4, warmup: int = 715, steps: int 
 def bpe_tree(path: Path, word: str = ' Shakespeare'):
     "Lesson 24: how GPT-2's merges, lowest rank first, build one word out of its bytes."
     sys.path.insert(0, str(HERE.parent.parent))
-    from gptcourse.gpt2 import gpt2_tokenizer
+    from gptcourse.pretrained import gpt2_tokenizer
     ranks = gpt2_tokenizer()._mergeable_ranks
     nodes = [dict(text=bytes([b]), x=float(i), depth=0) for i, b in enumerate(word.encode())]
     parts = list(range(len(nodes)))
