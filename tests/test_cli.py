@@ -3,6 +3,7 @@
 to the other for the other kind of model, and wrong input (a bad prompt, a missing or corrupt checkpoint, an
 unknown preset, a count below 1, a value out of range) ends with one line and a non-zero exit code, never a
 traceback."""
+
 import os, subprocess, sys
 import pytest
 from gptcourse.checkpoint import list_checkpoints, load_latest, load_model
@@ -12,29 +13,47 @@ from gptcourse.cli import build_parser, main
 def gptcourse(*args, timeout=180, env=None):
     "Run `python -m gptcourse.cli ARGS` in a fresh process; returns the CompletedProcess."
     env = dict(os.environ, OMP_NUM_THREADS='1', **(env or {}))  # one thread: steady on a busy machine
-    return subprocess.run([sys.executable, '-m', 'gptcourse.cli', *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, '-m', 'gptcourse.cli', *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def fails(capsys, *args, code=1) -> str:
     "The one line that `gptcourse ARGS` (in this process) ends with, its exit status checked."
-    try: got = main(list(map(str, args)))
-    except SystemExit as e: got = e.code if isinstance(e.code, int) else 1
+    try:
+        got = main(list(map(str, args)))
+    except SystemExit as e:
+        got = e.code if isinstance(e.code, int) else 1
     err = capsys.readouterr().err
     assert got == code and 'Traceback' not in err, (got, err)
     lines = err.strip().splitlines()
-    assert lines[-1].startswith(f'gptcourse {args[0]}') and len(lines) <= 2, err   # usage + error for exit 2
+    assert lines[-1].startswith(f'gptcourse {args[0]}') and len(lines) <= 2, err  # usage + error for exit 2
     return lines[-1]
 
 
-TINY = ['--preset', 'cpu', '--eval-interval', '100', '--eval-iters', '5', '--device', 'cpu', '--max-new-tokens', '0',
-        '--no-progress']
+TINY = [
+    '--preset',
+    'cpu',
+    '--eval-interval',
+    '100',
+    '--eval-iters',
+    '5',
+    '--device',
+    'cpu',
+    '--max-new-tokens',
+    '0',
+    '--no-progress',
+]
 
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     "A run folder of 200 steps of the `cpu` preset, written by `gptcourse train`."
-    path = tmp_path_factory.mktemp('char')/'run'
+    path = tmp_path_factory.mktemp('char') / 'run'
     r = gptcourse('train', *TINY, '--max-steps', 200, '--out', path)
     assert r.returncode == 0, r.stderr
     assert 'step 200: train loss' in r.stdout + r.stderr and 'val loss' in r.stdout + r.stderr, r.stdout
@@ -47,13 +66,19 @@ def test_train_writes_a_run_folder(run):
     assert meta['step'] == 200 and meta['kind'] == 'char' and meta['run']['name'] == 'cpu'
     assert model.config.vocab_size == 65 and model.config.n_layer == 4 and model.config.activation == 'relu'
     hist = meta['history']
-    assert hist['eval_step'] == [0, 100, 200] and hist['val_loss'][-1] < hist['val_loss'][0] - 0.8  # it learnt
+    assert (
+        hist['eval_step'] == [0, 100, 200] and hist['val_loss'][-1] < hist['val_loss'][0] - 0.8
+    )  # it learnt
 
 
 def test_resume_continues_from_its_step(run, tmp_path, capsys):
-    copy = tmp_path/'resumed'; copy.mkdir()
-    for f in list_checkpoints(run): (copy/f.name).write_bytes(f.read_bytes())
-    r = gptcourse('train', '--max-steps', 300, '--out', copy, '--resume', '--max-new-tokens', 0, '--no-progress')
+    copy = tmp_path / 'resumed'
+    copy.mkdir()
+    for f in list_checkpoints(run):
+        (copy / f.name).write_bytes(f.read_bytes())
+    r = gptcourse(
+        'train', '--max-steps', 300, '--out', copy, '--resume', '--max-new-tokens', 0, '--no-progress'
+    )
     assert r.returncode == 0, r.stderr
     assert 'resuming' in r.stdout + r.stderr and 'at step 200' in r.stdout + r.stderr, r.stdout
     meta = load_latest(copy)[1]
@@ -61,36 +86,73 @@ def test_resume_continues_from_its_step(run, tmp_path, capsys):
     assert meta['history']['step'] == list(range(300)) and meta['history']['eval_step'] == [0, 100, 200, 300]
     # starting again over a run needs --overwrite; resuming past the end needs more steps
     assert 'already holds a run' in fails(capsys, 'train', *TINY, '--max-steps', 10, '--out', copy)
-    assert 'nothing to do: the run is at step 300' in fails(capsys, 'train', '--out', copy, '--resume', '--no-progress')
-    assert 'keeps its n_layer' in fails(capsys, 'train', '--out', copy, '--resume', '--n-layer', 2, '--max-steps', 400)
+    assert 'nothing to do: the run is at step 300' in fails(
+        capsys, 'train', '--out', copy, '--resume', '--no-progress'
+    )
+    assert 'keeps its n_layer' in fails(
+        capsys, 'train', '--out', copy, '--resume', '--n-layer', 2, '--max-steps', 400
+    )
 
 
 def test_sample_prints_text_of_the_asked_length(run):
-    args = ('sample', '--model', run, '--prompt', 'ROMEO:', '--max-new-tokens', 200, '--seed', 1, '--device', 'cpu')
+    args = (
+        'sample',
+        '--model',
+        run,
+        '--prompt',
+        'ROMEO:',
+        '--max-new-tokens',
+        200,
+        '--seed',
+        1,
+        '--device',
+        'cpu',
+    )
     r = gptcourse(*args)
     assert r.returncode == 0, r.stderr
     text = r.stdout[:-1]  # the command ends its output with a newline
     assert text.startswith('ROMEO:') and len(text) == len('ROMEO:') + 200
     letters = sum(c.isalpha() for c in text)
-    assert letters > 0.6 * len(text) and text.count(' ') > 10, text  # words with spaces between, like the training text
+    assert letters > 0.6 * len(text) and text.count(' ') > 10, (
+        text
+    )  # words with spaces between, like the training text
     assert gptcourse(*args).stdout == r.stdout  # a seed makes it reproducible
 
 
 def test_sample_with_the_cache_equals_the_plain_loop(run):
-    "The command samples with lesson 21's KV cache (and 22's kernel) what a cache-free loop draws from the same seed."
+    """The command samples with lesson 21's KV cache (and 22's kernel) what a cache-free loop draws from the
+    same seed."""
     import torch
     from gptcourse.data import CharTokenizer
     from gptcourse.kv_cache import sample_next
+
     model, meta = load_model(run)
     tok = CharTokenizer.from_dict(meta['tokenizer'])
     idx, g = torch.tensor([tok.encode('ROMEO:')]), torch.Generator().manual_seed(5)
     with torch.no_grad():
-        for _ in range(60):   # lesson 02's loop, drawing with top-k and top-p: no cache, no kernel
-            logits = model(idx[:, -model.block_size:])[0][:, -1]
+        for _ in range(60):  # lesson 02's loop, drawing with top-k and top-p: no cache, no kernel
+            logits = model(idx[:, -model.block_size :])[0][:, -1]
             idx = torch.cat((idx, sample_next(logits, 1.0, 10, 0.9, g)), dim=1)
     plain = tok.decode(idx[0])
-    args = build_parser().parse_args(['sample', '--model', str(run), '--prompt', 'ROMEO:', '--max-new-tokens', '60',
-                                      '--seed', '5', '--top-k', '10', '--top-p', '0.9', '--device', 'cpu'])
+    args = build_parser().parse_args(
+        [
+            'sample',
+            '--model',
+            str(run),
+            '--prompt',
+            'ROMEO:',
+            '--max-new-tokens',
+            '60',
+            '--seed',
+            '5',
+            '--top-k',
+            '10',
+            '--top-p',
+            '0.9',
+            '--device',
+            'cpu',
+        ]
+    )
     assert args.func(args) == plain
 
 
@@ -100,17 +162,20 @@ def test_bad_prompt(run, capsys):
 
 
 def test_missing_run(tmp_path, capsys):
-    r = gptcourse('sample', '--model', tmp_path/'nothing')
+    r = gptcourse('sample', '--model', tmp_path / 'nothing')
     assert r.returncode == 1 and 'Traceback' not in r.stderr and r.stderr.count('\n') == 1, r.stderr
     assert 'gptcourse sample: ' in r.stderr and 'nothing' in r.stderr, r.stderr
-    assert 'no checkpoint in' in fails(capsys, 'train', *TINY, '--out', tmp_path/'nothing', '--resume')
+    assert 'no checkpoint in' in fails(capsys, 'train', *TINY, '--out', tmp_path / 'nothing', '--resume')
 
 
 def test_an_out_that_cannot_hold_a_run_is_refused_before_training(tmp_path):
     "--out naming a file (or a folder under one): one line, exit 1, before a single step is trained."
-    (tmp_path/'afile').write_text('x')
-    for cmd, extra in (('train', TINY), ('gpt2-train', ['--preset', 'cpu', '--max-steps', '2', '--no-progress'])):
-        for out in (tmp_path/'afile', tmp_path/'afile'/'run'):
+    (tmp_path / 'afile').write_text('x')
+    for cmd, extra in (
+        ('train', TINY),
+        ('gpt2-train', ['--preset', 'cpu', '--max-steps', '2', '--no-progress']),
+    ):
+        for out in (tmp_path / 'afile', tmp_path / 'afile' / 'run'):
             r = gptcourse(cmd, *extra, '--out', out)
             assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
             assert f'gptcourse {cmd}: ' in r.stderr and str(out) in r.stderr, r.stderr
@@ -119,39 +184,61 @@ def test_an_out_that_cannot_hold_a_run_is_refused_before_training(tmp_path):
 
 def test_corrupt_checkpoint(run, tmp_path, capsys):
     newest = list_checkpoints(run)[-1]
-    raw = bytearray(newest.read_bytes()); raw[-1000] ^= 0xFF
-    (tmp_path/'flipped.safetensors').write_bytes(raw)
-    (tmp_path/'truncated.safetensors').write_bytes(newest.read_bytes()[:5000])
+    raw = bytearray(newest.read_bytes())
+    raw[-1000] ^= 0xFF
+    (tmp_path / 'flipped.safetensors').write_bytes(raw)
+    (tmp_path / 'truncated.safetensors').write_bytes(newest.read_bytes()[:5000])
     for name in ('flipped', 'truncated'):
-        assert 'corrupt' in fails(capsys, 'sample', '--model', tmp_path/f'{name}.safetensors')
+        assert 'corrupt' in fails(capsys, 'sample', '--model', tmp_path / f'{name}.safetensors')
 
 
 def test_each_sampler_points_to_the_other(run, tmp_path, capsys):
     import dataclasses
     from gptcourse.checkpoint import save_step
     from gptcourse.gpt2 import GPT, GPTConfig
+
     cfg = GPTConfig(block_size=16, vocab_size=50304, n_layer=1, n_head=2, n_embd=16)
-    save_step(tmp_path/'gpt2run', 5, GPT(cfg), config=dataclasses.asdict(cfg), kind='gpt2')   # a GPT, as the meta says
+    save_step(
+        tmp_path / 'gpt2run', 5, GPT(cfg), config=dataclasses.asdict(cfg), kind='gpt2'
+    )  # a GPT, as the meta says
     msg = fails(capsys, 'gpt2-sample', '--model', run)
     assert 'holds a character model' in msg and f'gptcourse sample --model {run}' in msg
-    msg = fails(capsys, 'sample', '--model', tmp_path/'gpt2run')
+    msg = fails(capsys, 'sample', '--model', tmp_path / 'gpt2run')
     assert 'GPT-2-vocabulary model' in msg and 'gptcourse gpt2-sample --model' in msg
 
 
-@pytest.mark.parametrize('argv', [['train', '--preset', 'huge'], ['train', '--max-steps', '0'],
-                                  ['sample', '--max-new-tokens', '0'], ['gpt2-sample', '--top-k', '0'],
-                                  ['gpt2-sample', '--num-samples', '0'], ['gpt2-sample', '--num-samples', '100000'],
-                                  ['gpt2-train', '--batch-size', '0'], ['gpt2-train', '--warmup-steps', '-5'],
-                                  ['train', '--keep', '-1'], ['gpt2-train', '--keep', '0'],
-                                  ['train', '--device', 'nonsense'], ['sample', '--device', 'cuda:99'],
-                                  ['gpt2-sample', '--device', 'tpu'], ['train', '--eval-iters', '-1'],
-                                  ['gpt2-sample', '--temperature', '-1'], ['sample', '--temperature', 'nan'],
-                                  ['gpt2-train', '--dropout', 'nan'], ['gpt2-train', '--dropout', '1'],
-                                  ['train', '--lr', '0'], ['train', '--seed', str(2**70)],
-                                  ['train', '--max-new-tokens', '-3'], ['sample', '--top-p', '1.5'],
-                                  ['gpt2-train', '--dtype', 'fp8'], ['--threads', '0', 'presets']])
+@pytest.mark.parametrize(
+    'argv',
+    [
+        ['train', '--preset', 'huge'],
+        ['train', '--max-steps', '0'],
+        ['sample', '--max-new-tokens', '0'],
+        ['gpt2-sample', '--top-k', '0'],
+        ['gpt2-sample', '--num-samples', '0'],
+        ['gpt2-sample', '--num-samples', '100000'],
+        ['gpt2-train', '--batch-size', '0'],
+        ['gpt2-train', '--warmup-steps', '-5'],
+        ['train', '--keep', '-1'],
+        ['gpt2-train', '--keep', '0'],
+        ['train', '--device', 'nonsense'],
+        ['sample', '--device', 'cuda:99'],
+        ['gpt2-sample', '--device', 'tpu'],
+        ['train', '--eval-iters', '-1'],
+        ['gpt2-sample', '--temperature', '-1'],
+        ['sample', '--temperature', 'nan'],
+        ['gpt2-train', '--dropout', 'nan'],
+        ['gpt2-train', '--dropout', '1'],
+        ['train', '--lr', '0'],
+        ['train', '--seed', str(2**70)],
+        ['train', '--max-new-tokens', '-3'],
+        ['sample', '--top-p', '1.5'],
+        ['gpt2-train', '--dtype', 'fp8'],
+        ['--threads', '0', 'presets'],
+    ],
+)
 def test_bad_values_are_refused_by_the_parser(argv, capsys):
-    with pytest.raises(SystemExit) as e: main(argv)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
@@ -160,8 +247,10 @@ def test_bad_values_are_refused_by_the_parser(argv, capsys):
 
 
 def test_commands_and_help():
-    "Every option that takes a value says what it does and its default; the two trainers share their settings' names."
+    """Every option that takes a value says what it does and its default; the two trainers share their
+    settings' names."""
     import argparse
+
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     assert set(commands) == {'train', 'sample', 'gpt2-sample', 'prepare', 'gpt2-train', 'presets', 'plot'}
@@ -173,17 +262,36 @@ def test_commands_and_help():
                 assert a.help and ('default' in a.help or 'cpu: ' in a.help), (name, a.option_strings, a.help)
     train, gpt2 = ({a.dest: a.help for a in commands[c]._actions} for c in ('train', 'gpt2-train'))
     shared = set(train) & set(gpt2) - {'help'}
-    assert {'lr', 'max_steps', 'batch_size', 'eval_interval', 'eval_iters', 'seed', 'dtype', 'compile', 'out',
-            'resume', 'overwrite', 'keep', 'device', 'preset', 'stop_after', 'no_progress'} <= shared
-    for k in shared: assert train[k].split(' (')[0] == gpt2[k].split(' (')[0], k   # the same words
+    assert {
+        'lr',
+        'max_steps',
+        'batch_size',
+        'eval_interval',
+        'eval_iters',
+        'seed',
+        'dtype',
+        'compile',
+        'out',
+        'resume',
+        'overwrite',
+        'keep',
+        'device',
+        'preset',
+        'stop_after',
+        'no_progress',
+    } <= shared
+    for k in shared:
+        assert train[k].split(' (')[0] == gpt2[k].split(' (')[0], k  # the same words
 
 
 def test_version_help_and_presets_need_no_data_folder(tmp_path):
-    "--version, --help and presets work, and make nothing, even with GPTCOURSE_DATA naming a place that cannot exist."
+    """--version, --help and presets work, and make nothing, even with GPTCOURSE_DATA naming a place that
+    cannot exist."""
     import importlib.metadata
     import gptcourse as pkg
-    env = {'GPTCOURSE_DATA': str(tmp_path/'file'/'data')}
-    (tmp_path/'file').write_text('x')
+
+    env = {'GPTCOURSE_DATA': str(tmp_path / 'file' / 'data')}
+    (tmp_path / 'file').write_text('x')
     r = gptcourse('--version', env=env)
     assert r.returncode == 0 and r.stdout.strip() == f'gptcourse {pkg.__version__}'
     for args in (['--help'], ['prepare', '--help'], ['presets']):
@@ -195,20 +303,25 @@ def test_version_help_and_presets_need_no_data_folder(tmp_path):
 
 def test_missing_data_offline_is_one_line(tmp_path, capsys, monkeypatch):
     "No data and no internet: one line that names the file, the folder and GPTCOURSE_DATA; nothing half-made."
-    data = tmp_path/'data'
+    data = tmp_path / 'data'
     monkeypatch.setenv('GPTCOURSE_DATA', str(data))
     import gptcourse.data as d
+
     monkeypatch.setattr(d, 'TINY_SHAKESPEARE_URL', 'http://127.0.0.1:9/tinyshakespeare.txt')
     monkeypatch.setattr(d, 'GPT2_URL', 'http://127.0.0.1:9/')
-    msg = fails(capsys, 'train', '--preset', 'cpu', '--out', tmp_path/'run', '--device', 'cpu')
-    assert 'could not download tinyshakespeare.txt' in msg and str(data/'tinyshakespeare.txt') in msg, msg
+    msg = fails(capsys, 'train', '--preset', 'cpu', '--out', tmp_path / 'run', '--device', 'cpu')
+    assert 'could not download tinyshakespeare.txt' in msg and str(data / 'tinyshakespeare.txt') in msg, msg
     assert 'GPTCOURSE_DATA' in msg
-    msg = fails(capsys, 'prepare', '--out', tmp_path/'shards', '--no-progress')
+    msg = fails(capsys, 'prepare', '--out', tmp_path / 'shards', '--no-progress')
     assert 'could not download gpt2/encoder.json' in msg and 'GPTCOURSE_DATA' in msg, msg
-    msg = fails(capsys, 'gpt2-train', '--preset', 'cpu', '--out', tmp_path/'g', '--no-progress')
+    msg = fails(capsys, 'gpt2-train', '--preset', 'cpu', '--out', tmp_path / 'g', '--no-progress')
     assert 'could not download' in msg, msg
-    assert not (tmp_path/'run').exists() and not (tmp_path/'shards').exists() and not (tmp_path/'g').exists()
-    assert sorted(p.name for p in data.rglob('*') if p.is_file()) == []   # no partial download left
+    assert (
+        not (tmp_path / 'run').exists()
+        and not (tmp_path / 'shards').exists()
+        and not (tmp_path / 'g').exists()
+    )
+    assert sorted(p.name for p in data.rglob('*') if p.is_file()) == []  # no partial download left
 
 
 def test_presets_and_plot(run, tmp_path, capsys):
@@ -216,26 +329,40 @@ def test_presets_and_plot(run, tmp_path, capsys):
     assert r.returncode == 0
     for line in ('train      cpu', 'train      lecture', 'gpt2-train cpu', 'gpt2-train lecture'):
         assert line in r.stdout, r.stdout
-    r = gptcourse('plot', '--model', run, '--out', tmp_path/'loss.png')
+    r = gptcourse('plot', '--model', run, '--out', tmp_path / 'loss.png')
     assert r.returncode == 0, r.stderr
     assert 'step       0: train 4.1' in r.stdout and 'step     200:' in r.stdout
-    assert (tmp_path/'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    assert 'no checkpoint in' in fails(capsys, 'plot', '--model', tmp_path/'none')
-    assert 'write a .png' in fails(capsys, 'plot', '--model', run, '--out', tmp_path/'loss.jpeg2')
-    assert 'No such file' in fails(capsys, 'plot', '--model', run, '--out', tmp_path/'no'/'such'/'loss.png')
+    assert (tmp_path / 'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert 'no checkpoint in' in fails(capsys, 'plot', '--model', tmp_path / 'none')
+    assert 'write a .png' in fails(capsys, 'plot', '--model', run, '--out', tmp_path / 'loss.jpeg2')
+    assert 'No such file' in fails(
+        capsys, 'plot', '--model', run, '--out', tmp_path / 'no' / 'such' / 'loss.png'
+    )
 
 
-@pytest.mark.skipif(__import__('torch').cuda.is_available(), reason='checks the message of a machine without CUDA')
+@pytest.mark.skipif(
+    __import__('torch').cuda.is_available(), reason='checks the message of a machine without CUDA'
+)
 def test_cuda_without_cuda_is_one_line(capsys):
-    with pytest.raises(SystemExit) as e: main(['train', '--device', 'cuda'])
-    assert e.value.code == 2 and "'cuda': this machine has no cuda device; available: cpu" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(['train', '--device', 'cuda'])
+    assert (
+        e.value.code == 2
+        and "'cuda': this machine has no cuda device; available: cpu" in capsys.readouterr().err
+    )
 
 
 def test_ctrl_c_says_where_the_last_checkpoint_is(run, tmp_path, monkeypatch, capsys):
     import gptcourse.trainers as tr
-    copy = tmp_path/'run'; copy.mkdir()
-    for f in list_checkpoints(run): (copy/f.name).write_bytes(f.read_bytes())
-    def interrupted(*a, **k): raise KeyboardInterrupt
+
+    copy = tmp_path / 'run'
+    copy.mkdir()
+    for f in list_checkpoints(run):
+        (copy / f.name).write_bytes(f.read_bytes())
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
     monkeypatch.setattr(tr, 'fit', interrupted)
     msg = fails(capsys, 'train', '--max-steps', '300', '--out', str(copy), '--resume', code=130)
     assert f'interrupted; the last good checkpoint is {copy}/step_0000200.safetensors' in msg
@@ -244,24 +371,52 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(run, tmp_path, monkeypatch, ca
 
 def test_a_closed_pipe_ends_quietly(run):
     "`gptcourse sample ... | head -c 10`: the reader goes away; the command ends without a traceback."
-    cmd = (f'{sys.executable} -m gptcourse.cli sample --model {run} --max-new-tokens 2000 --device cpu '
-           f'| head -c 10 > /dev/null; echo "${{PIPESTATUS[0]}}"')
+    cmd = (
+        f'{sys.executable} -m gptcourse.cli sample --model {run} --max-new-tokens 2000 --device cpu '
+        f'| head -c 10 > /dev/null; echo "${{PIPESTATUS[0]}}"'
+    )
     r = subprocess.run(['bash', '-c', cmd], capture_output=True, text=True, timeout=120)
     assert 'Traceback' not in r.stderr and 'BrokenPipe' not in r.stderr, r.stderr
 
 
 def test_a_diverging_gpt2_run_is_one_line(tmp_path, capsys):
     from gptcourse.shards import prepare
-    prepare(None, tmp_path/'tok', progress=False)
-    msg = fails(capsys, 'gpt2-train', '--data', str(tmp_path/'tok'), '--preset', 'cpu', '--out', str(tmp_path/'g'),
-                '--lr', '1e30', '--warmup-steps', '0', '--max-steps', '20', '--checkpoint-interval', '1',
-                '--eval-interval', '0', '--no-progress', '--device', 'cpu')
+
+    prepare(None, tmp_path / 'tok', progress=False)
+    msg = fails(
+        capsys,
+        'gpt2-train',
+        '--data',
+        str(tmp_path / 'tok'),
+        '--preset',
+        'cpu',
+        '--out',
+        str(tmp_path / 'g'),
+        '--lr',
+        '1e30',
+        '--warmup-steps',
+        '0',
+        '--max-steps',
+        '20',
+        '--checkpoint-interval',
+        '1',
+        '--eval-interval',
+        '0',
+        '--no-progress',
+        '--device',
+        'cpu',
+    )
     assert 'NaN' in msg or 'nan' in msg or 'inf' in msg, msg
 
 
-@pytest.mark.parametrize('env, says', [({'RANK': '3', 'WORLD_SIZE': '2'}, 'RANK=3 is outside WORLD_SIZE=2'),
-                                       ({'RANK': '0'}, 'WORLD_SIZE=None'),
-                                       ({'RANK': 'x', 'WORLD_SIZE': '2'}, "RANK='x'")])
+@pytest.mark.parametrize(
+    'env, says',
+    [
+        ({'RANK': '3', 'WORLD_SIZE': '2'}, 'RANK=3 is outside WORLD_SIZE=2'),
+        ({'RANK': '0'}, 'WORLD_SIZE=None'),
+        ({'RANK': 'x', 'WORLD_SIZE': '2'}, "RANK='x'"),
+    ],
+)
 def test_a_rank_outside_its_world_is_refused_not_waited_for(env, says):
     r = gptcourse('gpt2-train', '--preset', 'cpu', '--no-progress', timeout=60, env=env)
     assert r.returncode == 1 and says in r.stderr and r.stderr.count('\n') == 1, r.stderr
@@ -269,18 +424,26 @@ def test_a_rank_outside_its_world_is_refused_not_waited_for(env, says):
 
 def test_a_pipe_for_hellaswag_is_refused_not_waited_for(tmp_path, capsys):
     os.mkfifo(tmp_path / 'hs.jsonl')
-    assert 'is not a file of HellaSwag examples' in fails(capsys, 'gpt2-train', '--preset', 'cpu', '--hellaswag',
-                                                          tmp_path / 'hs.jsonl', '--no-progress')
+    assert 'is not a file of HellaSwag examples' in fails(
+        capsys, 'gpt2-train', '--preset', 'cpu', '--hellaswag', tmp_path / 'hs.jsonl', '--no-progress'
+    )
 
 
-def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_good_checkpoints(run, tmp_path, capsys, monkeypatch):
-    "The disk fills up at the second checkpoint: one line, exit 1, the first checkpoint whole, no temporary file."
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_good_checkpoints(
+    run, tmp_path, capsys, monkeypatch
+):
+    """The disk fills up at the second checkpoint: one line, exit 1, the first checkpoint whole, no temporary
+    file."""
     import errno, gptcourse.checkpoint as ck
+
     real, calls = ck.atomic_write, []
+
     def full(path, mode='wb'):
         calls.append(path)
-        if len(calls) > 1: raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, 'No space left on device', str(path))
         return real(path, mode)
+
     monkeypatch.setattr(ck, 'atomic_write', full)
     msg = fails(capsys, 'train', *TINY, '--max-steps', 300, '--out', tmp_path / 'r')
     assert 'No space left on device' in msg
@@ -289,7 +452,21 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_good_checkpoints(ru
 
 
 def test_openai_s_weights_offline_is_one_line(tmp_path):
-    r = gptcourse('gpt2-train', '--preset', 'cpu', '--init', 'gpt2', '--no-progress', '--out', tmp_path / 'g',
-                  env={'HF_HUB_OFFLINE': '1'})
-    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'could not get openai-community/gpt2' in r.stderr
-    assert 'pass a folder holding config.json and model.safetensors' in r.stderr and not (tmp_path / 'g').exists()
+    r = gptcourse(
+        'gpt2-train',
+        '--preset',
+        'cpu',
+        '--init',
+        'gpt2',
+        '--no-progress',
+        '--out',
+        tmp_path / 'g',
+        env={'HF_HUB_OFFLINE': '1'},
+    )
+    assert (
+        r.returncode == 1 and r.stderr.count('\n') == 1 and 'could not get openai-community/gpt2' in r.stderr
+    )
+    assert (
+        'pass a folder holding config.json and model.safetensors' in r.stderr
+        and not (tmp_path / 'g').exists()
+    )

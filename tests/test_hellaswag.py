@@ -1,5 +1,8 @@
-"""Lesson 17 beyond its notebook: a downloaded split is kept only if it checks out (against a server on 127.0.0.1),
-and scoring is by the mean of an ending's token losses (not their sum) on endings of very different lengths."""
+"""Lesson 17 beyond its notebook: a downloaded split is kept only if it checks out (against a server on
+127.0.0.1),
+and scoring is by the mean of an ending's token losses (not their sum) on endings of very different
+lengths."""
+
 import http.server, json, threading
 import pytest, torch
 import gptcourse.hellaswag as hs
@@ -13,17 +16,26 @@ LINE = json.dumps({'ctx': 'a', 'endings': ['b', 'c', 'd', 'e'], 'label': 1}) + '
 @pytest.fixture()
 def server():
     served = {}
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             body = served.get(self.path.rsplit('/', 1)[-1])
-            if body is None: self.send_error(404); return
-            self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
             self.wfile.write(body)
-        def log_message(self, *a): pass
+
+        def log_message(self, *a):
+            pass
+
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f'http://127.0.0.1:{srv.server_address[1]}/hellaswag_{{split}}.jsonl', served
-    srv.shutdown(); srv.server_close()
+    srv.shutdown()
+    srv.server_close()
 
 
 def test_a_split_is_kept_only_if_it_checks_out(server, tmp_path, monkeypatch):
@@ -32,12 +44,13 @@ def test_a_split_is_kept_only_if_it_checks_out(server, tmp_path, monkeypatch):
     served['hellaswag_val.jsonl'] = (LINE * 3).encode()
     with pytest.raises(DownloadError, match='holds 3 HellaSwag val examples, not 10042'):
         hs.load_hellaswag('val', tmp_path)
-    assert list(tmp_path.iterdir()) == []                                   # a short download is not kept
+    assert list(tmp_path.iterdir()) == []  # a short download is not kept
     served['hellaswag_val.jsonl'] = (LINE * 10042).encode()
     assert len(hs.load_hellaswag('val', tmp_path)) == 10042
     monkeypatch.setattr(hs, 'HELLASWAG_URL', 'http://127.0.0.1:9/{split}')
-    assert len(hs.load_hellaswag('val', tmp_path)) == 10042                 # kept: no network needed again
-    with pytest.raises(DownloadError, match='without internet, put a copy at'): hs.load_hellaswag('test', tmp_path)
+    assert len(hs.load_hellaswag('val', tmp_path)) == 10042  # kept: no network needed again
+    with pytest.raises(DownloadError, match='without internet, put a copy at'):
+        hs.load_hellaswag('test', tmp_path)
 
 
 def test_scoring_is_by_the_mean_of_the_ending_s_token_losses():
@@ -47,20 +60,29 @@ def test_scoring_is_by_the_mean_of_the_ending_s_token_losses():
     model = GPT(GPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
     long, short = ' the the the the the the the the the the the the', ' zebra'
     the = enc.encode(' the')[0]
-    with torch.no_grad(): model.lm_head.weight[the] += 0.5      # ' the' is likely after anything
+    with torch.no_grad():
+        model.lm_head.weight[the] += 0.5  # ' the' is likely after anything
     ex = {'ctx': 'Once upon a time', 'endings': [short, long, short, short], 'label': 1}
     tokens, mask, label = hs.render_example(ex, enc)
     losses = hs.completion_losses(model, tokens, mask)
-    per_token = torch.nn.functional.cross_entropy(model(tokens)[0][:, :-1].transpose(1, 2), tokens[:, 1:],
-                                                  reduction='none') * mask[:, 1:]
-    assert torch.allclose(losses, per_token.sum(1) / mask[:, 1:].sum(1), atol=1e-5)          # the mean, by hand
-    assert int(losses.argmin()) == 1 and int(per_token.sum(1).argmin()) != 1                  # sum and mean disagree
+    per_token = (
+        torch.nn.functional.cross_entropy(
+            model(tokens)[0][:, :-1].transpose(1, 2), tokens[:, 1:], reduction='none'
+        )
+        * mask[:, 1:]
+    )
+    assert torch.allclose(losses, per_token.sum(1) / mask[:, 1:].sum(1), atol=1e-5)  # the mean, by hand
+    assert int(losses.argmin()) == 1 and int(per_token.sum(1).argmin()) != 1  # sum and mean disagree
     assert hs.hellaswag_acc_norm(model, [ex]) == 1.0
 
 
-@pytest.mark.parametrize('content, msg', [('', 'holds no HellaSwag examples'), ('{"ctx": 1}', 'needs "ctx"'),
-                                          ('not json', 'not JSON')])
+@pytest.mark.parametrize(
+    'content, msg',
+    [('', 'holds no HellaSwag examples'), ('{"ctx": 1}', 'needs "ctx"'), ('not json', 'not JSON')],
+)
 def test_bad_files_are_refused_when_read(tmp_path, content, msg):
     (tmp_path / 'f.jsonl').write_text(content)
-    with pytest.raises(ValueError, match=msg): hs.read_hellaswag(tmp_path / 'f.jsonl')
-    with pytest.raises(ValueError, match='is not a file'): hs.read_hellaswag(tmp_path)
+    with pytest.raises(ValueError, match=msg):
+        hs.read_hellaswag(tmp_path / 'f.jsonl')
+    with pytest.raises(ValueError, match='is not a file'):
+        hs.read_hellaswag(tmp_path)

@@ -1,4 +1,6 @@
-"""Lesson 05's modules against their definitions: heads side by side then a projection; a ReLU MLP of width 4n."""
+"""Lesson 05's modules against their definitions: heads side by side then a projection; a ReLU MLP of width
+4n."""
+
 import pytest, torch
 from torch.nn import functional as F
 from gptcourse.multihead import FeedForward, MultiHeadAttention
@@ -10,7 +12,8 @@ def test_multihead_is_its_heads_concatenated_then_projected():
     x = torch.randn(2, 5, 16)
     want = F.linear(torch.cat([h(x) for h in m.heads], -1), m.proj.weight, m.proj.bias)
     assert torch.allclose(m(x), want, atol=1e-6) and len(m.heads) == 4 and m.heads[0].key.out_features == 4
-    with pytest.raises(ValueError, match='must be divisible by n_head'): MultiHeadAttention(10, 3, 8)
+    with pytest.raises(ValueError, match='must be divisible by n_head'):
+        MultiHeadAttention(10, 3, 8)
 
 
 def test_feedforward_is_a_relu_mlp_of_width_4n():

@@ -1,4 +1,5 @@
 """Lesson 04's `Head` against attention written from its formula: softmax(Q Kᵀ / √d, masked to the past) V."""
+
 import math
 import pytest, torch
 from gptcourse.self_attention import Head
@@ -28,6 +29,8 @@ def test_head_looks_only_at_the_past_and_refuses_a_long_input():
     torch.manual_seed(0)
     h = Head(8, 4, block_size=6).eval()
     x = torch.randn(1, 6, 8)
-    y = x.clone(); y[:, 4:] = torch.randn(1, 2, 8)           # change the future of position 3
+    y = x.clone()
+    y[:, 4:] = torch.randn(1, 2, 8)  # change the future of position 3
     assert torch.equal(h(x)[:, :4], h(y)[:, :4]) and not torch.allclose(h(x)[:, 4:], h(y)[:, 4:])
-    with pytest.raises(ValueError, match='longer than block_size 6'): h(torch.randn(1, 7, 8))
+    with pytest.raises(ValueError, match='longer than block_size 6'):
+        h(torch.randn(1, 7, 8))

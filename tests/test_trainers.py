@@ -1,6 +1,10 @@
-"""Lesson 19 beyond its notebook: DDP with gradient accumulation (the `no_sync` path) and resume under torchrun,
-training from a pretrained folder, HellaSwag inside a run, resume that keeps the schedule, a broken newest checkpoint,
-the micro-batch probe, one run per folder, and what `--overwrite` may and may not delete. CPU only, tiny sizes."""
+"""Lesson 19 beyond its notebook: DDP with gradient accumulation (the `no_sync` path) and resume under
+torchrun,
+training from a pretrained folder, HellaSwag inside a run, resume that keeps the schedule, a broken newest
+checkpoint,
+the micro-batch probe, one run per folder, and what `--overwrite` may and may not delete. CPU only, tiny
+sizes."""
+
 import json, os, socket, subprocess, sys
 import pytest
 import torch
@@ -23,22 +27,57 @@ def data(tmp_path_factory):
 
 def _free_port():
     with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def _torchrun(data, out, *extra):
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-           '--master_port', str(_free_port()), '-m', 'gptcourse.cli', 'gpt2-train', '--data', data, '--preset', 'cpu',
-           '--batch-size', '2', '--seq-len', '32', '--total-batch', '256', '--max-steps', '3', '--eval-interval', '3',
-           '--eval-iters', '1', '--device', 'cpu', '--out', str(out), '--no-progress', *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    cmd = [
+        sys.executable,
+        '-m',
+        'torch.distributed.run',
+        '--nproc_per_node',
+        '2',
+        '--master_addr',
+        '127.0.0.1',
+        '--master_port',
+        str(_free_port()),
+        '-m',
+        'gptcourse.cli',
+        'gpt2-train',
+        '--data',
+        data,
+        '--preset',
+        'cpu',
+        '--batch-size',
+        '2',
+        '--seq-len',
+        '32',
+        '--total-batch',
+        '256',
+        '--max-steps',
+        '3',
+        '--eval-interval',
+        '3',
+        '--eval-iters',
+        '1',
+        '--device',
+        'cpu',
+        '--out',
+        str(out),
+        '--no-progress',
+        *extra,
+    ]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1')
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return load_checkpoint(list_checkpoints(out)[-1])
 
 
 def test_ddp_with_accumulation_and_resume(data, tmp_path):
-    """2 ranks x 2 micro-steps (no_sync on the first) == 1 process x 4 micro-steps; a stopped and resumed DDP run == an
-    uninterrupted one."""
+    """2 ranks x 2 micro-steps (no_sync on the first) == 1 process x 4 micro-steps; a stopped and resumed DDP
+    run == an uninterrupted one."""
     whole = _torchrun(data, tmp_path / 'whole')
     single = train_gpt2('cpu', None, data=data, max_steps=3, total_batch=256, eval_interval=3, **SMALL)
     assert len(whole['history']['loss']) == 3
@@ -50,15 +89,25 @@ def test_ddp_with_accumulation_and_resume(data, tmp_path):
 
 
 def test_init_from_pretrained_folder(data, tmp_path):
-    "init=<folder>: training starts from the folder's weights (first loss == transformers' loss on the first batch)."
+    """init=<folder>: training starts from the folder's weights (first loss == transformers' loss on the first
+    batch)."""
     transformers = pytest.importorskip('transformers')
-    hc = transformers.GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0, embd_pdrop=0,
-                                 attn_pdrop=0)
+    hc = transformers.GPT2Config(
+        n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0
+    )
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(hc).eval()
     hf.save_pretrained(tmp_path / 'tiny_gpt2', safe_serialization=True)
-    res = train_gpt2('cpu', None, data=data, init=str(tmp_path / 'tiny_gpt2'), max_steps=2, total_batch=64,
-                     eval_interval=0, **SMALL)
+    res = train_gpt2(
+        'cpu',
+        None,
+        data=data,
+        init=str(tmp_path / 'tiny_gpt2'),
+        max_steps=2,
+        total_batch=64,
+        eval_interval=0,
+        **SMALL,
+    )
     x, y = DataLoaderLite(data, 2, 32).next_batch()
     with torch.no_grad():
         ref = torch.nn.functional.cross_entropy(hf(x).logits.view(-1, hc.vocab_size), y.view(-1)).item()
@@ -68,25 +117,44 @@ def test_init_from_pretrained_folder(data, tmp_path):
 def test_hellaswag_during_training(data, tmp_path):
     "hellaswag=FILE scores the model at every evaluation; a bad file is refused before training."
     ex = {'ctx': 'ROMEO: I', 'endings': [' love thee', ' a b c', ' zz', ' qq'], 'label': 0}
-    f = tmp_path / 'hs.jsonl'; f.write_text(json.dumps(ex) + '\n' + json.dumps(dict(ex, label=1)) + '\n')
-    res = train_gpt2('cpu', None, data=data, max_steps=2, total_batch=64, eval_interval=2, hellaswag=str(f), **SMALL)
-    assert [s for s, _ in res.hellaswag] == [0, 2] and res.hellaswag[-1][1] in (0.0, 0.5, 1.0)   # at each evaluation
+    f = tmp_path / 'hs.jsonl'
+    f.write_text(json.dumps(ex) + '\n' + json.dumps(dict(ex, label=1)) + '\n')
+    res = train_gpt2(
+        'cpu', None, data=data, max_steps=2, total_batch=64, eval_interval=2, hellaswag=str(f), **SMALL
+    )
+    assert [s for s, _ in res.hellaswag] == [0, 2] and res.hellaswag[-1][1] in (
+        0.0,
+        0.5,
+        1.0,
+    )  # at each evaluation
     (tmp_path / 'bad.jsonl').write_text('{"ctx": 1}')
     with pytest.raises(ValueError, match='a HellaSwag example needs'):
-        train_gpt2('cpu', tmp_path / 'run', data=data, max_steps=2, total_batch=64,
-                   hellaswag=str(tmp_path / 'bad.jsonl'), **SMALL)
-    assert not (tmp_path / 'run').exists()                               # refused before the run folder was made
+        train_gpt2(
+            'cpu',
+            tmp_path / 'run',
+            data=data,
+            max_steps=2,
+            total_batch=64,
+            hellaswag=str(tmp_path / 'bad.jsonl'),
+            **SMALL,
+        )
+    assert not (tmp_path / 'run').exists()  # refused before the run folder was made
 
 
 def test_resume_keeps_the_schedule_unless_asked(data, tmp_path):
-    "A resumed run continues its own schedule (not the preset's); a new one is used only when asked, and said plainly."
+    """A resumed run continues its own schedule (not the preset's); a new one is used only when asked, and
+    said plainly."""
     kw = dict(data=data, total_batch=64, eval_interval=0, **SMALL)
     whole = train_gpt2('cpu', None, max_steps=6, **kw)
     train_gpt2('cpu', tmp_path, max_steps=6, stop_after=3, **kw)
     said = []
     res = train_gpt2(None, tmp_path, resume=True, progress=False, log=said.append)
     assert any('at step 3, continuing its schedule' in s for s in said), said
-    assert res.run.max_steps == 6 and res.history.lr == whole.history.lr and res.history.loss == whole.history.loss
+    assert (
+        res.run.max_steps == 6
+        and res.history.lr == whole.history.lr
+        and res.history.loss == whole.history.loss
+    )
     said.clear()
     longer = train_gpt2(None, tmp_path, resume=True, max_steps=8, progress=False, log=said.append)
     assert any('at step 6, with the new settings asked for: max_steps 6 -> 8' in s for s in said), said
@@ -106,19 +174,23 @@ def test_a_diverging_run_keeps_its_good_checkpoints(data, tmp_path):
     with pytest.raises((FloatingPointError, CheckpointError)):
         train_gpt2(None, tmp_path, resume=True, max_steps=10, lr=1e30, warmup_steps=0, **QUIET)
     for p in list_checkpoints(tmp_path):
-        load_checkpoint(p)   # verifies
+        load_checkpoint(p)  # verifies
         from safetensors.torch import load_file
+
         assert all(torch.isfinite(t).all() for k, t in load_file(p).items() if k.startswith('model.'))
 
 
 def test_a_broken_newest_checkpoint_falls_back_to_the_one_before(data, tmp_path):
     "A cut-short newest checkpoint is named and skipped; the run resumes from the previous good one, exactly."
-    kw = dict(data=data, max_steps=4, eval_interval=2, checkpoint_interval=2, total_batch=64, dropout=0.1, **SMALL)
+    kw = dict(
+        data=data, max_steps=4, eval_interval=2, checkpoint_interval=2, total_batch=64, dropout=0.1, **SMALL
+    )
     whole = train_gpt2('cpu', None, **kw)
     train_gpt2('cpu', tmp_path, **kw)
     ck = list_checkpoints(tmp_path)
     assert [p.name for p in ck] == ['step_0000002.safetensors', 'step_0000004.safetensors']
-    good = ck[-1].read_bytes(); ck[-1].write_bytes(good[:len(good) // 2])
+    good = ck[-1].read_bytes()
+    ck[-1].write_bytes(good[: len(good) // 2])
     said = []
     used, meta = load_latest(tmp_path, log=said.append)
     assert used == ck[0] and meta['step'] == 2 and len(said) == 1 and 'step_0000004' in said[0]
@@ -127,92 +199,134 @@ def test_a_broken_newest_checkpoint_falls_back_to_the_one_before(data, tmp_path)
 
 
 def test_micro_batch_backs_off_on_out_of_memory(data, monkeypatch):
-    "A card that holds 2 sequences: the micro-batch halves 8 -> 4 -> 2, the total batch stays, the run is the same."
+    """A card that holds 2 sequences: the micro-batch halves 8 -> 4 -> 2, the total batch stays, the run is
+    the same."""
     from gptcourse.gpt2 import GPT
+
     real = GPT.forward
+
     def small_card(self, idx, targets=None, kv_cache=None, last_only=False):
-        if idx.size(0) > 2: raise torch.OutOfMemoryError('CUDA out of memory (simulated)')
+        if idx.size(0) > 2:
+            raise torch.OutOfMemoryError('CUDA out of memory (simulated)')
         return real(self, idx, targets, kv_cache, last_only)
+
     monkeypatch.setattr(GPT, 'forward', small_card)
     kw = dict(data=data, max_steps=3, total_batch=256, eval_interval=0, seq_len=32, eval_iters=1, **QUIET)
     auto = train_gpt2('cpu', None, batch_size=8, auto_batch=True, **kw)
     assert auto.run.batch_size == 2 and auto.run.total_batch == 256
     direct = train_gpt2('cpu', None, batch_size=2, **kw)
     assert auto.history.loss == direct.history.loss
-    with pytest.raises(torch.OutOfMemoryError): train_gpt2('cpu', None, batch_size=8, **kw)   # without the probe
+    with pytest.raises(torch.OutOfMemoryError):
+        train_gpt2('cpu', None, batch_size=8, **kw)  # without the probe
 
 
 def test_bad_settings_are_refused_before_anything_runs(data, tmp_path):
-    for bad, msg in ((dict(lr=-1.0), 'lr must be a number >= 0'), (dict(total_batch=1000), 'a positive multiple'),
-                     (dict(dropout=float('nan')), 'dropout must be a number'), (dict(max_steps=0), 'max_steps must'),
-                     (dict(seq_len=128), "longer than the model's block_size 64")):
-        with pytest.raises(ValueError, match=msg): train_gpt2('cpu', tmp_path / 'run', data=data, **bad, **QUIET)
-    with pytest.raises(ValueError, match="unknown preset 'gpu-huge'"): train_gpt2('gpu-huge', None, data=data, **QUIET)
+    for bad, msg in (
+        (dict(lr=-1.0), 'lr must be a number >= 0'),
+        (dict(total_batch=1000), 'a positive multiple'),
+        (dict(dropout=float('nan')), 'dropout must be a number'),
+        (dict(max_steps=0), 'max_steps must'),
+        (dict(seq_len=128), "longer than the model's block_size 64"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            train_gpt2('cpu', tmp_path / 'run', data=data, **bad, **QUIET)
+    with pytest.raises(ValueError, match="unknown preset 'gpu-huge'"):
+        train_gpt2('gpu-huge', None, data=data, **QUIET)
     assert not (tmp_path / 'run').exists()
 
 
 def test_char_resume_is_exact_at_any_step_with_dropout(tmp_path):
-    "Stopped at step 7 (not an evaluation step) and resumed == never stopped, with dropout on (RNG states restored)."
-    run = CHAR_PRESETS['cpu'].changed(dropout=0.1, n_layer=2, n_embd=32, batch_size=8, max_steps=12,
-                                      eval_interval=5, eval_iters=2)[0]
+    """Stopped at step 7 (not an evaluation step) and resumed == never stopped, with dropout on (RNG states
+    restored)."""
+    run = CHAR_PRESETS['cpu'].changed(
+        dropout=0.1, n_layer=2, n_embd=32, batch_size=8, max_steps=12, eval_interval=5, eval_iters=2
+    )[0]
     straight = train_char(run, tmp_path / 'a', device='cpu', **QUIET)
     train_char(run, tmp_path / 'b', device='cpu', stop_after=7, **QUIET)
     resumed = train_char(None, tmp_path / 'b', resume=True, device='cpu', **QUIET)
     assert resumed.history.loss == straight.history.loss
-    assert all(torch.equal(a, b) for a, b in zip(straight.model.state_dict().values(),
-                                                 resumed.model.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values())
+    )
 
 
 def test_char_runs_refuse_what_would_lose_or_repeat_work(tmp_path):
     kw = dict(eval_interval=5, eval_iters=1, device='cpu', **QUIET)
     train_char('cpu', tmp_path / 'run', max_steps=5, **kw)
-    with pytest.raises(ValueError, match='already holds a run'): train_char('cpu', tmp_path / 'run', max_steps=10, **kw)
+    with pytest.raises(ValueError, match='already holds a run'):
+        train_char('cpu', tmp_path / 'run', max_steps=10, **kw)
     with pytest.raises(ValueError, match='nothing to do: the run is at step 5'):
         train_char(None, tmp_path / 'run', resume=True, **kw)
     with pytest.raises(CheckpointError, match='no checkpoint in'):
         train_char(None, tmp_path / 'none', resume=True, **kw)
 
 
-
 def test_a_run_of_one_trainer_is_not_resumed_by_the_other(data, tmp_path):
     train_gpt2('cpu', tmp_path / 'gpt2', data=data, max_steps=1, eval_interval=0, total_batch=64, **SMALL)
-    with pytest.raises(CheckpointError, match='not a run of gptcourse train \\(a run of gptcourse gpt2-train\\)'):
+    with pytest.raises(
+        CheckpointError, match='not a run of gptcourse train \\(a run of gptcourse gpt2-train\\)'
+    ):
         train_char(None, tmp_path / 'gpt2', resume=True, **QUIET)
 
 
 def test_a_folder_belongs_to_one_run(tmp_path):
-    "A second trainer in a folder another holds is refused at once, whatever its kind; the first is untouched."
-    started = subprocess.Popen([sys.executable, '-c', f'''
+    """A second trainer in a folder another holds is refused at once, whatever its kind; the first is
+    untouched."""
+    started = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            f'''
 from gptcourse.trainers import train_char
-train_char('cpu', {str(tmp_path / "run")!r}, max_steps=100000, eval_interval=50000, device='cpu', progress=False,
-           log=lambda *a: None)'''])
+train_char('cpu', {str(tmp_path / "run")!r}, max_steps=100000, eval_interval=50000, device='cpu',
+progress=False,
+           log=lambda *a: None)''',
+        ]
+    )
     try:
         for _ in range(300):
-            if (tmp_path / 'run' / '.lock').exists() and (tmp_path / 'run' / '.lock').read_text(): break
-            import time; time.sleep(0.1)
+            if (tmp_path / 'run' / '.lock').exists() and (tmp_path / 'run' / '.lock').read_text():
+                break
+            import time
+
+            time.sleep(0.1)
         with pytest.raises(FolderBusy, match=f'in use by another training run \\(pid {started.pid}'):
             train_char('cpu', tmp_path / 'run', max_steps=5, overwrite=True, **QUIET)
-    finally: started.kill(); started.wait()
-    train_char('cpu', tmp_path / 'run', max_steps=2, eval_interval=1, eval_iters=1, **QUIET)   # free again
+    finally:
+        started.kill()
+        started.wait()
+    train_char('cpu', tmp_path / 'run', max_steps=2, eval_interval=1, eval_iters=1, **QUIET)  # free again
 
 
 def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(tmp_path):
     kw = dict(eval_interval=5, eval_iters=1, device='cpu', **QUIET)
     train_char('cpu', tmp_path / 'run', max_steps=5, **kw)
     before = {p.name: p.read_bytes() for p in list_checkpoints(tmp_path / 'run')}
-    with pytest.raises(ValueError, match='nothing to do'):     # stopped before any step: the old run is back
+    with pytest.raises(ValueError, match='nothing to do'):  # stopped before any step: the old run is back
         train_char('cpu', tmp_path / 'run', max_steps=5, stop_after=7, overwrite=True, **kw)
     assert {p.name: p.read_bytes() for p in list_checkpoints(tmp_path / 'run')} == before
-    train_char('cpu', tmp_path / 'run', max_steps=3, eval_interval=3, overwrite=True, eval_iters=1, device='cpu',
-               **QUIET)
+    train_char(
+        'cpu',
+        tmp_path / 'run',
+        max_steps=3,
+        eval_interval=3,
+        overwrite=True,
+        eval_iters=1,
+        device='cpu',
+        **QUIET,
+    )
     assert [p.name for p in list_checkpoints(tmp_path / 'run')] == ['step_0000003.safetensors']
     assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['.lock', 'step_0000003.safetensors']
 
 
 def test_your_own_text_and_its_resume(tmp_path):
     "Any UTF-8 text trains with its own vocabulary; a changed text is refused on resume."
-    text = tmp_path / 'poem.txt'; text.write_text('Ünïcödé and ascii, mixed, over and over. ' * 400, encoding='utf-8')
-    res = train_char('cpu', tmp_path / 'run', text=str(text), max_steps=20, eval_interval=10, eval_iters=1, **QUIET)
+    text = tmp_path / 'poem.txt'
+    text.write_text('Ünïcödé and ascii, mixed, over and over. ' * 400, encoding='utf-8')
+    res = train_char(
+        'cpu', tmp_path / 'run', text=str(text), max_steps=20, eval_interval=10, eval_iters=1, **QUIET
+    )
     meta = load_checkpoint(res.checkpoint)
     assert meta['tokenizer']['chars'] == ''.join(sorted(set(text.read_text(encoding='utf-8'))))
     text.write_text('Another text entirely, not the same one. ' * 400)
@@ -221,24 +335,42 @@ def test_your_own_text_and_its_resume(tmp_path):
 
 
 def test_a_checkpoint_whose_config_claims_other_sizes_is_skipped_before_a_model_is_built(tmp_path):
-    "A verified newest checkpoint whose run and config say 100,000 layers (its tensors: 4) is skipped, by name."
+    """A verified newest checkpoint whose run and config say 100,000 layers (its tensors: 4) is skipped, by
+    name."""
     from gptcourse.checkpoint import save_checkpoint
+
     kw = dict(eval_interval=5, eval_iters=1, device='cpu', **QUIET)
     res = train_char('cpu', tmp_path / 'run', max_steps=10, **kw)
     meta = load_checkpoint(res.checkpoint)
     meta['config']['n_layer'] = 100
     save_checkpoint(tmp_path / 'run' / 'step_0000020.safetensors', res.model, **(meta | {'step': 20}))
     said = []
-    again = train_char(None, tmp_path / 'run', resume=True, max_steps=12, device='cpu', progress=False, log=said.append)
-    assert again.start_step == 10 and any('skipping step_0000020' in s and 'does not fit this model: missing transformer.h.4.' in s
-                                          for s in said), said
+    again = train_char(
+        None, tmp_path / 'run', resume=True, max_steps=12, device='cpu', progress=False, log=said.append
+    )
+    assert again.start_step == 10 and any(
+        'skipping step_0000020' in s and 'missing transformer.h.4.' in s for s in said
+    ), said
 
 
 def test_the_lecture_preset_on_a_cpu_says_so_and_how_long(tmp_path):
     "A learner who starts the GPU preset on a laptop learns it in the first seconds, not after hours."
     lines = []
-    train_char('lecture', None, device='cpu', progress=False, log=lines.append, n_layer=1, n_head=2, n_embd=16,
-               block_size=16, batch_size=2, max_steps=25, eval_interval=20, eval_iters=2)
+    train_char(
+        'lecture',
+        None,
+        device='cpu',
+        progress=False,
+        log=lines.append,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        block_size=16,
+        batch_size=2,
+        max_steps=25,
+        eval_interval=20,
+        eval_iters=2,
+    )
     assert lines[1].startswith('the lecture preset is sized for a GPU: on a CPU it takes hours'), lines
     est = [x for x in lines if x.startswith('about ')]
     assert len(est) == 1 and ' to step 25 at this speed (' in est[0], lines
@@ -249,14 +381,35 @@ def test_the_lecture_preset_on_a_cpu_says_so_and_how_long(tmp_path):
 
 def test_a_corpus_far_too_small_for_the_run_is_said_before_the_first_step(tmp_path):
     from gptcourse.shards import write_shards
+
     write_shards(tmp_path / 'tiny', {'train': torch.arange(300) % 50, 'val': torch.arange(200) % 50})
     lines = []
-    train_gpt2('cpu', None, data=str(tmp_path / 'tiny'), stop_after=2, eval_interval=0, progress=False,
-               log=lines.append)
+    train_gpt2(
+        'cpu',
+        None,
+        data=str(tmp_path / 'tiny'),
+        stop_after=2,
+        eval_interval=0,
+        progress=False,
+        log=lines.append,
+    )
     said = [x for x in lines if 'passes over the 300 training tokens' in x]
-    assert len(said) == 1 and said[0].startswith('this run reads 3,840 tokens: 13 passes') and \
-        'gptcourse prepare --src fineweb-edu-10B' in said[0] and lines.index(said[0]) < 2, lines
+    assert (
+        len(said) == 1
+        and said[0].startswith('this run reads 3,840 tokens: 13 passes')
+        and 'gptcourse prepare --src fineweb-edu-10B' in said[0]
+        and lines.index(said[0]) < 2
+    ), lines
     quiet = []
-    train_gpt2('cpu', None, data=str(tmp_path / 'tiny'), stop_after=2, eval_interval=0, progress=False,
-               log=quiet.append, total_batch=32, batch_size=1)
+    train_gpt2(
+        'cpu',
+        None,
+        data=str(tmp_path / 'tiny'),
+        stop_after=2,
+        eval_interval=0,
+        progress=False,
+        log=quiet.append,
+        total_batch=32,
+        batch_size=1,
+    )
     assert not any('passes over' in x for x in quiet), quiet
