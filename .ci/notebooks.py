@@ -1,23 +1,18 @@
 """Run the lessons as a reader does: each notebook top to bottom ("Run All") in a real Jupyter kernel.
 
-    python .ci/notebooks.py run [NB ...]     # run, and fail on the first error (what the tests do)
-    python .ci/notebooks.py write [NB ...]   # run, and save the outputs into the notebooks (then nbdev_clean)
-    python .ci/notebooks.py run --keep-going --save DIR 07   # run every cell even past a failure, list the
-                                             # failures, and keep the executed notebook in DIR (bench/gpu.py)
-    python .ci/notebooks.py check            # every lesson's outputs are there and were made from its current
-    code
+    python .ci/notebooks.py run [NB ...]     # run, and fail on the first error (what the tests do) python
+    .ci/notebooks.py write [NB ...]   # run, and save the outputs into the notebooks (then nbdev_clean)
+    python .ci/notebooks.py run --keep-going --save DIR 07   # run every cell even past a failure, list
+    the # failures, and keep the executed notebook in DIR (bench/gpu.py) python .ci/notebooks.py check
+    # every lesson's outputs are there and were made from its current code
 
 `write` is the one command that regenerates what a reader sees on GitHub, Colab's preview and in Jupyter. It
 records in each code cell's metadata the sha256 of the source that made its outputs (`gptcourse.source`), and
-in the
-first code cell's the sha256 of the package modules the lesson imports, directly or through other modules
-(`gptcourse.library`), so that `check` (and tests/test_notebooks.py) can tell when a cell, or the code of an
-earlier
-lesson it runs, was edited without running the notebook again. Progress
-bars are kept as their last line only. The last, hidden cell of every lesson (`nbdev_export`) is not run: it
-writes
-the package, which the tests must not do behind the consistency check's back.
-"""
+in the first code cell's the sha256 of the package modules the lesson imports, directly or through other
+modules (`gptcourse.library`), so that `check` (and tests/test_notebooks.py) can tell when a cell, or the code
+of an earlier lesson it runs, was edited without running the notebook again. Progress bars are kept as their
+last line only. The last, hidden cell of every lesson (`nbdev_export`) is not run: it writes the package,
+which the tests must not do behind the consistency check's back."""
 
 from __future__ import annotations
 import hashlib, os, re, sys, time

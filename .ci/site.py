@@ -2,16 +2,13 @@
 elsewhere.
 
     npm ci --prefix docs            # once: MathJax, pinned in docs/package-lock.json (the site's only
-    non-Python part)
-    python .ci/site.py              # writes _site/; open _site/index.html in a browser
+    non-Python part) python .ci/site.py              # writes _site/; open _site/index.html in a browser
     python .ci/site.py --out DIR
 
 Pages: the home page (the index notebook's text, as the README), every lesson in reading order with its
-committed
-outputs (nothing is executed), and one API page per module, made by autodoc from the package's docstrings.
-Sphinx
-with myst-nb renders them with the Furo theme (docs/conf.py says why each setting is there).
-"""
+committed outputs (nothing is executed), and one API page per module, made by autodoc from the package's
+docstrings. Sphinx with myst-nb renders them with the Furo theme (docs/conf.py says why each setting is
+there)."""
 
 from __future__ import annotations
 import argparse, json, os, re, shutil, subprocess, sys, tempfile, time

@@ -1,20 +1,17 @@
 """Training speed of the character model written two ways, side by side: lesson 07's lecture-faithful
-`CharGPT`
-(one module per head, float32,
- eager) against its configuration of lesson 08's `GPT` on the fast path (one fused qkv projection per block,
-`F.scaled_dot_product_attention`, autocast where available — bf16, or fp16 + GradScaler — TF32 on CUDA, and
-optionally `torch.compile`).
+`CharGPT` (one module per head, float32, eager) against its configuration of lesson 08's `GPT` on the fast
+path (one fused qkv projection per block, `F.scaled_dot_product_attention`, autocast where available — bf16,
+or fp16 + GradScaler — TF32 on CUDA, and optionally `torch.compile`).
 
-    python bench/chargpt.py                          # --preset cpu without CUDA, lecture with CUDA
-    python bench/chargpt.py --preset lecture --steps 300 --compile
-    python bench/chargpt.py --preset cpu --steps 200 --threads 1
+    python bench/chargpt.py                          # --preset cpu without CUDA, lecture with CUDA python
+    bench/chargpt.py --preset lecture --steps 300 --compile python bench/chargpt.py --preset cpu --steps
+    200 --threads 1
 
-Both start from the same initial weights (the GPT gets the reference's weights through
-`GPT.from_chargpt`) and see the same batches, for the same number of steps with the same optimizer settings.
-Printed: the device, torch version, config, steps/s of each (the median step time after --warmup steps,
-evaluation excluded), their ratio, and the validation loss of each after the same steps (the same val
-batches for both; the two losses differ a little because dropout masks and rounding differ).
-"""
+Both start from the same initial weights (the GPT gets the reference's weights through `GPT.from_chargpt`) and
+see the same batches, for the same number of steps with the same optimizer settings. Printed: the device,
+torch version, config, steps/s of each (the median step time after --warmup steps, evaluation excluded), their
+ratio, and the validation loss of each after the same steps (the same val batches for both; the two losses
+differ a little because dropout masks and rounding differ)."""
 
 from __future__ import annotations
 import argparse, os, platform, statistics, sys, time

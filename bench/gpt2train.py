@@ -1,20 +1,15 @@
 """Training throughput of gptcourse's GPT against transformers' GPT2LMHeadModel, in one run.
 
 Both models get the same config (layers, heads, width, context, padded vocabulary, no dropout, tied
-embeddings),
-the same batches, the same precision (float32 on CPU, bfloat16 autocast on CUDA, TF32 on), the same loss
-(cross-entropy over all B·T positions) and the same optimizer (AdamW 0.9/0.95, eps 1e-8, weight decay 0.1 on
->=2-D
-tensors, fused on CUDA), with gradient clipping at 1.0. Rounds alternate between the two models (so a noisy,
-shared
-machine slows both alike) and the median step time of each is reported, with tokens/s, MFU (GPUs of known
-peak) and
-the ratio ours / transformers.
+embeddings), the same batches, the same precision (float32 on CPU, bfloat16 autocast on CUDA, TF32 on), the
+same loss (cross-entropy over all B·T positions) and the same optimizer (AdamW 0.9/0.95, eps 1e-8, weight
+decay 0.1 on >=2-D tensors, fused on CUDA), with gradient clipping at 1.0. Rounds alternate between the two
+models (so a noisy, shared machine slows both alike) and the median step time of each is reported, with
+tokens/s, MFU (GPUs of known peak) and the ratio ours / transformers.
 
     python bench/gpt2train.py                       # CPU, a small GPT-2-shaped config (about a minute)
-    python bench/gpt2train.py --preset gpu          # GPT-2 124M, B=16, T=1024, bf16 (CUDA)
-    python bench/gpt2train.py --preset gpu --compile
-"""
+    python bench/gpt2train.py --preset gpu          # GPT-2 124M, B=16, T=1024, bf16 (CUDA) python
+    bench/gpt2train.py --preset gpu --compile"""
 
 import argparse, statistics, sys, time
 import torch

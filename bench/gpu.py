@@ -1,33 +1,27 @@
 """One command that checks the course on a GPU in one run, and writes what it saw to bench/results/.
 
-    python bench/gpu.py              # on a CUDA machine: about 13 minutes on an H100 (measured 2026-11-25)
-                                     # before lesson 14 and the side-by-side runs (refs/, below) were added
-    python bench/gpu.py --only lesson07,chargpt            # 8.5 minutes on an H100: one call of at most 10
-    python bench/gpu.py --only lesson16,gpt2train,sample   # 5 minutes on an H100 (as lesson 10, 2626-11-25)
+    python bench/gpu.py              # on a CUDA machine: about 13 minutes on an H100 (measured
+    2026-11-25) # before lesson 14 and the side-by-side runs (refs/, below) were added python bench/gpu.py
+    --only lesson07,chargpt            # 8.5 minutes on an H100: one call of at most 10 python
+    bench/gpu.py --only lesson16,gpt2train,sample   # 5 minutes on an H100 (as lesson 10, 2626-11-25)
     python bench/gpu.py --dry-run    # the same steps at toy sizes on this machine: what CI runs
 
 The lessons run with `--keep-going`: every cell runs even after one fails, the report lists each failing cell,
-and
-the executed notebooks are saved beside the report.
+and the executed notebooks are saved beside the report.
 
 Steps, each timed; a failing step is reported and the others still run; the exit status is 1 if any failed:
 1. the device, the versions, and the course's device policy for it (gptcourse.speed.device_policy);
 2. the lessons whose cells check lecture-scale claims on a GPU (07: the lecture's char model to val <= 1.50;
    16: 300 steps of GPT-2 124M; 20: the modern configuration against the lecture's at its sizes, not yet run
-   on a
-   GPU), top to bottom in a real kernel at the `lecture` preset (dry run: `cpu`, where
-   those cells say they skipped);
+   on a GPU), top to bottom in a real kernel at the `lecture` preset (dry run: `cpu`, where those cells say
+   they skipped);
 3. the three benchmarks at their GPU sizes (dry run: toy sizes): bench/chargpt.py, bench/gpt2train.py,
    bench/sample.py;
 4. side by side with the lectures' own code, where a fetched copy sits in the git-ignored refs/ (else the
-report
-   says skipped): bench/refs.py gptpy (ng-video-lecture's gpt.py vs the course, lecture char preset, 500
-   steps)
-   and bench/refs.py train_gpt2 (build-nanogpt's train_gpt2.py vs the course's trainer, B=16, T=1024). Not yet
-   run on a GPU; `--only gptpy,train_gpt2` runs them alone.
-The report is written to `--out`/gpu-<device>-<date>.txt (default out: bench/results; dry run: a temporary
-folder).
-"""
+   report says skipped): bench/refs.py gptpy (ng-video-lecture's gpt.py vs the course, lecture char preset,
+   500 steps) and bench/refs.py train_gpt2 (build-nanogpt's train_gpt2.py vs the course's trainer, B=16,
+   T=1024). Not yet run on a GPU; `--only gptpy,train_gpt2` runs them alone. The report is written to
+   `--out`/gpu-<device>-<date>.txt (default out: bench/results; dry run: a temporary folder)."""
 
 from __future__ import annotations
 import argparse, datetime, os, platform, re, subprocess, sys, tempfile, time

@@ -2,42 +2,32 @@
 
 The reference is never committed: fetch it into the git-ignored refs/ folder first.
 
-    git clone https://github.com/karpathy/build-nanogpt refs/build-nanogpt
-    python bench/prepare.py                      # 1x and 4x corpora, 2 rounds, a process per core
-    python bench/prepare.py --mb 8 --rounds 1    # quick
+    git clone https://github.com/karpathy/build-nanogpt refs/build-nanogpt python bench/prepare.py
+    # 1x and 4x corpora, 2 rounds, a process per core python bench/prepare.py --mb 8 --rounds 1    # quick
 
 The corpus: one local Parquet file with a `text` column, made here from Tiny Shakespeare (documents of 1 to 60
 consecutive paragraphs, drawn with a fixed seed, until it holds `--mb` megabytes of text), and a second one
-four
-times larger made the same way. Both programs read it with pyarrow's `iter_batches`, one row group at a time,
-so
-what differs is what happens after reading: tokenizing, moving tokens between processes, filling and writing
-shards.
+four times larger made the same way. Both programs read it with pyarrow's `iter_batches`, one row group at a
+time, so what differs is what happens after reading: tokenizing, moving tokens between processes, filling and
+writing shards.
 
 build-nanogpt's `fineweb.py` runs as written (per-document `encode_ordinary` in a `multiprocessing.Pool` with
 `imap(chunksize=16)`, an `int64` array per document converted to `uint16`, shards of `shard_size` tokens)
-except for
-four patches: the documents come from the local Parquet file instead of `datasets.load_dataset`, the output
-folder,
-the shard size, and the process count. `gptcourse prepare` runs as a user runs it, through the command line,
-with
-`--workers` set to the same process count. Each run is timed as a whole command (start-up included) and its
-memory
-is the peak of the proportional set size (PSS: shared pages counted once across processes) of its whole
-process
-tree, sampled every 20 ms. The two token streams (the shards concatenated in order) must be identical.
+except for four patches: the documents come from the local Parquet file instead of `datasets.load_dataset`,
+the output folder, the shard size, and the process count. `gptcourse prepare` runs as a user runs it, through
+the command line, with `--workers` set to the same process count. Each run is timed as a whole command
+(start-up included) and its memory is the peak of the proportional set size (PSS: shared pages counted once
+across processes) of its whole process tree, sampled every 20 ms. The two token streams (the shards
+concatenated in order) must be identical.
 
 Throughput is printed two ways: tokens over each whole command's median seconds, and the marginal rate, the 4x
 corpus's extra tokens over its extra seconds, in which start-up (ours imports PyTorch with the package: about
-1.5 s
-here) cancels out; the marginal rate is what a corpus of billions of tokens sees. The CPU seconds of each
-process tree
-are printed too: on a shared machine they vary less than wall seconds.
+1.5 s here) cancels out; the marginal rate is what a corpus of billions of tokens sees. The CPU seconds of
+each process tree are printed too: on a shared machine they vary less than wall seconds.
 
 The shard size is 1M tokens unless `--shard-size` says otherwise: the question "does memory grow with the
-corpus?"
-needs corpora of several shards, and with the lecture's 100M-token shards that means corpora of gigabytes.
-"""
+corpus?" needs corpora of several shards, and with the lecture's 100M-token shards that means corpora of
+gigabytes."""
 
 from __future__ import annotations
 import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, threading, time

@@ -2,39 +2,29 @@
 
 The reference code is never committed: fetch it into the git-ignored refs/ folder first.
 
-    git clone https://github.com/karpathy/ng-video-lecture refs/ng-video-lecture
-    git clone https://github.com/karpathy/build-nanogpt refs/build-nanogpt
-    python bench/refs.py gptpy                 # the lecture's gpt.py vs the course, lecture char preset (a
-    GPU)
-    python bench/refs.py train_gpt2            # build-nanogpt's train_gpt2.py vs the course's trainer (a GPU)
-    python bench/refs.py gptpy --dry-run       # toy sizes, any machine (what CI would run if refs/ were
-    there)
+    git clone https://github.com/karpathy/ng-video-lecture refs/ng-video-lecture git clone
+    https://github.com/karpathy/build-nanogpt refs/build-nanogpt python bench/refs.py gptpy
+    # the lecture's gpt.py vs the course, lecture char preset (a GPU) python bench/refs.py train_gpt2
+    # build-nanogpt's train_gpt2.py vs the course's trainer (a GPU) python bench/refs.py gptpy --dry-run
+    # toy sizes, any machine (what CI would run if refs/ were there)
 
 gptpy: the lecture's gpt.py runs as written (float32, eager) except for its hyper-parameters (the steps;
-evaluations
-only at the first and last step, as gpt.py does when eval_interval equals the steps), a timer around its
-training
-loop, and a 20-character final sample. The course then trains, with `fit`, the same steps, batch, learning
-rate and
-evaluations: lesson 07's CharGPT in float32 (the same computation as gpt.py), CharGPT under the device policy
-(bfloat16 on recent GPUs), and the GPT char configuration that `gptcourse train` uses, under the device
-policy.
-Printed for each: seconds for the loop (evaluations included), steps/s, the last validation loss.
+evaluations only at the first and last step, as gpt.py does when eval_interval equals the steps), a timer
+around its training loop, and a 20-character final sample. The course then trains, with `fit`, the same steps,
+batch, learning rate and evaluations: lesson 07's CharGPT in float32 (the same computation as gpt.py), CharGPT
+under the device policy (bfloat16 on recent GPUs), and the GPT char configuration that `gptcourse train` uses,
+under the device policy. Printed for each: seconds for the loop (evaluations included), steps/s, the last
+validation loss.
 
 train_gpt2: build-nanogpt's train_gpt2.py runs as written (bfloat16, TF32, flash attention, fused AdamW)
-except for
-B, T, the total batch, the steps and warm-up, compile on (as in the lecture's timings), HellaSwag and sampling
-off,
-and its data folder: Tiny Shakespeare shards made by `gptcourse.shards.prepare`, which the course's
-`train_gpt2`
-reads, with the same tokens written as one file per split under the names train_gpt2.py's loader looks for;
-both run
-with the same settings. Printed for each: median tokens/s after the warm-up steps, and MFU.
+except for B, T, the total batch, the steps and warm-up, compile on (as in the lecture's timings), HellaSwag
+and sampling off, and its data folder: Tiny Shakespeare shards made by `gptcourse.shards.prepare`, which the
+course's `train_gpt2` reads, with the same tokens written as one file per split under the names
+train_gpt2.py's loader looks for; both run with the same settings. Printed for each: median tokens/s after the
+warm-up steps, and MFU.
 
 Each patch must match the reference exactly once, so a changed reference stops the run with one line instead
-of
-silently measuring something else.
-"""
+of silently measuring something else."""
 
 from __future__ import annotations
 import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time

@@ -1,11 +1,9 @@
 """Sphinx settings of the course's website; `python .ci/site.py` stages the sources and runs Sphinx with them.
 
 Sources: the lesson notebooks as committed (myst-nb renders their outputs; nothing is executed), a home page
-made
-from the index notebook, and one API page per module (autodoc). Everything a page loads is in the site itself:
-Furo's styles and scripts, Sphinx's search, MathJax's SVG renderer from docs/node_modules (npm, pinned in
-docs/package-lock.json) and the course's own Colab badge in place of Colab's remote image.
-"""
+made from the index notebook, and one API page per module (autodoc). Everything a page loads is in the site
+itself: Furo's styles and scripts, Sphinx's search, MathJax's SVG renderer from docs/node_modules (npm, pinned
+in docs/package-lock.json) and the course's own Colab badge in place of Colab's remote image."""
 
 import os, sys
 from pathlib import Path

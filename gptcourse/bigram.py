@@ -12,21 +12,33 @@ __all__ = ['check_ids', 'BigramLanguageModel']
 
 # %% ../nbs/01_bigram.ipynb #19159c50
 def check_ids(idx, vocab_size: int):
-    "Refuse what is not a (B, T) tensor of token ids below `vocab_size`, with a message that says what was wrong."
-    if not torch.is_tensor(idx) or idx.dim() != 2 or idx.is_floating_point() or idx.is_complex() \
-            or idx.dtype == torch.bool:
+    """Refuse what is not a (B, T) tensor of token ids below `vocab_size`, with a message that says what was
+    wrong."""
+    if (
+        not torch.is_tensor(idx)
+        or idx.dim() != 2
+        or idx.is_floating_point()
+        or idx.is_complex()
+        or idx.dtype == torch.bool
+    ):
         what = f'a {idx.dim()}-D {idx.dtype} tensor' if torch.is_tensor(idx) else type(idx).__name__
         raise ValueError(f'a language model takes token ids: an integer tensor of shape (B, T); got {what}')
-    if idx.size(1) == 0: raise ValueError('a language model needs at least one token per sequence; got T = 0')
-    if idx.device.type == 'cpu' and not torch.compiler.is_compiling():  # free on a CPU; a GPU would have to sync
+    if idx.size(1) == 0:
+        raise ValueError('a language model needs at least one token per sequence; got T = 0')
+    if (
+        idx.device.type == 'cpu' and not torch.compiler.is_compiling()
+    ):  # free on a CPU; a GPU would have to sync
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= vocab_size:
-            raise ValueError(f'token id {hi if hi >= vocab_size else lo} is outside the vocabulary: ids are '
-                             f'0..{vocab_size - 1}')
+            raise ValueError(
+                f'token id {hi if hi >= vocab_size else lo} is outside the vocabulary: ids are '
+                f'0..{vocab_size - 1}'
+            )
 
 # %% ../nbs/01_bigram.ipynb #20edb7c0
 class BigramLanguageModel(nn.Module):
     "Next-token logits read from a (vocab_size × vocab_size) table indexed by the current token."
+
     block_size = 1  # the prediction depends on the last token only
 
     def __init__(self, vocab_size: int):

@@ -12,8 +12,9 @@ __all__ = ['LayerNorm1d', 'Block']
 
 # %% ../nbs/06_blocks.ipynb #b664cb12
 class LayerNorm1d(nn.Module):
-    """Layer normalisation written out: normalise the last dimension to mean 0, variance 1, then scale by `weight` and
-    shift by `bias`."""
+    """Layer normalisation written out: normalise the last dimension to mean 0, variance 1, then scale by
+    `weight` and shift by `bias`."""
+
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
@@ -29,6 +30,7 @@ class LayerNorm1d(nn.Module):
 # %% ../nbs/06_blocks.ipynb #e150d08b
 class Block(nn.Module):
     "A pre-norm Transformer block: x + attention(LayerNorm(x)), then x + feed-forward(LayerNorm(x))."
+
     def __init__(self, n_embd: int, n_head: int, block_size: int, dropout: float = 0.0):
         super().__init__()
         self.sa = MultiHeadAttention(n_embd, n_head, block_size, dropout)
@@ -37,6 +39,6 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(n_embd)
 
     def forward(self, x):
-        x = x + self.sa(self.ln1(x))    # communication
+        x = x + self.sa(self.ln1(x))  # communication
         x = x + self.ffwd(self.ln2(x))  # computation
         return x

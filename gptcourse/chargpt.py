@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch, torch.nn as nn
 from torch.nn import functional as F
 from .bigram import check_ids
+from .train import patch
 from .blocks import Block
 
 # %% auto #0
@@ -17,6 +18,7 @@ __all__ = ['PRESETS', 'CharGPTConfig', 'CharGPT', 'CharTraining']
 @dataclass
 class CharGPTConfig:
     "Sizes of the character-level GPT; the defaults are the lecture's final model (10.8M parameters)."
+
     vocab_size: int = 65
     block_size: int = 256
     n_embd: int = 384
@@ -26,75 +28,118 @@ class CharGPTConfig:
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
-            raise ValueError(f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head} '
-                             '(each head gets n_embd // n_head dimensions)')
+            raise ValueError(
+                f'n_embd={self.n_embd} must be a multiple of n_head={self.n_head} '
+                '(each head gets n_embd // n_head dimensions)'
+            )
 
 # %% ../nbs/07_chargpt.ipynb #e4f4a1b0
 def _init_weights(module):
     "The lecture's initialisation: N(0, 0.02) for Linear and Embedding weights, zero biases."
     if isinstance(module, nn.Linear):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if module.bias is not None: nn.init.zeros_(module.bias)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
 # %% ../nbs/07_chargpt.ipynb #3b6da9dd
 class CharGPT(nn.Module):
     "The lecture's character-level GPT: embeddings, a stack of `Block`s, a final LayerNorm and a linear head."
+
     def __init__(self, config: CharGPTConfig):
         super().__init__()
         self.config = config
         self.token_embedding_table = nn.Embedding(config.vocab_size, config.n_embd)
         self.position_embedding_table = nn.Embedding(config.block_size, config.n_embd)
-        self.blocks = nn.Sequential(*[Block(config.n_embd, config.n_head, config.block_size, config.dropout)
-                                      for _ in range(config.n_layer)])
+        self.blocks = nn.Sequential(
+            *[
+                Block(config.n_embd, config.n_head, config.block_size, config.dropout)
+                for _ in range(config.n_layer)
+            ]
+        )
         self.ln_f = nn.LayerNorm(config.n_embd)  # the final LayerNorm
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
         self.apply(_init_weights)
 
     @property
-    def block_size(self) -> int: return self.config.block_size   # the longest context the model can read
+    def block_size(self) -> int:
+        return self.config.block_size  # the longest context the model can read
 
-    def forward(self, idx, targets=None):
-        check_ids(idx, self.config.vocab_size)   # lesson 01
-        B, T = idx.shape
-        if T > self.block_size:
-            raise ValueError(f'the context has {T} positions but block_size is {self.block_size}: the model has no '
-                             f'position embedding beyond it; crop the context to its last {self.block_size} tokens')
-        tok_emb = self.token_embedding_table(idx)                                      # (B, T, C)
-        pos_emb = self.position_embedding_table(torch.arange(T, device=idx.device))   # (T, C)
-        x = tok_emb + pos_emb                                                          # (B, T, C)
-        x = self.ln_f(self.blocks(x))                                                  # (B, T, C)
-        logits = self.lm_head(x)                                                       # (B, T, vocab_size)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
-        return logits, loss
+# %% ../nbs/07_chargpt.ipynb #2516ff6a
+@patch
+def forward(self: CharGPT, idx, targets=None):
+    check_ids(idx, self.config.vocab_size)  # lesson 01
+    B, T = idx.shape
+    if T > self.block_size:
+        raise ValueError(
+            f'the context has {T} positions but block_size is {self.block_size}: the model has no '
+            f'position embedding beyond it; crop the context to its last {self.block_size} tokens'
+        )
+    tok_emb = self.token_embedding_table(idx)  # (B, T, C)
+    pos_emb = self.position_embedding_table(torch.arange(T, device=idx.device))  # (T, C)
+    x = tok_emb + pos_emb  # (B, T, C)
+    x = self.ln_f(self.blocks(x))  # (B, T, C)
+    logits = self.lm_head(x)  # (B, T, vocab_size)
+    loss = None
+    if targets is not None:
+        loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+    return logits, loss
 
-# %% ../nbs/07_chargpt.ipynb #4ee4181e
+# %% ../nbs/07_chargpt.ipynb #4e9b6978
 @dataclass(kw_only=True)
 class CharTraining:
     "A preset of the character model: its sizes (a `CharGPTConfig` without the vocabulary) and its schedule."
-    name: str = 'custom'   # the preset's name
+
+    name: str = 'custom'  # the preset's name
     n_layer: int
     n_head: int
     n_embd: int
-    block_size: int        # the context, and the length of every training sequence
+    block_size: int  # the context, and the length of every training sequence
     dropout: float
     batch_size: int
-    lr: float              # AdamW's learning rate, constant
+    lr: float  # AdamW's learning rate, constant
     max_steps: int
-    eval_interval: int     # steps between evaluations
-    eval_iters: int        # batches per evaluation
+    eval_interval: int  # steps between evaluations
+    eval_iters: int  # batches per evaluation
 
     def model_config(self, vocab_size: int) -> CharGPTConfig:
         "The `CharGPTConfig` of these sizes for a vocabulary of `vocab_size` characters."
-        return CharGPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_embd=self.n_embd,
-                             n_head=self.n_head, n_layer=self.n_layer, dropout=self.dropout)
+        return CharGPTConfig(
+            vocab_size=vocab_size,
+            block_size=self.block_size,
+            n_embd=self.n_embd,
+            n_head=self.n_head,
+            n_layer=self.n_layer,
+            dropout=self.dropout,
+        )
 
+# %% ../nbs/07_chargpt.ipynb #4ee4181e
 PRESETS = {
-    'cpu': CharTraining(name='cpu', n_layer=4, n_head=4, n_embd=64, block_size=32, dropout=0.0, batch_size=16,
-                        lr=1e-3, max_steps=3000, eval_interval=500, eval_iters=50),
-    'lecture': CharTraining(name='lecture', n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2,
-                            batch_size=64, lr=3e-4, max_steps=5000, eval_interval=500, eval_iters=200),
+    'cpu': CharTraining(
+        name='cpu',
+        n_layer=4,
+        n_head=4,
+        n_embd=64,
+        block_size=32,
+        dropout=0.0,
+        batch_size=16,
+        lr=1e-3,
+        max_steps=3000,
+        eval_interval=500,
+        eval_iters=50,
+    ),
+    'lecture': CharTraining(
+        name='lecture',
+        n_layer=6,
+        n_head=6,
+        n_embd=384,
+        block_size=256,
+        dropout=0.2,
+        batch_size=64,
+        lr=3e-4,
+        max_steps=5000,
+        eval_interval=500,
+        eval_iters=200,
+    ),
 }

@@ -21,75 +21,123 @@ __all__ = ['FORMAT', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'read
 class CheckpointError(ValueError):
     "A checkpoint that is missing, truncated, corrupt, or does not fit the model it is loaded into."
 
+
 FORMAT = 'gptcourse-checkpoint-2'  # the sha256 covers the tensors and the whole JSON header
+
 
 def unwrap_model(model):
     "The plain module inside `DistributedDataParallel` (`.module`) and/or `torch.compile` (`._orig_mod`)."
     while True:
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel): model = model.module
-        elif isinstance(model, torch.nn.Module) and isinstance(getattr(model, '_orig_mod', None), torch.nn.Module):
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif isinstance(model, torch.nn.Module) and isinstance(
+            getattr(model, '_orig_mod', None), torch.nn.Module
+        ):
             model = model._orig_mod
-        else: return model
+        else:
+            return model
+
 
 def _digest(tensors, header: dict) -> str:
     "sha256 of the JSON `header` without its own 'sha256', and of every tensor (name, dtype, shape, bytes)."
-    h = hashlib.sha256(json.dumps({k: v for k, v in header.items() if k != 'sha256'}, sort_keys=True).encode())
+    h = hashlib.sha256(
+        json.dumps({k: v for k, v in header.items() if k != 'sha256'}, sort_keys=True).encode()
+    )
     for k in sorted(tensors.keys()):
-        t = tensors.get_tensor(k) if hasattr(tensors, 'get_tensor') else tensors[k]   # a file: one tensor at a time
-        h.update(k.encode()); h.update(str(t.dtype).encode()); h.update(str(tuple(t.shape)).encode())
+        t = (
+            tensors.get_tensor(k) if hasattr(tensors, 'get_tensor') else tensors[k]
+        )  # a file: one tensor at a time
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()
 
 # %% ../nbs/16_checkpoint.ipynb #fb2ffad3
-def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
-    "Write `model`'s weights, `optimizer`'s state and JSON-able `meta` to one safetensors file, atomically."
-    from safetensors.torch import save
-    path = Path(path)
+def _tensors(model, optimizer) -> tuple[dict, dict, dict | None]:
+    "The tensors to save (a tied weight once, its other names as aliases), and the optimizer's other state."
     tensors, aliases, seen = {}, {}, {}
     for k, t in unwrap_model(model).state_dict().items():
         key = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride()) if t.numel() else None
-        if key in seen: aliases[k] = seen[key]; continue  # a tied weight: stored once
-        if key is not None: seen[key] = k
+        if key in seen:  # a tied weight: stored once
+            aliases[k] = seen[key]
+            continue
+        if key is not None:
+            seen[key] = k
         tensors[f'model.{k}'] = t.detach().to('cpu', copy=True).contiguous()
-    header = {'format': FORMAT, 'aliases': aliases, 'meta': meta, 'optimizer': None}
-    if optimizer is not None:
-        sd, plain = optimizer.state_dict(), {}
-        for i, st in sd['state'].items():
-            plain[str(i)] = {n: v for n, v in st.items() if not torch.is_tensor(v)}
-            tensors.update({f'optimizer.{i}.{n}': v.detach().to('cpu', copy=True).contiguous()
-                            for n, v in st.items() if torch.is_tensor(v)})
-        header['optimizer'] = {'param_groups': sd['param_groups'], 'state': plain}
-    bad = [k[len('model.'):] for k, t in tensors.items() if k.startswith('model.') and t.is_floating_point()
-           and not torch.isfinite(t).all()]
-    if bad: raise CheckpointError(f'not writing {path}: the weights {", ".join(bad[:3])} hold NaN or inf (the run '
-                                  'diverged); the checkpoints written before are kept')
-    try: header = json.loads(json.dumps(header))  # JSON's own form (str keys), which loading will see
-    except TypeError as e: raise TypeError(f'checkpoint meta must be JSON-serialisable: {e}') from None
+    if optimizer is None:
+        return tensors, aliases, None
+    sd, plain = optimizer.state_dict(), {}
+    for i, st in sd['state'].items():
+        plain[str(i)] = {n: v for n, v in st.items() if not torch.is_tensor(v)}
+        for n, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f'optimizer.{i}.{n}'] = v.detach().to('cpu', copy=True).contiguous()
+    return tensors, aliases, {'param_groups': sd['param_groups'], 'state': plain}
+
+# %% ../nbs/16_checkpoint.ipynb #c9677997
+def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
+    "Write `model`'s weights, `optimizer`'s state and JSON-able `meta` to one safetensors file, atomically."
+    from safetensors.torch import save
+
+    path = Path(path)
+    tensors, aliases, opt = _tensors(model, optimizer)
+    bad = [
+        k[6:]
+        for k, t in tensors.items()
+        if k.startswith('model.') and t.is_floating_point() and not torch.isfinite(t).all()
+    ]
+    if bad:
+        raise CheckpointError(
+            f'not writing {path}: the weights {", ".join(bad[:3])} hold NaN or inf (the run '
+            'diverged); the checkpoints written before are kept'
+        )
+    header = {'format': FORMAT, 'aliases': aliases, 'meta': meta, 'optimizer': opt}
+    try:
+        header = json.loads(json.dumps(header))  # JSON's own form (str keys), which loading will see
+    except TypeError as e:
+        raise TypeError(f'checkpoint meta must be JSON-serialisable: {e}') from None
     header['sha256'] = _digest(tensors, header)
-    with atomic_write(path) as f: f.write(save(tensors, metadata={'gptcourse': json.dumps(header)}))
+    with atomic_write(path) as f:
+        f.write(save(tensors, metadata={'gptcourse': json.dumps(header)}))
     return path
 
 # %% ../nbs/16_checkpoint.ipynb #c1404cf0
-def read_checkpoint(path):
-    "The verified header of the checkpoint at `path`, and the open file (a `safe_open`) its tensors come from."
+def _open(path: Path):
+    "The open file (a `safe_open`) of the checkpoint at `path`, and its header, not yet verified."
     from safetensors import safe_open
-    path = Path(path)
-    if not path.is_file(): raise CheckpointError(f'no checkpoint at {path} (not a regular file)')
+
+    if not path.is_file():
+        raise CheckpointError(f'no checkpoint at {path} (not a regular file)')
     try:
         f = safe_open(path, 'pt')
-        header = json.loads(f.metadata()['gptcourse'])
+        return f, json.loads(f.metadata()['gptcourse'])
     except Exception as e:
-        raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt): {type(e).__name__}: '
-                              f'{str(e)[:200]}') from None
+        raise CheckpointError(
+            f'{path} is not a readable checkpoint (truncated or corrupt): {type(e).__name__}: {str(e)[:200]}'
+        ) from None
+
+# %% ../nbs/16_checkpoint.ipynb #da7e025f
+def read_checkpoint(path):
+    "The verified header of the checkpoint at `path`, and the open file (a `safe_open`) of its tensors."
+    path = Path(path)
+    f, header = _open(path)
     if not isinstance(header, dict) or header.get('format') != FORMAT:
         raise CheckpointError(f'{path} is not a checkpoint of this course (format {FORMAT})')
-    try: ok = header.get('sha256') == _digest(f, header)
-    except Exception: ok = False
-    if not ok: raise CheckpointError(f'{path} is corrupt: its tensors or header do not match the sha256 recorded '
-                                     'when it was saved')
+    try:
+        ok = header.get('sha256') == _digest(f, header)
+    except Exception:
+        ok = False
+    if not ok:
+        raise CheckpointError(
+            f'{path} is corrupt: its tensors or header do not match the sha256 recorded when it was saved'
+        )
     keys, aliases = set(f.keys()), header.get('aliases')
-    if not (isinstance(header.get('meta'), dict) and isinstance(aliases, dict)
-            and all(isinstance(a, str) and f'model.{s}' in keys for a, s in aliases.items())):
+    if not (
+        isinstance(header.get('meta'), dict)
+        and isinstance(aliases, dict)
+        and all(isinstance(a, str) and f'model.{s}' in keys for a, s in aliases.items())
+    ):
         raise CheckpointError(f'{path}: its header does not describe its tensors (meta, aliases)')
     return header, f
 
@@ -98,11 +146,19 @@ def fits_file(model, path, read=None):
     "Refuse a checkpoint whose tensors' names and shapes are not `model`'s, reading the file's header only."
     header, f = read or read_checkpoint(path)
     own = unwrap_model(model).state_dict()
-    shapes = {k[len("model."):]: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("model.")}
+    shapes = {
+        k[len("model.") :]: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("model.")
+    }
     shapes |= {a: shapes[s] for a, s in header["aliases"].items()}
-    problems = ([f"{k}: checkpoint {shapes[k]} vs model {tuple(v.shape)}"
-                 for k, v in own.items() if k in shapes and shapes[k] != tuple(v.shape)]
-                + [f"missing {k}" for k in own if k not in shapes] + [f"unexpected {k}" for k in shapes if k not in own])
+    problems = (
+        [
+            f"{k}: checkpoint {shapes[k]} vs model {tuple(v.shape)}"
+            for k, v in own.items()
+            if k in shapes and shapes[k] != tuple(v.shape)
+        ]
+        + [f"missing {k}" for k in own if k not in shapes]
+        + [f"unexpected {k}" for k in shapes if k not in own]
+    )
     if problems:
         more = f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""
         raise CheckpointError(f"{path} does not fit this model: {'; '.join(problems[:6])}{more}")
@@ -113,14 +169,18 @@ def load_checkpoint(path, model=None, optimizer=None) -> dict:
     header, f = read_checkpoint(path)
     if model is not None:
         fits_file(model, path, (header, f))
-        sd = {k[len("model."):]: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
+        sd = {k[len("model.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
         unwrap_model(model).load_state_dict(sd | {a: sd[s] for a, s in header["aliases"].items()})
     if optimizer is not None:
         opt = header.get('optimizer')
-        if not isinstance(opt, dict): raise CheckpointError(f'{path} holds no optimizer state')
+        if not isinstance(opt, dict):
+            raise CheckpointError(f'{path} holds no optimizer state')
         try:
-            state = {int(i): dict(plain) | {k.split('.', 2)[2]: f.get_tensor(k) for k in f.keys()
-                                            if k.startswith(f'optimizer.{i}.')} for i, plain in opt['state'].items()}
+            state = {
+                int(i): dict(plain)
+                | {k.split('.', 2)[2]: f.get_tensor(k) for k in f.keys() if k.startswith(f'optimizer.{i}.')}
+                for i, plain in opt['state'].items()
+            }
             optimizer.load_state_dict({'state': state, 'param_groups': opt['param_groups']})
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f'{path}: its optimizer state does not fit this optimizer: {e}') from None
@@ -131,15 +191,21 @@ def rng_state() -> dict:
     "The states of Python's, NumPy's and PyTorch's (CPU and CUDA) generators, as JSON-able lists."
     v, st, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    out = {'python': [v, list(st), gauss], 'numpy': [name, keys.tolist(), pos, has_gauss, cached],
-           'torch': torch.get_rng_state().tolist()}
-    if torch.cuda.is_available(): out['cuda'] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    out = {
+        'python': [v, list(st), gauss],
+        'numpy': [name, keys.tolist(), pos, has_gauss, cached],
+        'torch': torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available():
+        out['cuda'] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return out
+
 
 def set_rng_state(state: dict):
     "Restore generator states saved by `rng_state`; a state that is not one is a `CheckpointError`."
     try:
-        v, st, gauss = state['python']; random.setstate((v, tuple(st), gauss))
+        v, st, gauss = state['python']
+        random.setstate((v, tuple(st), gauss))
         name, keys, pos, has_gauss, cached = state['numpy']
         np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
         torch.set_rng_state(torch.tensor(state['torch'], dtype=torch.uint8))
@@ -148,82 +214,117 @@ def set_rng_state(state: dict):
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f'not a saved random state: {type(e).__name__}: {str(e)[:100]}') from None
 
-# %% ../nbs/16_checkpoint.ipynb #2f9d3f9f
+# %% ../nbs/16_checkpoint.ipynb #2d62344b
 def checkpoint_path(out_dir, step: int) -> Path:
     "The file of the checkpoint after `step` steps: `out_dir/step_0000500.safetensors`."
     return Path(out_dir) / f'step_{step:07d}.safetensors'
 
+
 def list_checkpoints(out_dir) -> list[Path]:
     "The step-numbered checkpoints in `out_dir`, oldest first."
-    files = [p for p in Path(out_dir).glob('step_*.safetensors') if re.fullmatch(r'step_\d+\.safetensors', p.name)]
+    files = [
+        p for p in Path(out_dir).glob('step_*.safetensors') if re.fullmatch(r'step_\d+\.safetensors', p.name)
+    ]
     return sorted(files, key=lambda p: int(p.stem.split('_')[1]))
 
-def _verifies(path) -> bool:
-    try: read_checkpoint(path); return True
-    except CheckpointError: return False
 
+def _verifies(path) -> bool:
+    try:
+        read_checkpoint(path)
+        return True
+    except CheckpointError:
+        return False
+
+# %% ../nbs/16_checkpoint.ipynb #2f9d3f9f
 def save_step(out_dir, step: int, model, optimizer=None, keep: int | None = 2, **meta) -> Path:
     "Checkpoint a run folder after `step` steps; keep the newest `keep` that verify (None: all)."
-    if keep is not None and keep < 1: raise ValueError(f'keep must be at least 1 (or None: keep all), got {keep}')
+    if keep is not None and keep < 1:
+        raise ValueError(f'keep must be at least 1 (or None: keep all), got {keep}')
     path = save_checkpoint(checkpoint_path(out_dir, step), model, optimizer, step=step, **meta)
     older = [p for p in list_checkpoints(out_dir) if p != path]
     for p in older:
-        if int(p.stem.split('_')[1]) > step: p.unlink()          # a future this run has replaced
+        if int(p.stem.split('_')[1]) > step:
+            p.unlink()  # a future this run has replaced
     if keep is not None:
         good = 1
         for p in reversed([p for p in older if p.exists()]):
-            if good < keep and _verifies(p): good += 1
-            else: p.unlink()
+            if good < keep and _verifies(p):
+                good += 1
+            else:
+                p.unlink()
     return path
 
 # %% ../nbs/16_checkpoint.ipynb #2f9d3fa0
 def load_latest(path, model=None, optimizer=None, log=None, check=None) -> tuple[Path, dict]:
-    """Load a checkpoint file, or the newest usable one of a run folder: it verifies, `check(meta, file)` accepts it,
-    and it fits `model` and `optimizer`. Newer unusable ones are skipped, each named by `log` (default: standard error).
-    Returns (file, meta)."""
+    """Load a checkpoint file, or the newest usable one of a run folder: it verifies, `check(meta, file)`
+    accepts it, and it fits `model` and `optimizer`. Newer unusable ones are skipped, each named by `log`
+    (default: standard error). Returns (file, meta)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     path = Path(path)
     found = [path] if path.is_file() else list_checkpoints(path) if path.is_dir() else []
-    if not found: raise CheckpointError(f'no checkpoint in {path}: it holds no step_*.safetensors files')
+    if not found:
+        raise CheckpointError(f'no checkpoint in {path}: it holds no step_*.safetensors files')
     errors = []
     for f in reversed(found):
         try:
             meta = load_checkpoint(f)
-            if check is not None: check(meta, f)
-            if model is not None or optimizer is not None: load_checkpoint(f, model, optimizer)
+            if check is not None:
+                check(meta, f)
+            if model is not None or optimizer is not None:
+                load_checkpoint(f, model, optimizer)
             return f, meta
         except CheckpointError as e:
-            if path.is_file(): raise
-            errors.append(str(e)); log(f'skipping {f.name}: {e}')
+            if path.is_file():
+                raise
+            errors.append(str(e))
+            log(f'skipping {f.name}: {e}')
     raise CheckpointError(f'no usable checkpoint in {path}: ' + ' | '.join(errors))
 
-# %% ../nbs/16_checkpoint.ipynb #e4a00021
+# %% ../nbs/16_checkpoint.ipynb #a832e4a5
 class _RunFolder:
     "What `run_folder` yields: the folder, and `saved()` to call once the run has written a checkpoint."
-    def __init__(self, path: Path): self.path, self.has_saved = path, False
-    def saved(self): self.has_saved = True
 
+    def __init__(self, path: Path):
+        self.path, self.has_saved = path, False
+
+    def saved(self):
+        self.has_saved = True
+
+# %% ../nbs/16_checkpoint.ipynb #e4a00021
+def _put_back(out_dir: Path):
+    "Put back what a run killed before its first checkpoint had moved aside (`.replaced-PID`), if nothing replaced it."
+    for aside in out_dir.glob('.replaced-*'):
+        if not pid_alive(int(aside.name.split('-')[1])) and not list_checkpoints(out_dir):
+            for p in aside.iterdir():
+                os.replace(p, out_dir / p.name)
+        shutil.rmtree(aside, ignore_errors=True)
+
+# %% ../nbs/16_checkpoint.ipynb #99ab03b3
 @contextlib.contextmanager
 def run_folder(out_dir, resume: bool = False, overwrite: bool = False):
-    "Hold `out_dir` for one run (lesson 10's `folder_lock`); a new run replaces another's checkpoints only if asked."
+    "Hold `out_dir` for one run (lesson 10's `folder_lock`); another run's checkpoints are replaced only if asked."
     out_dir = Path(out_dir)
     with folder_lock(out_dir, 'training run'):
-        for aside in out_dir.glob('.replaced-*'):            # a run killed before its first checkpoint
-            if not pid_alive(int(aside.name.split('-')[1])) and not list_checkpoints(out_dir):
-                for p in aside.iterdir(): os.replace(p, out_dir / p.name)
-            shutil.rmtree(aside, ignore_errors=True)
+        _put_back(out_dir)
         old, aside, run = list_checkpoints(out_dir), out_dir / f'.replaced-{os.getpid()}', _RunFolder(out_dir)
         if old and not resume:
-            if not overwrite: raise ValueError(f'{out_dir} already holds a run ({old[-1].name}): resume it, '
-                                               'overwrite it, or choose another folder')
+            if not overwrite:
+                raise ValueError(
+                    f'{out_dir} already holds a run ({old[-1].name}): resume it, overwrite it, or '
+                    'choose another folder'
+                )
             aside.mkdir()
-            for p in old: os.replace(p, aside / p.name)
-        if resume and not old: raise CheckpointError(f'no checkpoint in {out_dir} to resume from')
-        try: yield run
+            for p in old:
+                os.replace(p, aside / p.name)
+        if resume and not old:
+            raise CheckpointError(f'no checkpoint in {out_dir} to resume from')
+        try:
+            yield run
         finally:
             if aside.exists():
                 for p in aside.iterdir():
-                    if not run.has_saved: os.replace(p, out_dir / p.name)
+                    if not run.has_saved:
+                        os.replace(p, out_dir / p.name)
                 shutil.rmtree(aside, ignore_errors=True)
 
 # %% ../nbs/16_checkpoint.ipynb #fcdf2ba6
@@ -231,27 +332,35 @@ def class_name(cls) -> str:
     "How a checkpoint names a model class: `module:Qualname`."
     return f"{cls.__module__}:{cls.__qualname__}"
 
+
 def model_meta(model) -> dict:
     "What a checkpoint stores to build `model` again: its class's name and its configuration."
     model = unwrap_model(model)
     return {"model_class": class_name(type(model)), "config": dataclasses.asdict(model.config)}
 
+
 def model_class(meta: dict, path, classes=(GPT,)):
-    "The class a checkpoint's meta names, chosen among `classes` (never imported), and its configuration class."
+    """The class a checkpoint's meta names, chosen among `classes` (never imported), and its configuration
+    class."""
     name, known = meta.get("model_class", class_name(GPT)), {class_name(c): c for c in classes}
     if name not in known:
-        raise CheckpointError(f"{path} holds a model of class {name}, which is not among the classes given "
-                              f"({', '.join(known)}): pass its class, load_model(path, classes=[..., YourClass])")
+        raise CheckpointError(
+            f"{path} holds a model of class {name}, which is not among the classes given "
+            f"({', '.join(known)}): pass its class, load_model(path, classes=[..., YourClass])"
+        )
     cls = known[name]
     return cls, typing.get_type_hints(cls.__init__).get("config", GPTConfig)
 
 # %% ../nbs/16_checkpoint.ipynb #576fcd9a
 def model_spec(meta: dict, path, classes=(GPT,)):
-    """The class and configuration of the model a checkpoint's meta describes: the configuration checked (lesson 08),
-    the model's shapes compared with the file's tensors on the `meta` device, before any memory is spent."""
+    """The class and configuration of the model a checkpoint's meta describes: the configuration checked
+    (lesson 08), the model's shapes compared with the file's tensors on the `meta` device, before any memory
+    is spent."""
     cls, config_cls = model_class(meta, path, classes)
     if not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{path} holds no model configuration: it was not written by a trainer of the course")
+        raise CheckpointError(
+            f"{path} holds no model configuration: it was not written by a trainer of the course"
+        )
     try:
         config = config_cls(**meta["config"])
     except (TypeError, ValueError) as e:
@@ -262,14 +371,16 @@ def model_spec(meta: dict, path, classes=(GPT,)):
 
 # %% ../nbs/16_checkpoint.ipynb #789a51c7
 def load_model(source, classes=(GPT,)) -> tuple[GPT, dict]:
-    """A model (eval mode) and its meta from a course checkpoint (a step_*.safetensors file or its run folder) whose
-    class is one of `classes`, a Hugging Face folder or a hub name (meta: {})."""
+    """A model (eval mode) and its meta from a course checkpoint (a step_*.safetensors file or its run folder)
+    whose class is one of `classes`, a Hugging Face folder or a hub name (meta: {})."""
     if not isinstance(source, (str, os.PathLike)):
         raise CheckpointError(f"a model is a path or a hub name, got {type(source).__name__}")
     p = Path(source)
     if not p.exists() and str(source) not in HF_REPOS:
-        raise CheckpointError(f"no checkpoint at {source}: no such file or folder (a model is a run folder, one of "
-                              f"its step_*.safetensors files, a Hugging Face folder or one of {', '.join(HF_REPOS)})")
+        raise CheckpointError(
+            f"no checkpoint at {source}: no such file or folder (a model is a run folder, one of "
+            f"its step_*.safetensors files, a Hugging Face folder or one of {', '.join(HF_REPOS)})"
+        )
     if p.is_dir() and (p / "config.json").exists() or not p.exists():
         return from_pretrained(source), {}
     f, meta = load_latest(p, check=lambda meta, f: model_spec(meta, f, classes))

@@ -18,12 +18,21 @@ from .shards import default_data_dir, prepare
 from .speed import check_device
 from .checkpoint import CheckpointError, list_checkpoints, load_latest, load_model
 from .loop import TrainHistory
-from .trainers import CHAR_PRESETS, CHAR_RUN, GPT2_PRESETS, REFERENCE, CharRun, GPT2Run, compare, train_char
+from gptcourse.trainers import (
+    CHAR_PRESETS,
+    CHAR_RUN,
+    GPT2_PRESETS,
+    REFERENCE,
+    CharRun,
+    GPT2Run,
+    compare,
+    train_char,
+)
 from .trainers import LECTURE, run_of
 from .trainers import train_gpt2
 from .kv_cache import generate_cached
 from .decode import use_decode_kernel
-from .modern import ARCHS, ModernGPT
+from .modern import ARCHS
 
 # %% auto #0
 __all__ = ['HELP', 'SET_ELSEWHERE', 'MODELS', 'PRESET_COST', 'TRAINERS', 'add_run_options', 'run_changes', 'add_folder_options',
@@ -32,28 +41,44 @@ __all__ = ['HELP', 'SET_ELSEWHERE', 'MODELS', 'PRESET_COST', 'TRAINERS', 'add_ru
            'gpt2_train_command', 'add_gpt2_train_command', 'presets_command', 'plot_command', 'add_run_commands',
            'default_threads', 'build_parser', 'main']
 
-# %% ../nbs/27_cli.ipynb #2ca47d37
+# %% ../nbs/27_cli.ipynb #e6ae9181
 def _int_at_least(low: int, high: int = 2**63 - 1):
     "An argparse type: a whole number in [low, high]."
+
     def parse(s):
-        try: v = int(s)
-        except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not a whole number') from None
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{s!r} is not a whole number') from None
         if not low <= v <= high:
             below = f' and <= {high}' if high < 2**63 - 1 else ''
             raise argparse.ArgumentTypeError(f'must be a whole number >= {low}{below}, got {v}')
         return v
+
     return parse
 
+# %% ../nbs/27_cli.ipynb #2ca47d37
 def _number(low: float = 0.0, high: float = math.inf, low_open: bool = False, high_closed: bool = False):
-    "An argparse type: a finite number from `low` (excluded if `low_open`) to `high` (included if `high_closed`)."
+    """An argparse type: a finite number from `low` (excluded if `low_open`) to `high` (included if
+    `high_closed`)."""
+
     def parse(s):
-        try: v = float(s)
-        except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not a number') from None
-        if not (math.isfinite(v) and (v > low if low_open else v >= low) and (v <= high if high_closed else v < high)):
-            raise argparse.ArgumentTypeError(f'must be a number {">" if low_open else ">="} {low:g}'
-                                             + (f' and {"<=" if high_closed else "<"} {high:g}' if high < math.inf
-                                                else '') + f', got {s}')
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{s!r} is not a number') from None
+        if not (
+            math.isfinite(v)
+            and (v > low if low_open else v >= low)
+            and (v <= high if high_closed else v < high)
+        ):
+            raise argparse.ArgumentTypeError(
+                f'must be a number {">" if low_open else ">="} {low:g}'
+                + (f' and {"<=" if high_closed else "<"} {high:g}' if high < math.inf else '')
+                + f', got {s}'
+            )
         return v
+
     return parse
 
 # %% ../nbs/27_cli.ipynb #c15d0003
@@ -64,11 +89,12 @@ def _device(s: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
-# %% ../nbs/27_cli.ipynb #4c1a0002
+# %% ../nbs/27_cli.ipynb #86fa149d
+# fmt: off
 HELP = {  # one text per field of the run configurations, in `train` and `gpt2-train` alike
     'seed': 'random seed of the weights, the batches and dropout',
-    'dtype': 'autocast dtype: auto (bfloat16 on Ampere or newer GPUs, float16 before, float32 on a CPU), float32, '
-             'bfloat16 or float16',
+    'dtype': 'autocast dtype: auto (bfloat16 on Ampere or newer GPUs, float16 before, float32 on a CPU), '
+             'float32, bfloat16 or float16',
     'compile': 'torch.compile the model (auto: with CUDA)',
     'n_layer': 'Transformer blocks', 'n_head': 'attention heads per block', 'n_embd': 'the embedding width',
     'block_size': 'the context, in tokens', 'vocab_size': 'the vocabulary (GPT-2 50,257, padded to 50,304)',
@@ -77,130 +103,206 @@ HELP = {  # one text per field of the run configurations, in `train` and `gpt2-t
     'eval_interval': 'steps between evaluations (train: and checkpoints); 0: none',
     'eval_iters': 'batches per evaluation', 'text': 'a UTF-8 text file to learn (default: Tiny Shakespeare)',
     'init': 'scratch, a GPT-2 name (gpt2, gpt2-medium, ...) or a Hugging Face folder',
-    'data': 'a folder of token shards made by `gptcourse prepare` (default: Tiny Shakespeare\'s, prepared once)',
-    'seq_len': 'tokens per sequence, T', 'total_batch': 'tokens per optimizer step, a multiple of B·T·processes',
-    'warmup_steps': 'steps of linear warm-up', 'weight_decay': 'AdamW\'s weight decay of the matrices',
-    'grad_clip': 'the bound of the gradient\'s norm; 0: no clipping',
+    'data': "a folder of token shards made by `gptcourse prepare` (default: Tiny Shakespeare's, "
+            "prepared once)",
+    'seq_len': 'tokens per sequence, T',
+    'total_batch': 'tokens per optimizer step, a multiple of B·T·processes',
+    'warmup_steps': 'steps of linear warm-up', 'weight_decay': "AdamW's weight decay of the matrices",
+    'grad_clip': "the bound of the gradient's norm; 0: no clipping",
     'checkpoint_interval': 'steps between checkpoints; 0: only at the end',
-    'hellaswag': "'val' (HellaSwag's validation set, downloaded once) or a .jsonl file, scored at every evaluation",
+    'hellaswag': "'val' (HellaSwag's validation set, downloaded once) or a .jsonl file, scored at every "
+                 "evaluation",
     'device': 'cuda, cuda:N, mps or cpu (default: the best there is)', 'keep': 'checkpoints to keep in --out',
-    'auto_batch': 'the largest micro-batch that fits the GPU, the total batch kept by accumulation (auto: on CUDA)',
+    'auto_batch': 'the largest micro-batch that fits the GPU, the total batch kept by accumulation '
+                  '(auto: on CUDA)',
 }
-SET_ELSEWHERE = {'name', 'arch'}   # the preset, and the architecture (--arch)
+# fmt: on
+
+# %% ../nbs/27_cli.ipynb #4c1a0002
+SET_ELSEWHERE = {'name', 'arch'}  # the preset, and the architecture (--arch)
 
 # %% ../nbs/27_cli.ipynb #c15d0005
 def add_run_options(p, run_cls, presets: dict):
     "A flag for every field of `run_cls` (a run configuration of lesson 19), each defaulting to 'not given'."
     hints = typing.get_type_hints(run_cls)
     for f in dataclasses.fields(run_cls):
-        if f.name in SET_ELSEWHERE: continue
+        if f.name in SET_ELSEWHERE:
+            continue
         t, flag = hints[f.name], '--' + f.name.replace('_', '-')
         values = ', '.join(f'{n}: {getattr(r, f.name)}' for n, r in presets.items())
         kw = dict(default=None, help=f'{HELP[f.name]} ({values})')
-        if t is int: kw['type'] = _int_at_least(0 if f.name in run_cls.may_be_zero else 1)
-        elif t is float: kw.update(type=_number(0, 1 if f.name == 'dropout' else math.inf, low_open=f.name == 'lr'),
-                                   metavar='X')
-        elif t == bool | None: kw['action'] = argparse.BooleanOptionalAction
-        elif f.name == 'dtype': kw['choices'] = ['auto', 'float32', 'bfloat16', 'float16']
-        elif f.name == 'device': kw['type'] = _device
+        if t is int:
+            kw['type'] = _int_at_least(0 if f.name in run_cls.may_be_zero else 1)
+        elif t is float:
+            kw.update(
+                type=_number(0, 1 if f.name == 'dropout' else math.inf, low_open=f.name == 'lr'), metavar='X'
+            )
+        elif t == bool | None:
+            kw['action'] = argparse.BooleanOptionalAction
+        elif f.name == 'dtype':
+            kw['choices'] = ['auto', 'float32', 'bfloat16', 'float16']
+        elif f.name == 'device':
+            kw['type'] = _device
         p.add_argument(flag, **kw)
+
 
 def run_changes(args, run_cls) -> dict:
     "The fields of `run_cls` that the command line gave."
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(run_cls)
-            if f.name not in SET_ELSEWHERE and getattr(args, f.name, None) is not None}
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(run_cls)
+        if f.name not in SET_ELSEWHERE and getattr(args, f.name, None) is not None
+    }
 
-# %% ../nbs/27_cli.ipynb #4c1a0004
+# %% ../nbs/27_cli.ipynb #e77f39b7
 def add_folder_options(p, default_out):
     "The run folder and the running of a training command, the same for `train` and `gpt2-train`."
-    p.add_argument('--preset', choices=['cpu', 'lecture'], default=None,
-                   help=f'the sizes to start from (default: ${PRESET_ENV}, else lecture with CUDA and cpu without)')
-    p.add_argument('--out', default=default_out,
-                   help=f'the run folder (default: {default_out or "none: no checkpoints"})')
-    p.add_argument('--resume', action='store_true', help='continue the run in --out from its newest good checkpoint')
-    p.add_argument('--overwrite', action='store_true',
-                   help='replace the run in --out (once the new one has a checkpoint)')
-    p.add_argument('--stop-after', type=_int_at_least(1), default=None,
-                   help='stop after this step, keeping the schedule of --max-steps, to resume later '
-                        '(default: run to the end)')
+    p.add_argument(
+        '--preset',
+        choices=['cpu', 'lecture'],
+        default=None,
+        help=f'the sizes to start from (default: ${PRESET_ENV}, else lecture with CUDA and cpu without)',
+    )
+    p.add_argument(
+        '--out',
+        default=default_out,
+        help=f'the run folder (default: {default_out or "none: no checkpoints"})',
+    )
+    p.add_argument(
+        '--resume', action='store_true', help='continue the run in --out from its newest good checkpoint'
+    )
+    p.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace the run in --out (once the new one has a checkpoint)',
+    )
+    p.add_argument(
+        '--stop-after',
+        type=_int_at_least(1),
+        default=None,
+        help='stop after this step, keeping the schedule of --max-steps, to resume later '
+        '(default: run to the end)',
+    )
     p.add_argument('--no-progress', action='store_true', help='no progress bar (for logs)')
 
+# %% ../nbs/27_cli.ipynb #4c1a0004
 class Stopped(Exception):
     "A training command that stopped early (a diverging loss, Ctrl-C): what to say, and the exit status."
+
     def __init__(self, cmd: str, out, why: str, code: int = 1):
-        last = list_checkpoints(out)[-1] if out is not None and Path(out).is_dir() and list_checkpoints(out) else None
+        last = (
+            list_checkpoints(out)[-1]
+            if out is not None and Path(out).is_dir() and list_checkpoints(out)
+            else None
+        )
         go_on = f'; the last good checkpoint is {last}: continue with `gptcourse {cmd} --out {out} --resume`'
         super().__init__(why + (go_on if last else '; no checkpoint was written'))
         self.code = code
 
-# %% ../nbs/27_cli.ipynb #8bf5f6f8
+# %% ../nbs/27_cli.ipynb #e4984cce
 def _char_sample(model, meta: dict, prompt: str, n: int, seed=None, **kw) -> str:
     "`prompt` continued by `n` characters of a character model (with the KV cache and, on a CPU, the kernel)."
     tok = CharTokenizer.from_dict(meta.get('tokenizer'))
     device = next(use_decode_kernel(model).parameters()).device
-    try: idx = torch.tensor([tok.encode(prompt)], device=device)
-    except ValueError as e: raise ValueError(f'the prompt has {e}') from None
+    try:
+        idx = torch.tensor([tok.encode(prompt)], device=device)
+    except ValueError as e:
+        raise ValueError(f'the prompt has {e}') from None
     return tok.decode(generate_cached(model, idx, n, seed=seed, **kw)[0])
 
-MODELS = tuple(dict.fromkeys((GPT, *(a.model for a in ARCHS.values()))))  # the classes a checkpoint may name (lesson 16's load_model)
+
+MODELS = tuple(
+    dict.fromkeys((GPT, *(a.model for a in ARCHS.values())))
+)  # the classes a checkpoint may name (lesson 16's load_model)
+
 
 def _arch(args):
     "The architecture `train` trains: --arch's, else (resuming) the run's own, else the lecture's."
     if args.arch or not args.resume:
         return ARCHS[args.arch] if args.arch else LECTURE
     name = load_latest(args.out, log=lambda *a: None)[1].get('run', {}).get('arch', 'lecture')
-    if name not in ARCHS: raise CheckpointError(f'{args.out} is a run of an architecture this command does not know, '
-                                               f'{name!r}; it knows {", ".join(ARCHS)}')
+    if name not in ARCHS:
+        raise CheckpointError(
+            f'{args.out} is a run of an architecture this command does not know, '
+            f'{name!r}; it knows {", ".join(ARCHS)}'
+        )
     return ARCHS[name]
 
+# %% ../nbs/27_cli.ipynb #4d10a300
 def train_command(args):
     "Handler of `gptcourse train`."
     try:
-        res = train_char(args.preset, args.out, args.resume, args.overwrite, args.stop_after,
-                         progress=not args.no_progress, arch=_arch(args), **run_changes(args, CharRun))
-    except FloatingPointError as e: raise Stopped('train', args.out, str(e)) from None
-    except KeyboardInterrupt: raise Stopped('train', args.out, 'interrupted', 130) from None
-    if args.max_new_tokens: print(_char_sample(res.model, res.extra, '\n', args.max_new_tokens, res.run.seed))
+        res = train_char(
+            args.preset,
+            args.out,
+            args.resume,
+            args.overwrite,
+            args.stop_after,
+            progress=not args.no_progress,
+            arch=_arch(args),
+            **run_changes(args, CharRun),
+        )
+    except FloatingPointError as e:
+        raise Stopped('train', args.out, str(e)) from None
+    except KeyboardInterrupt:
+        raise Stopped('train', args.out, 'interrupted', 130) from None
+    if args.max_new_tokens:
+        print(_char_sample(res.model, res.extra, '\n', args.max_new_tokens, res.run.seed))
     return res
 
+# %% ../nbs/27_cli.ipynb #8bf5f6f8
 def sample_command(args):
     "Handler of `gptcourse sample`."
     model, meta = load_model(args.model, MODELS)
     if meta.get('kind') != 'char':
-        raise ValueError(f'{args.model} holds {"a GPT-2-vocabulary model" if meta else "GPT-2"}; sample it with '
-                         f'`gptcourse gpt2-sample --model {args.model}`')
-    text = _char_sample(model.to(args.device or default_device()), meta, args.prompt, args.max_new_tokens, args.seed,
-                        **_sampling(args))
+        raise ValueError(
+            f'{args.model} holds {"a GPT-2-vocabulary model" if meta else "GPT-2"}; sample it with '
+            f'`gptcourse gpt2-sample --model {args.model}`'
+        )
+    text = _char_sample(
+        model.to(args.device or default_device()),
+        meta,
+        args.prompt,
+        args.max_new_tokens,
+        args.seed,
+        **_sampling(args),
+    )
     sys.stdout.write(text + '\n')
     return text
 
-# %% ../nbs/27_cli.ipynb #c3ff023f
+# %% ../nbs/27_cli.ipynb #d916b812
 def add_sampling_options(p, max_new_tokens: int, top_k: int | None):
     "The options of a sampling command: the prompt's continuation and how it is drawn."
+    # fmt: off
     p.add_argument('--max-new-tokens', type=_int_at_least(1), default=max_new_tokens,
                    help=f'tokens to generate (default: {max_new_tokens})')
-    p.add_argument('--temperature', type=_number(0), default=1.0, help='below 1: safer, above 1: wilder; 0: greedy '
-                   '(default: 1.0)')
-    p.add_argument('--top-k', type=_int_at_least(1), default=top_k, help=f'sample among the k most likely tokens '
-                   f'(default: {top_k or "all"})')
+    p.add_argument('--temperature', type=_number(0), default=1.0,
+                   help='below 1: safer, above 1: wilder; 0: greedy (default: 1.0)')
+    p.add_argument('--top-k', type=_int_at_least(1), default=top_k,
+                   help=f'sample among the k most likely tokens (default: {top_k or "all"})')
     p.add_argument('--top-p', type=_number(0, 1, low_open=True, high_closed=True), default=None,
                    help='sample among the most likely tokens that hold this much probability (default: all)')
     p.add_argument('--seed', type=_int_at_least(0), default=None,
                    help='random seed, for a reproducible sample (default: none)')
-    p.add_argument('--device', type=_device, default=None, help='cuda, cuda:N, mps or cpu (default: the best there is)')
+    p.add_argument('--device', type=_device, default=None,
+                   help='cuda, cuda:N, mps or cpu (default: the best there is)')
+    # fmt: on
 
+# %% ../nbs/27_cli.ipynb #c3ff023f
 def _sampling(args) -> dict:
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
 
 # %% ../nbs/27_cli.ipynb #c15d0009
 def add_char_commands(sub):
     "The `train` and `sample` commands of the character model (lessons 07–26)."
+    # fmt: off
     p = sub.add_parser('train', help='train the character-level GPT (on Tiny Shakespeare, or your --text)',
-                       description="Train lesson 07's character model (lesson 08's GPT configuration) on a text, "
-                                   'checkpointing into a run folder; --resume continues it.')
+                       description="Train lesson 07's character model (lesson 08's GPT configuration) on "
+                                   'a text, checkpointing into a run folder; --resume continues it.')
     add_run_options(p, CharRun, CHAR_PRESETS)
-    p.add_argument('--arch', choices=list(ARCHS), default=None, help="the architecture: lecture (lesson 07's, AdamW), "
-                   "modern (lesson 26's changes and Muon) or one of lesson 26's ideas alone (default: lecture)")
+    p.add_argument('--arch', choices=list(ARCHS), default=None,
+                   help="the architecture: lecture (lesson 07's, AdamW), modern (lesson 26's changes and "
+                        "Muon) or one of lesson 26's ideas alone (default: lecture; resuming: the run's own)")
     add_folder_options(p, CHAR_RUN)
     p.add_argument('--max-new-tokens', type=_int_at_least(0), default=300,
                    help='characters to sample at the end (default: 300; 0: none)')
@@ -208,90 +310,138 @@ def add_char_commands(sub):
     s = sub.add_parser('sample', help='sample text from a character model run',
                        description='Continue a prompt with a character model trained by `gptcourse train`.')
     s.add_argument('--model', default=CHAR_RUN, help=f'a run folder or checkpoint file (default: {CHAR_RUN})')
-    s.add_argument('--prompt', default='\n', help="text to continue, in the run's characters (default: a newline)")
+    s.add_argument('--prompt', default='\n',
+                   help="text to continue, in the run's characters (default: a newline)")
     add_sampling_options(s, 500, None)
     s.set_defaults(func=sample_command)
+    # fmt: on
 
-# %% ../nbs/27_cli.ipynb #88eb0fe2
+# %% ../nbs/27_cli.ipynb #9f714d0d
 def gpt2_sample_command(args):
     "Handler of `gptcourse gpt2-sample`."
     model, meta = load_model(args.model, MODELS)
     if meta.get('kind') == 'char':
-        raise ValueError(f'{args.model} holds a character model; sample it with '
-                         f'`gptcourse sample --model {args.model}`')
+        raise ValueError(
+            f'{args.model} holds a character model; sample it with `gptcourse sample --model {args.model}`'
+        )
     use_decode_kernel(model.to(args.device or default_device()))
     enc = gpt2_tokenizer()
     ids = enc.encode(args.prompt, allowed_special={'<|endoftext|>'}) or [EOT]
     idx = torch.tensor([ids] * args.num_samples, device=next(model.parameters()).device)
     out = generate_cached(model, idx, args.max_new_tokens, seed=args.seed, **_sampling(args))
-    texts = [args.prompt + enc.decode([t for t in row[len(ids):] if t < enc.n_vocab]) for row in out.tolist()]
-    for i, text in enumerate(texts): print(f'--- sample {i + 1} ---\n{text}')
+    texts = [
+        args.prompt + enc.decode([t for t in row[len(ids) :] if t < enc.n_vocab]) for row in out.tolist()
+    ]
+    for i, text in enumerate(texts):
+        print(f'--- sample {i + 1} ---\n{text}')
     return texts
 
+# %% ../nbs/27_cli.ipynb #88eb0fe2
 def add_gpt2_sample_command(sub):
     "The `gpt2-sample` command (lessons 08 and 16)."
-    p = sub.add_parser('gpt2-sample', help='sample text from GPT-2 (a hub name, a folder, or a gpt2-train run)',
-                       description="Load GPT-2 (OpenAI's weights by name, a Hugging Face folder, or a gpt2-train run) "
-                                   'and print samples continuing a prompt.')
-    p.add_argument('--model', default='gpt2', help=f'one of {", ".join(HF_REPOS)}, a folder with config.json and '
-                   'model.safetensors, or a run folder or checkpoint of `gptcourse gpt2-train` (default: gpt2)')
-    p.add_argument('--prompt', default="Hello, I'm a language model,",
-                   help='the text to continue (default: "Hello, I\'m a language model,")')
-    p.add_argument('--num-samples', type=_int_at_least(1, 64), default=5, help='samples to print, 1 to 64 (default: 5)')
+    p = sub.add_parser(
+        'gpt2-sample',
+        help='sample text from GPT-2 (a hub name, a folder, or a gpt2-train run)',
+        description="Load GPT-2 (OpenAI's weights by name, a Hugging Face folder, or a gpt2-train run) "
+        'and print samples continuing a prompt.',
+    )
+    p.add_argument(
+        '--model',
+        default='gpt2',
+        help=f'one of {", ".join(HF_REPOS)}, a folder with config.json and '
+        'model.safetensors, or a run folder or checkpoint of `gptcourse gpt2-train` (default: gpt2)',
+    )
+    p.add_argument(
+        '--prompt',
+        default="Hello, I'm a language model,",
+        help='the text to continue (default: "Hello, I\'m a language model,")',
+    )
+    p.add_argument(
+        '--num-samples', type=_int_at_least(1, 64), default=5, help='samples to print, 1 to 64 (default: 5)'
+    )
     add_sampling_options(p, 30, 50)
     p.set_defaults(func=gpt2_sample_command)
 
-# %% ../nbs/27_cli.ipynb #7df0290d
+# %% ../nbs/27_cli.ipynb #3c586085
 def prepare_command(args):
     "Handler of `gptcourse prepare`."
     out = Path(args.out) if args.out else default_data_dir()
-    m = prepare(args.src, out, val_frac=args.val_frac, shard_size=args.shard_size, workers=args.workers,
-                progress=not args.no_progress, overwrite=args.overwrite)
+    m = prepare(
+        args.src,
+        out,
+        val_frac=args.val_frac,
+        shard_size=args.shard_size,
+        workers=args.workers,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
     count = {split: sum(s['tokens'] for s in shards) for split, shards in m['splits'].items()}
-    print(f'{count["train"]:,} train and {count["val"]:,} val tokens from {m["documents"]:,} document(s) in '
-          f'{len(m["shards"])} shard(s) under {out}')
+    print(
+        f'{count["train"]:,} train and {count["val"]:,} val tokens from {m["documents"]:,} document(s) in '
+        f'{len(m["shards"])} shard(s) under {out}'
+    )
     return m
 
+# %% ../nbs/27_cli.ipynb #7df0290d
 def add_prepare_command(sub):
     "The `prepare` command (lesson 11)."
+    # fmt: off
     p = sub.add_parser('prepare', help='tokenize a corpus into GPT-2 token shards',
-                       description="Tokenize a corpus (default: Tiny Shakespeare) with GPT-2's tokenizer into uint16 "
-                                   'shards and their manifest, streamed through worker processes; run again after an '
-                                   'interruption, it goes on from its last shard.')
+                       description="Tokenize a corpus (default: Tiny Shakespeare) with GPT-2's tokenizer "
+                                   'into uint16 shards and their manifest, streamed through worker '
+                                   'processes; run it again after an interruption: it goes on from '
+                                   'its last shard.')
     p.add_argument('--src', '--source', default=None,
-                   help='a text, .jsonl or .parquet file, a folder of them, or fineweb-edu-10B (the lecture\'s 10B '
-                        'tokens, from the Hugging Face hub) (default: Tiny Shakespeare)')
-    p.add_argument('--out', default=None, help='the folder for the shards (default: gpt2_tokens/tinyshakespeare in '
-                   'the data folder)')
+                   help="a text, .jsonl or .parquet file, a folder of them, or fineweb-edu-10B (the "
+                        "lecture's 10B tokens, from the Hugging Face hub) (default: Tiny Shakespeare)")
+    p.add_argument('--out', default=None,
+                   help='the folder for the shards (default: gpt2_tokens/tinyshakespeare in the data folder)')
     p.add_argument('--val-frac', type=_number(0, 1), default=0.1,
                    help='share of the tokens for validation (default: 0.1)')
     p.add_argument('--shard-size', type=_int_at_least(1), default=100_000_000,
                    help='tokens per shard (default: 100,000,000)')
     p.add_argument('--workers', type=_int_at_least(1), default=None,
                    help='tokenizing processes (default: one per core)')
-    p.add_argument('--overwrite', action='store_true', help='replace the shards in --out (all at once, at the end)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace the shards in --out (all at once, at the end)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.set_defaults(func=prepare_command)
+    # fmt: on
 
-# %% ../nbs/27_cli.ipynb #fbc34c33
+# %% ../nbs/27_cli.ipynb #bdd1e41c
 def gpt2_train_command(args):
     "Handler of `gptcourse gpt2-train`."
-    rank0 = os.environ.get('RANK', '0') == '0'   # under torchrun, rank 0 speaks
+    rank0 = os.environ.get('RANK', '0') == '0'  # under torchrun, rank 0 speaks
     try:
-        res = train_gpt2(args.preset, args.out, args.resume, args.overwrite, args.stop_after,
-                         progress=not args.no_progress, **run_changes(args, GPT2Run))
-    except FloatingPointError as e: raise Stopped('gpt2-train', args.out, str(e)) from None
-    except KeyboardInterrupt: raise Stopped('gpt2-train', args.out, 'interrupted', 130) from None
+        res = train_gpt2(
+            args.preset,
+            args.out,
+            args.resume,
+            args.overwrite,
+            args.stop_after,
+            progress=not args.no_progress,
+            **run_changes(args, GPT2Run),
+        )
+    except FloatingPointError as e:
+        raise Stopped('gpt2-train', args.out, str(e)) from None
+    except KeyboardInterrupt:
+        raise Stopped('gpt2-train', args.out, 'interrupted', 130) from None
     if res.history.val_loss and rank0:
-        print(f'done: step {len(res.history.loss)}, val loss {res.history.val_loss[-1]:.4f}'
-              + (f', checkpoint {res.checkpoint}' if res.checkpoint else ''))
+        print(
+            f'done: step {len(res.history.loss)}, val loss {res.history.val_loss[-1]:.4f}'
+            + (f', checkpoint {res.checkpoint}' if res.checkpoint else '')
+        )
     return res
 
+# %% ../nbs/27_cli.ipynb #fbc34c33
 def add_gpt2_train_command(sub):
     "The `gpt2-train` command (lesson 19)."
-    p = sub.add_parser('gpt2-train', help='train GPT-2 on token shards (one process, or under torchrun)',
-                       description="Train GPT-2 with the lecture's recipe on shards made by `gptcourse prepare`. Runs "
-                                   'the same under `torchrun --nproc_per_node N -m gptcourse.cli gpt2-train ...`.')
+    p = sub.add_parser(
+        'gpt2-train',
+        help='train GPT-2 on token shards (one process, or under torchrun)',
+        description="Train GPT-2 with the lecture's recipe on shards made by `gptcourse prepare`. Runs "
+        'the same under `torchrun --nproc_per_node N -m gptcourse.cli gpt2-train ...`.',
+    )
     add_run_options(p, GPT2Run, GPT2_PRESETS)
     add_folder_options(p, None)
     p.set_defaults(func=gpt2_train_command)
@@ -299,39 +449,62 @@ def add_gpt2_train_command(sub):
 # %% ../nbs/27_cli.ipynb #a5c62472
 PRESET_COST = {  # what a run of each preset costs; measured where it says so
     ('train', 'cpu'): '≈40 s on one CPU thread (measured, 2026-11)',
-    ('train', 'lecture'): '≈7 min on an H100 (measured, 2026-11), ≈15 min on an A100 (the lecture\'s); hours on a CPU',
+    (
+        'train',
+        'lecture',
+    ): '≈7 min on an H100 (measured, 2026-11), ≈15 min on an A100 (the lecture\'s); hours on a CPU',
     ('gpt2-train', 'cpu'): '≈5 s on one CPU thread (measured, 2026-11)',
     ('gpt2-train', 'lecture'): '10B tokens: hours on 8 GPUs (the lecture ran it on 8×A100), days on one',
 }
+
 
 def presets_command(args):
     "Handler of `gptcourse presets`."
     print(f'presets (choose with --preset, or ${PRESET_ENV}; the default is lecture with CUDA, cpu without)')
     for cmd, presets in (('train', CHAR_PRESETS), ('gpt2-train', GPT2_PRESETS)):
         for name, r in presets.items():
-            steps = (f'{r.max_steps:,} steps × {r.batch_size}×{r.block_size} characters' if cmd == 'train' else
-                     f'{r.max_steps:,} steps × {r.total_batch:,} tokens')
-            print(f'{cmd:10} {name:8} layers×heads×width {r.n_layer}×{r.n_head}×{r.n_embd}, context {r.block_size}; '
-                  f'{steps}\n{"":20}{PRESET_COST[(cmd, name)]}')
+            steps = (
+                f'{r.max_steps:,} steps × {r.batch_size}×{r.block_size} characters'
+                if cmd == 'train'
+                else f'{r.max_steps:,} steps × {r.total_batch:,} tokens'
+            )
+            print(
+                f'{cmd:10} {name:8} layers×heads×width {r.n_layer}×{r.n_head}×{r.n_embd}, context '
+                f'{r.block_size}; '
+                f'{steps}\n{"":20}{PRESET_COST[(cmd, name)]}'
+            )
+
+# %% ../nbs/27_cli.ipynb #887c6777
+TRAINERS = {'char': CharRun, 'gpt2': GPT2Run}  # the run configuration of each kind of run
 
 # %% ../nbs/27_cli.ipynb #c15d0016
-TRAINERS = {'char': CharRun, 'gpt2': GPT2Run}   # the run configuration of each kind of run
-
 def plot_command(args):
     "Handler of `gptcourse plot`: the loss history of a run's newest checkpoint, as numbers and as a PNG."
     f, meta = load_latest(args.model)
-    try: h, run = TrainHistory.from_state_dict(meta['history']), run_of(TRAINERS[meta['kind']], meta)
-    except (KeyError, TypeError, ValueError): raise CheckpointError(f'{f} is not a run of a course trainer') from None
+    try:
+        h, run = TrainHistory.from_state_dict(meta['history']), run_of(TRAINERS[meta['kind']], meta)
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f'{f} is not a run of a course trainer') from None
     fmt = lambda v: '   n/a' if v is None else f'{v:.4f}'
-    for s, tl, vl in zip(h.eval_step, h.train_loss, h.val_loss): print(f'step {s:>7}: train {fmt(tl)}  val {fmt(vl)}')
+    for s, tl, vl in zip(h.eval_step, h.train_loss, h.val_loss):
+        print(f'step {s:>7}: train {fmt(tl)}  val {fmt(vl)}')
     out = Path(args.out) if args.out else f.parent / 'loss.png'
-    if out.suffix.lower() not in ('.png', '.svg', '.pdf'): raise ValueError(f'--out {out}: write a .png, .svg or .pdf')
+    if out.suffix.lower() not in ('.png', '.svg', '.pdf'):
+        raise ValueError(f'--out {out}: write a .png, .svg or .pdf')
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 4))
     ax = h.plot(ax=fig.subplots(), title=str(f))
     if (ref := REFERENCE.get((meta['kind'], run.name))) is not None:
-        ax.errorbar([ref[0]], [(ref[1] + ref[2]) / 2], yerr=[[(ref[2] - ref[1]) / 2]], fmt='k_', capsize=6,
-                    label=f'reference, {run.name} preset'); ax.legend()
+        ax.errorbar(
+            [ref[0]],
+            [(ref[1] + ref[2]) / 2],
+            yerr=[[(ref[2] - ref[1]) / 2]],
+            fmt='k_',
+            capsize=6,
+            label=f'reference, {run.name} preset',
+        )
+        ax.legend()
     fig.savefig(out, dpi=110, bbox_inches='tight')
     print(compare(meta['kind'], run, h))
     print(f'wrote {out}')
@@ -340,49 +513,85 @@ def plot_command(args):
 # %% ../nbs/27_cli.ipynb #c15d0017
 def add_run_commands(sub):
     "The `presets` and `plot` commands."
-    sub.add_parser('presets', help="list the trainers' presets: sizes and what a run costs",
-                   description='List the presets of `train` and `gpt2-train`.').set_defaults(func=presets_command)
-    p = sub.add_parser('plot', help="plot a run's loss curve to a PNG (and print it)",
-                       description='Print the loss history of a run (its newest good checkpoint) and draw it.')
+    sub.add_parser(
+        'presets',
+        help="list the trainers' presets: sizes and what a run costs",
+        description='List the presets of `train` and `gpt2-train`.',
+    ).set_defaults(func=presets_command)
+    p = sub.add_parser(
+        'plot',
+        help="plot a run's loss curve to a PNG (and print it)",
+        description='Print the loss history of a run (its newest good checkpoint) and draw it.',
+    )
     p.add_argument('--model', default=CHAR_RUN, help=f'a run folder or checkpoint file (default: {CHAR_RUN})')
-    p.add_argument('--out', default=None,
-                   help='the .png (or .svg, .pdf) to write (default: loss.png in the run folder)')
+    p.add_argument(
+        '--out', default=None, help='the .png (or .svg, .pdf) to write (default: loss.png in the run folder)'
+    )
     p.set_defaults(func=plot_command)
 
 # %% ../nbs/27_cli.ipynb #0a1d2fd6
 def default_threads() -> int:
-    """Torch's CPU threads when `--threads` is not given: `$OMP_NUM_THREADS` if set, else half the cores, at most 4. On
-    an idle 2-core machine the cpu preset ran 1.13x faster on 2 threads than on 1 (12.96 s vs 15.22 s for 600 steps,
-    median of 3); on a busy one, 13 times slower (780 s vs 58 s): threads that wait for a busy core cost more than
-    they bring."""
-    if os.environ.get('OMP_NUM_THREADS', '').isdigit(): return max(1, int(os.environ['OMP_NUM_THREADS']))
+    """Torch's CPU threads when `--threads` is not given: `$OMP_NUM_THREADS` if set, else half the cores, at
+    most 4. On an idle 2-core machine the cpu preset ran 1.13x faster on 2 threads than on 1 (12.96 s vs 15.22
+    s for 600 steps, median of 3); on a busy one, 13 times slower (780 s vs 58 s): threads that wait for a
+    busy core cost more than they bring."""
+    if os.environ.get('OMP_NUM_THREADS', '').isdigit():
+        return max(1, int(os.environ['OMP_NUM_THREADS']))
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
-# %% ../nbs/27_cli.ipynb #c15d0020
+# %% ../nbs/27_cli.ipynb #b70e94bd
 def build_parser() -> argparse.ArgumentParser:
     "The `gptcourse` parser with every command."
-    parser = argparse.ArgumentParser(prog='gptcourse',
-                                     description='Train and sample the models of the gptcourse lessons.')
+    parser = argparse.ArgumentParser(
+        prog='gptcourse', description='Train and sample the models of the gptcourse lessons.'
+    )
     parser.add_argument('--version', action='version', version=f'gptcourse {gptcourse.__version__}')
-    parser.add_argument('--threads', type=_int_at_least(1), default=None,
-                        help=f'CPU threads for torch (default: $OMP_NUM_THREADS if set, else half the cores, at '
-                             f'most 4: {default_threads()} here)')
+    parser.add_argument(
+        '--threads',
+        type=_int_at_least(1),
+        default=None,
+        help=f'CPU threads for torch (default: $OMP_NUM_THREADS if set, else half the cores, at '
+        f'most 4: {default_threads()} here)',
+    )
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
-    for add in (add_char_commands, add_gpt2_sample_command, add_prepare_command, add_gpt2_train_command,
-                add_run_commands): add(sub)
+    for add in (
+        add_char_commands,
+        add_gpt2_sample_command,
+        add_prepare_command,
+        add_gpt2_train_command,
+        add_run_commands,
+    ):
+        add(sub)
     return parser
 
+# %% ../nbs/27_cli.ipynb #c15d0020
 def main(argv: list[str] | None = None) -> int:
     "Run the `gptcourse` command line with `argv` (default: `sys.argv[1:]`); returns the exit status."
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads or default_threads())
-    try: args.func(args); sys.stdout.flush()   # a reader that went away is noticed here, not at exit
-    except Stopped as e: print(f'gptcourse {args.command}: {e}', file=sys.stderr); return e.code
-    except KeyboardInterrupt: print(f'gptcourse {args.command}: interrupted', file=sys.stderr); return 130
+    try:
+        args.func(args)
+        sys.stdout.flush()  # a reader that went away is noticed here, not at exit
+    except Stopped as e:
+        print(f'gptcourse {args.command}: {e}', file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print(f'gptcourse {args.command}: interrupted', file=sys.stderr)
+        return 130
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); return 0   # the reader has gone: quietly
-    except (ValueError, OSError, FolderBusy, FloatingPointError, DownloadError) as e:   # CheckpointError: a ValueError
-        print(f'gptcourse {args.command}: {e}', file=sys.stderr); return 1
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0  # the reader has gone: quietly
+    except (
+        ValueError,
+        OSError,
+        FolderBusy,
+        FloatingPointError,
+        DownloadError,
+    ) as e:  # CheckpointError: a ValueError
+        print(f'gptcourse {args.command}: {e}', file=sys.stderr)
+        return 1
     return 0
 
-if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())
+
+if __name__ == '__main__' and '__file__' in globals():
+    sys.exit(main())

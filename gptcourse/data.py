@@ -16,56 +16,81 @@ __all__ = ['DATA_ENV', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'GPT2_
 # %% ../nbs/00_data.ipynb #ffb60147
 DATA_ENV = 'GPTCOURSE_DATA'
 
+
 def data_dir() -> Path:
-    "Folder for downloaded data: `$GPTCOURSE_DATA`, else `data/` of a source checkout, else `~/.cache/gptcourse`."
-    if os.environ.get(DATA_ENV): return Path(os.environ[DATA_ENV]).expanduser()
-    import gptcourse   # in a notebook this lesson's cells have no __file__: the package's own
+    """Folder for downloaded data: `$GPTCOURSE_DATA`, else `data/` of a source checkout, else
+    `~/.cache/gptcourse`."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    import gptcourse  # in a notebook this lesson's cells have no __file__: the package's own
+
     repo = Path(gptcourse.__file__).resolve().parent.parent
-    if (repo/'settings.ini').exists() and (repo/'nbs').is_dir(): return repo/'data'
-    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'gptcourse'
+    if (repo / 'settings.ini').exists() and (repo / 'nbs').is_dir():
+        return repo / 'data'
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'gptcourse'
 
 # %% ../nbs/00_data.ipynb #7849494a
 class DownloadError(OSError):
     "A file could not be downloaded (no network, a server error, other bytes than its sha256 says)."
 
+
 def fetch(url: str, fname: str, sha256: str | None, folder=None, progress: bool = True) -> Path:
-    """`folder/fname` (default `data_dir()`), downloaded from `url` unless a copy with digest `sha256` is there;
-    `sha256=None` only where the source publishes none."""
+    """`folder/fname` (default `data_dir()`), downloaded from `url` unless a copy with digest `sha256` is
+    there; `sha256=None` only where the source publishes none."""
     import pooch
-    dest = Path(folder or data_dir())/fname
-    pooch.get_logger().setLevel('WARNING')    # no "Downloading ..." log lines: the progress bar says it
+
+    dest = Path(folder or data_dir()) / fname
+    pooch.get_logger().setLevel('WARNING')  # no "Downloading ..." log lines: the progress bar says it
     try:
-        return Path(pooch.retrieve(url, known_hash=sha256 and f'sha256:{sha256}', fname=dest.name, path=dest.parent,
-                                   progressbar=progress))
+        return Path(
+            pooch.retrieve(
+                url,
+                known_hash=sha256 and f'sha256:{sha256}',
+                fname=dest.name,
+                path=dest.parent,
+                progressbar=progress,
+            )
+        )
     except Exception as e:  # no network, HTTP errors, a wrong sha256: the file is not kept
-        raise DownloadError(f'could not download {fname} from {url} ({type(e).__name__}: {str(e)[:200]}); '
-                            f'without internet, put a copy at {dest} (or point {DATA_ENV} at a folder '
-                            f'that holds {fname})') from None
+        raise DownloadError(
+            f'could not download {fname} from {url} ({type(e).__name__}: {str(e)[:200]}); '
+            f'without internet, put a copy at {dest} (or point {DATA_ENV} at a folder '
+            f'that holds {fname})'
+        ) from None
 
 # %% ../nbs/00_data.ipynb #5713f3b1
-TINY_SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+TINY_SHAKESPEARE_URL = (
+    'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+)
 TINY_SHAKESPEARE_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
+
 
 def tiny_shakespeare(folder=None) -> str:
     "The text of Tiny Shakespeare (1,115,394 characters), downloaded once and verified by sha256."
-    return fetch(TINY_SHAKESPEARE_URL, 'tinyshakespeare.txt', TINY_SHAKESPEARE_SHA256, folder).read_text('utf-8')
+    return fetch(TINY_SHAKESPEARE_URL, 'tinyshakespeare.txt', TINY_SHAKESPEARE_SHA256, folder).read_text(
+        'utf-8'
+    )
 
 # %% ../nbs/00_data.ipynb #05b15fa4
 GPT2_URL = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/'
 GPT2_ENCODER_SHA256 = '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'
 GPT2_VOCAB_SHA256 = '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'
 
+
 def gpt2_files(folder=None) -> tuple[Path, Path]:
-    "Paths of GPT-2's `encoder.json` and `vocab.bpe` in `folder/gpt2` (default `data_dir()`), fetched once, verified."
-    return (fetch(GPT2_URL + 'encoder.json', 'gpt2/encoder.json', GPT2_ENCODER_SHA256, folder),
-            fetch(GPT2_URL + 'vocab.bpe', 'gpt2/vocab.bpe', GPT2_VOCAB_SHA256, folder))
+    """Paths of GPT-2's `encoder.json` and `vocab.bpe` in `folder/gpt2` (default `data_dir()`), fetched once,
+    verified."""
+    return (
+        fetch(GPT2_URL + 'encoder.json', 'gpt2/encoder.json', GPT2_ENCODER_SHA256, folder),
+        fetch(GPT2_URL + 'vocab.bpe', 'gpt2/vocab.bpe', GPT2_VOCAB_SHA256, folder),
+    )
 
 # %% ../nbs/00_data.ipynb #666615de
 class CharTokenizer:
     "Character-level tokenizer: each distinct character of the training text is one token."
+
     def __init__(self, chars: str):
         chars = ''.join(chars)
-        if len(set(chars)) != len(chars): raise ValueError('the vocabulary has repeated characters')
         self.chars, self.stoi, self.itos = chars, {c: i for i, c in enumerate(chars)}, dict(enumerate(chars))
 
     @classmethod
@@ -74,7 +99,6 @@ class CharTokenizer:
         return cls(''.join(sorted(set(text))))
 
     vocab_size = property(lambda self: len(self.chars), doc='The number of characters, and of token ids.')
-    def __repr__(self): return f'CharTokenizer(vocab_size={self.vocab_size})'
 
     def encode(self, s: str) -> list[int]:
         "Ids of the characters of `s`; raises ValueError naming any character outside the vocabulary."
@@ -83,35 +107,40 @@ class CharTokenizer:
         return [self.stoi[c] for c in s]
 
     def decode(self, ids) -> str:
-        "The string for a sequence of ids (a list or a 1-D tensor); raises ValueError on ids outside the vocabulary."
+        "The string of `ids` (a list or a 1-D tensor); a ValueError for ids outside the vocabulary."
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
         if bad := sorted({int(i) for i in ids} - self.itos.keys()):
             raise ValueError(f'ids not in the vocabulary: {bad}; valid ids are 0..{self.vocab_size - 1}')
         return ''.join(self.itos[int(i)] for i in ids)
 
-    def to_dict(self) -> dict: return {'type': 'char', 'chars': self.chars}   # saved beside a model (lesson 16)
+    def to_dict(self) -> dict:  # saved beside a model (lesson 16)
+        return {'type': 'char', 'chars': self.chars}
+
     @classmethod
-    def from_dict(cls, d: dict):
-        "The tokenizer `to_dict` saved; anything else is a ValueError."
-        if not isinstance(d, dict) or d.get('type') != 'char' or not isinstance(d.get('chars'), str) or not d['chars']:
+    def from_dict(cls, d: dict):  # a ValueError for what `to_dict` cannot have made
+        chars = d.get('chars') if isinstance(d, dict) and d.get('type') == 'char' else None
+        if not isinstance(chars, str) or not chars or len(set(chars)) != len(chars):
             raise ValueError(f'not a character tokenizer: {str(d)[:80]}')
-        return cls(d['chars'])
+        return cls(chars)
 
 # %% ../nbs/00_data.ipynb #d36eab7f
 def train_val_split(data, train_frac: float = 0.9):
-    "The first `train_frac` of `data` for training, the rest for validation (no shuffling: the text stays in order)."
-    if not 0 < train_frac < 1: raise ValueError(f'train_frac must be between 0 and 1, got {train_frac}')
+    """The first `train_frac` of `data` for training, the rest for validation (no shuffling: the text stays in
+    order)."""
+    if not 0 < train_frac < 1:
+        raise ValueError(f'train_frac must be between 0 and 1, got {train_frac}')
     n = int(train_frac * len(data))
     return data[:n], data[n:]
 
 # %% ../nbs/00_data.ipynb #2261665a
 def get_batch(data, batch_size: int, block_size: int, device='cpu', generator=None):
-    "A random batch `(x, y)` of `batch_size` chunks of `data`, each `block_size` long; `y` is `x` shifted by one."
+    """A random batch `(x, y)` of `batch_size` chunks of `data`, each `block_size` long; `y` is `x` shifted by
+    one."""
     if len(data) <= block_size:
         raise ValueError(f'the data has {len(data)} tokens; it needs more than block_size={block_size}')
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    x = torch.stack([data[i:i + block_size] for i in ix.tolist()])
-    y = torch.stack([data[i + 1:i + block_size + 1] for i in ix.tolist()])
+    x = torch.stack([data[i : i + block_size] for i in ix.tolist()])
+    y = torch.stack([data[i + 1 : i + block_size + 1] for i in ix.tolist()])
     if torch.device(device).type == 'cuda':
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)

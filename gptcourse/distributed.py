@@ -17,6 +17,7 @@ __all__ = ['DistInfo', 'setup_distributed', 'reduce_sum', 'reduce_mean', 'sync_g
 @dataclass
 class DistInfo:
     "Where this process stands: whether it is one of several (DDP), its ranks, the world size and its device."
+
     ddp: bool
     rank: int
     local_rank: int
@@ -25,61 +26,80 @@ class DistInfo:
     owns_group: bool = False  # whether setup_distributed started the process group (and `close` ends it)
 
     @property
-    def master(self) -> bool: return self.rank == 0
+    def master(self) -> bool:
+        return self.rank == 0
 
     def wrap(self, model):
         "`model` in `DistributedDataParallel` under DDP (on this process's GPU); `model` itself otherwise."
-        if not self.ddp: return model
+        if not self.ddp:
+            return model
         ids = [self.local_rank] if torch.device(self.device).type == 'cuda' else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def barrier(self):
         "Wait until every process gets here (nothing to wait for in one process)."
-        if self.ddp: dist.barrier()
+        if self.ddp:
+            dist.barrier()
 
     def close(self):
         "Leave the process group, if `setup_distributed` joined it."
-        if self.owns_group and dist.is_initialized(): dist.destroy_process_group()
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
 
-# %% ../nbs/15_distributed.ipynb #218c2379
+# %% ../nbs/15_distributed.ipynb #42360967
 def _env_int(name: str, default=None) -> int:
     v = os.environ.get(name, default)
-    try: return int(v)
+    try:
+        return int(v)
     except (TypeError, ValueError):
-        raise ValueError(f'{name}={v!r}: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE to integers; start the '
-                         'program with torchrun, or unset RANK for one process') from None
+        raise ValueError(
+            f'{name}={v!r}: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE to integers; start the '
+            'program with torchrun, or unset RANK for one process'
+        ) from None
 
+# %% ../nbs/15_distributed.ipynb #218c2379
 def setup_distributed(device: str | None = None) -> DistInfo:
-    """Join the process group `torchrun` describes (RANK, LOCAL_RANK, WORLD_SIZE; NCCL on CUDA, gloo on CPU), or
-    describe a single process."""
-    if 'RANK' not in os.environ: return DistInfo(False, 0, 0, 1, device or default_device())
+    """Join the process group `torchrun` describes (RANK, LOCAL_RANK, WORLD_SIZE; NCCL on CUDA, gloo on CPU),
+    or describe a single process."""
+    if 'RANK' not in os.environ:
+        return DistInfo(False, 0, 0, 1, device or default_device())
     rank, world = _env_int('RANK'), _env_int('WORLD_SIZE')
     local = _env_int('LOCAL_RANK', rank)
-    if not 0 <= rank < world: raise ValueError(f'RANK={rank} is outside WORLD_SIZE={world} (ranks are 0..{world - 1})')
+    if not 0 <= rank < world:
+        raise ValueError(f'RANK={rank} is outside WORLD_SIZE={world} (ranks are 0..{world - 1})')
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if torch.device(device).type == 'cuda':
         if not 0 <= local < torch.cuda.device_count():
             raise ValueError(f'LOCAL_RANK={local}, but this machine has {torch.cuda.device_count()} GPU(s)')
-        device = f'cuda:{local}'; torch.cuda.set_device(device); backend = 'nccl'
-    else: backend = 'gloo'
+        device = f'cuda:{local}'
+        torch.cuda.set_device(device)
+        backend = 'nccl'
+    else:
+        backend = 'gloo'
     owns = not dist.is_initialized()
-    if owns: dist.init_process_group(backend=backend)
+    if owns:
+        dist.init_process_group(backend=backend)
     return DistInfo(world > 1, rank, local, world, device, owns)
 
 # %% ../nbs/15_distributed.ipynb #cdd0a003
 def reduce_sum(t: torch.Tensor) -> torch.Tensor:
     "The sum of `t` over all processes (an all-reduce); `t` itself when not distributed."
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return t
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
     t = t.detach().clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
+
 def reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    "The mean of `t` over all processes (the sum over the world size: gloo and NCCL both have SUM); `t` alone."
+    """The mean of `t` over all processes (the sum over the world size: gloo and NCCL both have SUM); `t`
+    alone."""
     return t if not (dist.is_available() and dist.is_initialized()) else reduce_sum(t) / dist.get_world_size()
 
+
 def sync_gradients(model, now: bool):
-    "Let DDP all-reduce the gradients in this `backward` only if `now` (the last micro-step); one process: nothing."
+    """Let DDP all-reduce the gradients in this `backward` only if `now` (the last micro-step); one process:
+    nothing."""
     if now or not isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return model.no_sync()

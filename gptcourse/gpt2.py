@@ -19,7 +19,9 @@ __all__ = ['GPT_CONFIGS', 'GPTConfig', 'machine_bytes', 'check_fits', 'check_con
 # %% ../nbs/08_gpt2.ipynb #b2c3d4e5
 @dataclass
 class GPTConfig:
-    "A GPT's sizes and the switches that make lesson 07's model one of its configurations; defaults: GPT-2 124M."
+    """A GPT's sizes and the switches that make lesson 07's model one of its configurations; defaults: GPT-2
+    124M."""
+
     block_size: int = 1024  # context length (n_positions in Hugging Face's config)
     vocab_size: int = 50257  # 50,000 BPE merges + 256 bytes + <|endoftext|>
     n_layer: int = 12
@@ -43,14 +45,17 @@ def machine_bytes() -> int | None:
     except (AttributeError, ValueError, OSError):
         return None
 
+
 def check_fits(c: GPTConfig):
     "Refuse a configuration whose float32 weights are more than this machine's memory."
     C, head = c.n_embd, 0 if c.tie_weights else c.vocab_size * c.n_embd
     n = (c.vocab_size + c.block_size) * C + c.n_layer * 12 * C * C + head
     have = machine_bytes()
     if have is not None and 4 * n > have:
-        raise ValueError(f"this configuration has about {n:,} parameters, {4 * n / 1e9:,.1f} GB of float32 weights; "
-                         f"this machine has {have / 1e9:,.1f} GB of memory")
+        raise ValueError(
+            f"this configuration has about {n:,} parameters, {4 * n / 1e9:,.1f} GB of float32 weights; "
+            f"this machine has {have / 1e9:,.1f} GB of memory"
+        )
 
 # %% ../nbs/08_gpt2.ipynb #c8d0a004
 def check_config(c: GPTConfig):
@@ -64,7 +69,9 @@ def check_config(c: GPTConfig):
     if type(c.dropout) not in (int, float) or not 0 <= c.dropout < 1:
         raise ValueError(f"dropout must be a number in [0, 1), got {c.dropout!r}")
     if c.activation not in ("gelu_tanh", "relu"):
-        raise ValueError(f"activation must be 'gelu_tanh' (GPT-2's) or 'relu' (the lecture's), got {c.activation!r}")
+        raise ValueError(
+            f"activation must be 'gelu_tanh' (GPT-2's) or 'relu' (the lecture's), got {c.activation!r}"
+        )
     for k in ("bias", "qkv_bias", "tie_weights", "head_bias"):
         if type(getattr(c, k)) is not bool:
             raise ValueError(f"{k} must be True or False, got {getattr(c, k)!r}")
@@ -72,15 +79,16 @@ def check_config(c: GPTConfig):
 
 # %% ../nbs/08_gpt2.ipynb #c3d4e5f6
 GPT_CONFIGS = {  # the four sizes OpenAI released (layers, heads, width); all share block_size and vocab_size
-    'gpt2':        dict(n_layer=12, n_head=12, n_embd=768),   # 124M
+    'gpt2': dict(n_layer=12, n_head=12, n_embd=768),  # 124M
     'gpt2-medium': dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
-    'gpt2-large':  dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
-    'gpt2-xl':     dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    'gpt2-large': dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    'gpt2-xl': dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
 }
 
 # %% ../nbs/08_gpt2.ipynb #3bfd4ec3
 class MLP(nn.Module):
     "The position-wise feed-forward network: Linear to 4·n_embd, the non-linearity, Linear back."
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
@@ -94,6 +102,7 @@ class MLP(nn.Module):
 # %% ../nbs/08_gpt2.ipynb #27fc2c7c
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention: one fused q,k,v projection `c_attn`, SDPA, output projection `c_proj`."
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias and config.qkv_bias)
@@ -104,9 +113,13 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, kv_cache=None, layer_index: int = 0):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        q, k, v = (
+            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)
+        )  # (B, nh, T, hs)
         if kv_cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0)
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0
+            )
         else:
             y = kv_cache.attend(layer_index, q, k, v)  # lesson 21: store k, v, attend over all cached keys
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
@@ -115,6 +128,7 @@ class CausalSelfAttention(nn.Module):
 # %% ../nbs/08_gpt2.ipynb #c8d0a019
 class Block(nn.Module):
     "A pre-norm Transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`."
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -129,27 +143,36 @@ class Block(nn.Module):
 # %% ../nbs/08_gpt2.ipynb #2e3f03cd
 def _init_weights(module):
     "GPT-2's initialisation: N(0, 0.02) for Linear and Embedding weights, zero biases (c_proj: see below)."
-    if isinstance(module, (nn.Linear, nn.Embedding)): nn.init.normal_(module.weight, mean=0.0, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None: nn.init.zeros_(module.bias)
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
 
 # %% ../nbs/08_gpt2.ipynb #6a07084c
 class GPT(nn.Module):
-    "GPT-2 (and any `GPTConfig`) with Hugging Face's parameter names; `forward(idx, targets) -> (logits, loss)`."
+    """GPT-2 (and any `GPTConfig`) with Hugging Face's parameter names; `forward(idx, targets) -> (logits,
+    loss)`."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight  # one matrix embeds and un-embeds
         self.apply(_init_weights)
-        for name, p in self.named_parameters():  # the projections into the residual stream: std / sqrt(2 n_layer)
+        for (
+            name,
+            p,
+        ) in self.named_parameters():  # the projections into the residual stream: std / sqrt(2 n_layer)
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
@@ -165,7 +188,9 @@ def forward(self: GPT, idx, targets=None, kv_cache=None, last_only: bool = False
     start = kv_cache.length if kv_cache is not None else 0
     if start + T > self.config.block_size:
         cached = f" ({start} cached + {T} new)" if start else ""
-        raise ValueError(f"cannot forward a sequence of length {start + T}{cached}: block_size is {self.block_size}")
+        raise ValueError(
+            f"cannot forward a sequence of length {start + T}{cached}: block_size is {self.block_size}"
+        )
     x = self.embed(idx, start)  # (B, T, C)
     for i, block in enumerate(self.transformer.h):
         x = block(x, kv_cache, i)
@@ -174,6 +199,7 @@ def forward(self: GPT, idx, targets=None, kv_cache=None, last_only: bool = False
     if targets is not None:
         loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=-1)
     return logits, loss
+
 
 @patch
 def embed(self: GPT, idx, start: int = 0):
@@ -184,41 +210,63 @@ def embed(self: GPT, idx, start: int = 0):
 # %% ../nbs/08_gpt2.ipynb #c8d0a011
 @patch
 def num_params(self: GPT, non_embedding: bool = False) -> int:
-    "Number of parameters (tied ones once); `non_embedding` leaves out the position embedding, as nanoGPT does."
+    """Number of parameters (tied ones once); `non_embedding` leaves out the position embedding, as nanoGPT
+    does."""
     n = sum(p.numel() for p in self.parameters())
     return n - self.transformer.wpe.weight.numel() if non_embedding and 'wpe' in self.transformer else n
 
 # %% ../nbs/08_gpt2.ipynb #87c1296f
 def char_config(cfg: CharGPTConfig) -> GPTConfig:
-    "Lesson 07's character-level model as a `GPTConfig`: ReLU, no q/k/v bias, an untied output layer with a bias."
-    return GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                     n_embd=cfg.n_embd, dropout=cfg.dropout, qkv_bias=False, activation='relu', tie_weights=False,
-                     head_bias=True)
+    """Lesson 07's character-level model as a `GPTConfig`: ReLU, no q/k/v bias, an untied output layer with a
+    bias."""
+    return GPTConfig(
+        block_size=cfg.block_size,
+        vocab_size=cfg.vocab_size,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
+        dropout=cfg.dropout,
+        qkv_bias=False,
+        activation='relu',
+        tie_weights=False,
+        head_bias=True,
+    )
 
-# %% ../nbs/08_gpt2.ipynb #c8d0a012
-_CHAR_NAMES = ((r'token_embedding_table\.', 'transformer.wte.'), (r'position_embedding_table\.', 'transformer.wpe.'),
-               (r'blocks\.(\d+)\.sa\.proj\.', r'transformer.h.\1.attn.c_proj.'),
-               (r'blocks\.(\d+)\.ffwd\.net\.0\.', r'transformer.h.\1.mlp.c_fc.'),
-               (r'blocks\.(\d+)\.ffwd\.net\.2\.', r'transformer.h.\1.mlp.c_proj.'),
-               (r'blocks\.(\d+)\.ln(\d)\.', r'transformer.h.\1.ln_\2.'),
-               (r'ln_f\.', 'transformer.ln_f.'), (r'lm_head\.', 'lm_head.'))
+# %% ../nbs/08_gpt2.ipynb #152115b7
+_CHAR_NAMES = (
+    (r'token_embedding_table\.', 'transformer.wte.'),
+    (r'position_embedding_table\.', 'transformer.wpe.'),
+    (r'blocks\.(\d+)\.sa\.proj\.', r'transformer.h.\1.attn.c_proj.'),
+    (r'blocks\.(\d+)\.ffwd\.net\.0\.', r'transformer.h.\1.mlp.c_fc.'),
+    (r'blocks\.(\d+)\.ffwd\.net\.2\.', r'transformer.h.\1.mlp.c_proj.'),
+    (r'blocks\.(\d+)\.ln(\d)\.', r'transformer.h.\1.ln_\2.'),
+    (r'ln_f\.', 'transformer.ln_f.'),
+    (r'lm_head\.', 'lm_head.'),
+)
 _CHAR_HEAD = re.compile(r'blocks\.(\d+)\.sa\.heads\.(\d+)\.(query|key|value)\.weight')
 
+
 def chargpt_to_gpt(sd: dict) -> dict:
-    "A `CharGPT` state dict in `GPT`'s names: each block's per-head query, key and value weights stacked into `c_attn`."
+    """A `CharGPT` state dict in `GPT`'s names: each block's per-head query, key and value weights stacked
+    into `c_attn`."""
     out, heads = {}, {}
     for name, t in sd.items():
-        if m := _CHAR_HEAD.fullmatch(name): heads.setdefault(m[1], {}).setdefault(int(m[2]), {})[m[3]] = t
-        elif name.endswith('.tril'): continue  # the causal mask: SDPA's is_causal does its job
+        if m := _CHAR_HEAD.fullmatch(name):
+            heads.setdefault(m[1], {}).setdefault(int(m[2]), {})[m[3]] = t
+        elif name.endswith('.tril'):
+            continue  # the causal mask: SDPA's is_causal does its job
         else:
             new = next((re.sub(p, r, name, count=1) for p, r in _CHAR_NAMES if re.match(p, name)), None)
-            if new is None: raise ValueError(f'chargpt_to_gpt: unexpected tensor {name!r}')
+            if new is None:
+                raise ValueError(f'chargpt_to_gpt: unexpected tensor {name!r}')
             out[new] = t
     for i, hs in heads.items():
-        out[f'transformer.h.{i}.attn.c_attn.weight'] = torch.cat([hs[h][kind] for kind in ('query', 'key', 'value')
-                                                                   for h in sorted(hs)])
+        out[f'transformer.h.{i}.attn.c_attn.weight'] = torch.cat(
+            [hs[h][kind] for kind in ('query', 'key', 'value') for h in sorted(hs)]
+        )
     return out
 
+# %% ../nbs/08_gpt2.ipynb #c8d0a012
 @patch(as_classmethod=True)
 def from_chargpt(cls: GPT, ref: CharGPT) -> GPT:
     "The `GPT` that computes what lesson 07's `CharGPT` `ref` computes, with its weights."

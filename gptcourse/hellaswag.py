@@ -18,82 +18,122 @@ from .checkpoint import unwrap_model
 __all__ = ['HELLASWAG_URL', 'HELLASWAG_EXAMPLES', 'read_hellaswag', 'load_hellaswag', 'render_example', 'completion_losses',
            'hellaswag_acc_norm']
 
-# %% ../nbs/17_hellaswag.ipynb #1feabd02
+# %% ../nbs/17_hellaswag.ipynb #86c42d2a
 HELLASWAG_URL = 'https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl'
 
+# %% ../nbs/17_hellaswag.ipynb #1feabd02
+def _example(line: str, where: str) -> dict:
+    "One HellaSwag example, checked: ctx (a string), endings (4 strings) and label (0-3)."
+    try:
+        ex = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f'{where}: not JSON ({e})') from None
+    endings = ex.get('endings') if isinstance(ex, dict) else None
+    ok = (
+        isinstance(ex, dict)
+        and isinstance(ex.get('ctx'), str)
+        and isinstance(endings, list)
+        and len(endings) == 4
+        and all(isinstance(e, str) for e in endings)
+        and ex.get('label') in (0, 1, 2, 3)
+    )
+    if not ok:
+        raise ValueError(
+            f'{where}: a HellaSwag example needs "ctx" (str), "endings" (4 str) and "label" (0-3)'
+        )
+    return ex
+
+
 def read_hellaswag(path) -> list[dict]:
-    "Examples of a HellaSwag .jsonl file (one object a line with ctx, endings (4 strings) and label (0-3)), checked."
+    "Examples of a HellaSwag .jsonl file (one object a line with ctx, endings and label), checked."
     path = Path(path)
-    if not path.is_file(): raise ValueError(f'{path} is not a file of HellaSwag examples (.jsonl)')
-    out = []
-    for i, line in enumerate(path.read_text(encoding='utf-8', errors='replace').splitlines(), 1):
-        if not line.strip(): continue
-        try: ex = json.loads(line)
-        except json.JSONDecodeError as e: raise ValueError(f'{path}, line {i}: not JSON ({e})') from None
-        ok = (isinstance(ex, dict) and isinstance(ex.get('ctx'), str) and isinstance(ex.get('endings'), list)
-              and len(ex['endings']) == 4 and all(isinstance(e, str) for e in ex['endings'])
-              and ex.get('label') in (0, 1, 2, 3))
-        if not ok: raise ValueError(f'{path}, line {i}: a HellaSwag example needs "ctx" (str), '
-                                    '"endings" (4 str) and "label" (0-3)')
-        out.append(ex)
-    if not out: raise ValueError(f'{path} holds no HellaSwag examples')
+    if not path.is_file():
+        raise ValueError(f'{path} is not a file of HellaSwag examples (.jsonl)')
+    lines = path.read_text(encoding='utf-8', errors='replace').splitlines()
+    out = [_example(line, f'{path}, line {i}') for i, line in enumerate(lines, 1) if line.strip()]
+    if not out:
+        raise ValueError(f'{path} holds no HellaSwag examples')
     return out
 
 # %% ../nbs/17_hellaswag.ipynb #add6765b
 HELLASWAG_EXAMPLES = {'val': 10042}
 
+
 def load_hellaswag(split: str = 'val', folder=None) -> list[dict]:
-    "HellaSwag's `split` ('val' has 10,042 examples), downloaded once and checked (needs the internet the first time)."
-    if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    """HellaSwag's `split` ('val' has 10,042 examples), downloaded once and checked (needs the internet the
+    first time)."""
+    if split not in ('train', 'val', 'test'):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     path = fetch(HELLASWAG_URL.format(split=split), f'hellaswag_{split}.jsonl', None, folder or data_dir())
     try:
         ex = read_hellaswag(path)
         if split in HELLASWAG_EXAMPLES and len(ex) != HELLASWAG_EXAMPLES[split]:
-            raise ValueError(f'{path} holds {len(ex)} HellaSwag {split} examples, not {HELLASWAG_EXAMPLES[split]}')
+            raise ValueError(
+                f'{path} holds {len(ex)} HellaSwag {split} examples, not {HELLASWAG_EXAMPLES[split]}'
+            )
     except ValueError as e:
-        path.unlink(missing_ok=True)   # a bad copy is not kept: the next call downloads it again
+        path.unlink(missing_ok=True)  # a bad copy is not kept: the next call downloads it again
         raise DownloadError(f'{e}; it was deleted') from None
     return ex
 
-# %% ../nbs/17_hellaswag.ipynb #f6a143fa
+# %% ../nbs/17_hellaswag.ipynb #9385ffae
 def render_example(example: dict, enc=None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    "(tokens (4, L), mask (4, L), label): context + ' ' + each ending, zero-padded; mask is 1 on the ending's tokens."
+    """(tokens (4, L), mask (4, L), label): context + ' ' + each ending, zero-padded; mask is 1 on the
+    ending's tokens."""
     enc = enc or gpt2_tokenizer()
     ctx = enc.encode_ordinary(example['ctx'])
-    rows = [(ctx + enc.encode_ordinary(' ' + e),
-             [0] * len(ctx) + [1] * len(enc.encode_ordinary(' ' + e))) for e in example['endings']]
+    rows = [
+        (ctx + enc.encode_ordinary(' ' + e), [0] * len(ctx) + [1] * len(enc.encode_ordinary(' ' + e)))
+        for e in example['endings']
+    ]
     L = max(len(r) for r, _ in rows)
     tokens, mask = torch.zeros(4, L, dtype=torch.long), torch.zeros(4, L, dtype=torch.long)
-    for i, (r, m) in enumerate(rows): tokens[i, :len(r)] = torch.tensor(r); mask[i, :len(m)] = torch.tensor(m)
+    for i, (r, m) in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(m)] = torch.tensor(m)
     return tokens, mask, int(example['label'])
 
+# %% ../nbs/17_hellaswag.ipynb #f6a143fa
 @torch.no_grad()
 def completion_losses(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean loss per masked (ending) token of each row, (4,); a row longer than the model's block size keeps its last
-    tokens."""
+    """Mean loss per masked (ending) token of each row, (4,); a row longer than the model's block size keeps
+    its last tokens."""
     bs = unwrap_model(model).config.block_size
     if tokens.size(1) > bs:  # crop each row to its own last block_size tokens (its ending stays whole)
         lengths = [int(m.nonzero().max()) + 1 for m in mask]
-        return torch.cat([completion_losses(model, t[max(0, n - bs):n][None], m[max(0, n - bs):n][None])
-                          for t, m, n in zip(tokens, mask, lengths)])
+        return torch.cat(
+            [
+                completion_losses(model, t[max(0, n - bs) : n][None], m[max(0, n - bs) : n][None])
+                for t, m, n in zip(tokens, mask, lengths)
+            ]
+        )
     logits = model(tokens)[0].float()
-    losses = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1), reduction='none')
+    losses = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1), reduction='none'
+    )
     m = mask[:, 1:].float()
     return (losses.view(tokens.size(0), -1) * m).sum(1) / m.sum(1)
 
 # %% ../nbs/17_hellaswag.ipynb #b9ba1b3c
-def hellaswag_acc_norm(model, examples, device=None, rank: int = 0, world_size: int = 1,
-                       progress: bool = False) -> float:
-    """acc_norm of `model` on HellaSwag `examples`: the share where the ending with the lowest mean token loss is the
-    labelled one (each rank of `world_size` scores its share; the counts are summed, lesson 15)."""
-    base = unwrap_model(model); device = device or next(base.parameters()).device
-    was_training = base.training; base.eval()
-    enc = gpt2_tokenizer(); correct = total = 0
+def hellaswag_acc_norm(
+    model, examples, device=None, rank: int = 0, world_size: int = 1, progress: bool = False
+) -> float:
+    """acc_norm of `model` on HellaSwag `examples`: the share where the ending with the lowest mean token loss
+    is the labelled one (each rank of `world_size` scores its share; the counts are summed, lesson 15)."""
+    base = unwrap_model(model)
+    device = device or next(base.parameters()).device
+    was_training = base.training
+    base.eval()
+    enc = gpt2_tokenizer()
+    correct = total = 0
     try:
         for ex in tqdm(examples[rank::world_size], desc='hellaswag', disable=not progress):
             tokens, mask, label = render_example(ex, enc)
-            correct += int(completion_losses(base, tokens.to(device), mask.to(device)).argmin()) == label; total += 1
-    finally: base.train(was_training)
+            correct += int(completion_losses(base, tokens.to(device), mask.to(device)).argmin()) == label
+            total += 1
+    finally:
+        base.train(was_training)
     correct, total = reduce_sum(torch.tensor([correct, total], device=device)).tolist()
-    if total == 0: raise ValueError('hellaswag_acc_norm needs at least one example')
+    if total == 0:
+        raise ValueError('hellaswag_acc_norm needs at least one example')
     return correct / total

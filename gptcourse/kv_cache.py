@@ -9,22 +9,24 @@ from torch.nn import functional as F
 from .train import _check_prompt, patch, sample_logits
 
 # %% auto #0
-__all__ = ['KVCache', 'cached_next_logits', 'generate_cached', 'top_p_filter', 'sample_next']
+__all__ = ['KVCache', 'cached_next_logits', 'top_p_filter', 'sample_next', 'generate_cached']
 
 # %% ../nbs/21_kv_cache.ipynb #86b6b8d1
 class KVCache:
     "Keys and values of every past position, per layer, so each new token costs one position of work."
+
     def __init__(self, n_layer: int, max_len: int):
         if n_layer < 1 or max_len < 1:
             raise ValueError(f'KVCache needs n_layer >= 1 and max_len >= 1, got {n_layer} and {max_len}')
         self.n_layer, self.max_len = n_layer, max_len
         self.k: list = [None] * n_layer  # per layer: (B, n_head, max_len, head_dim), allocated on first use
         self.v: list = [None] * n_layer
-        self.length = 0                  # positions cached (in every layer, after a complete forward pass)
+        self.length = 0  # positions cached (in every layer, after a complete forward pass)
 
     @classmethod
     def for_model(cls, model):
-        "An empty cache sized for `model` (one with a `config` of n_layer and block_size, like lesson 08's `GPT`)."
+        """An empty cache sized for `model` (one with a `config` of n_layer and block_size, like lesson 08's
+        `GPT`)."""
         return cls(model.config.n_layer, max_len=model.config.block_size)
 
     def reset(self):
@@ -47,61 +49,116 @@ def _buffers(self: KVCache, layer: int, k):
         return kb, self.v[layer]
     if kb is not None and self.length:
         if kb.shape[0] != B:
-            raise ValueError(f'KVCache: the batch size changed from {kb.shape[0]} to {B} while {self.length} '
-                             'positions are cached; a cache holds one batch of sequences: '
-                             'reset() it (or make a new one) first')
-        raise ValueError(f'KVCache: layer {layer} got keys {tuple(k.shape)} {k.dtype} on {k.device}, but caches '
-                         f'{tuple(kb.shape)} {kb.dtype} on {kb.device}; reset() it (or make a new one) first')
+            raise ValueError(
+                f'KVCache: the batch size changed from {kb.shape[0]} to {B} while {self.length} '
+                'positions are cached; a cache holds one batch of sequences: '
+                'reset() it (or make a new one) first'
+            )
+        raise ValueError(
+            f'KVCache: layer {layer} got keys {tuple(k.shape)} {k.dtype} on {k.device}, but caches '
+            f'{tuple(kb.shape)} {kb.dtype} on {kb.device}; reset() it (or make a new one) first'
+        )
     self.k[layer] = k.new_empty(B, nh, self.max_len, hd)  # first use, or a fresh start with another shape
     self.v[layer] = k.new_empty(B, nh, self.max_len, hd)
     return self.k[layer], self.v[layer]
 
+# %% ../nbs/21_kv_cache.ipynb #36eafdeb
+@patch
+def _check(self: KVCache, layer: int, q, k, v) -> int:
+    """The end of the positions `k` would fill in `layer`, once checked: a layer of the cache, room, matching
+    shapes."""
+    if not 0 <= layer < self.n_layer:
+        raise IndexError(
+            f'KVCache: layer {layer} does not exist; this cache has layers 0..{self.n_layer - 1}'
+        )
+    end = self.length + k.size(2)
+    if end > self.max_len:
+        raise ValueError(
+            f'KVCache: {self.length} positions cached + {k.size(2)} new = {end}, more than '
+            f'max_len={self.max_len}; reset() and feed at most {self.max_len} positions'
+        )
+    if q.size(2) != k.size(2) or v.shape != k.shape:
+        raise ValueError(
+            f'KVCache: q, k, v must have the same number of positions, got {tuple(q.shape)}, '
+            f'{tuple(k.shape)}, {tuple(v.shape)}'
+        )
+    return end
+
 # %% ../nbs/21_kv_cache.ipynb #ffcc6896
 @patch
 def attend(self: KVCache, layer: int, q, k, v):
-    """Store `k`, `v` (B, nh, T, hs) at positions [length, length+T) of `layer`; return the causal attention of `q` over
-    all length+T keys."""
-    if not 0 <= layer < self.n_layer:
-        raise IndexError(f'KVCache: layer {layer} does not exist; this cache has layers 0..{self.n_layer - 1}')
+    """Store `k`, `v` (B, nh, T, hs) at positions [length, length+T) of `layer`; return the causal attention
+    of `q` over all length+T keys."""
     start, T = self.length, k.size(2)
-    end = start + T
-    if end > self.max_len:
-        raise ValueError(f'KVCache: {start} positions cached + {T} new = {end}, more than max_len={self.max_len}; '
-                         f'reset() and feed at most {self.max_len} positions')
-    if q.size(2) != T or v.shape != k.shape:
-        raise ValueError(f'KVCache: q, k, v must have the same number of positions, got {tuple(q.shape)}, '
-                         f'{tuple(k.shape)}, {tuple(v.shape)}')
+    end = self._check(layer, q, k, v)
     kb, vb = self._buffers(layer, k)
     kb[:, :, start:end] = k
     vb[:, :, start:end] = v
-    if start == 0:   # prefill: ordinary causal attention over the new tokens
+    if start == 0:  # prefill: ordinary causal attention over the new tokens
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    elif T == 1:     # one new token sees every cached position
+    elif T == 1:  # one new token sees every cached position
         y = F.scaled_dot_product_attention(q, kb[:, :, :end], vb[:, :, :end])
-    else:            # new query i sees keys j <= start + i
+    else:  # new query i sees keys j <= start + i
         mask = torch.ones(T, end, dtype=torch.bool, device=q.device).tril(diagonal=start)
         y = F.scaled_dot_product_attention(q, kb[:, :, :end], vb[:, :, :end], attn_mask=mask)
-    if layer == self.n_layer - 1: self.length = end
+    if layer == self.n_layer - 1:
+        self.length = end
     return y
 
 # %% ../nbs/21_kv_cache.ipynb #a5cf2784
 def cached_next_logits(model, cache: KVCache | None = None):
-    """`next_logits(idx)`: the logits of the token after `idx`, `model` fed only the tokens its `KVCache` has not seen
-    (one per sampling call)."""
+    """`next_logits(idx)`: the logits of the token after `idx`, `model` fed only the tokens its `KVCache` has
+    not seen (one per sampling call)."""
     cache = cache if cache is not None else KVCache.for_model(model)
     block_size = model.config.block_size
+
     def next_logits(idx):
-        if 0 < cache.length < idx.size(1) <= block_size: x = idx[:, cache.length:]  # only the new tokens
+        if 0 < cache.length < idx.size(1) <= block_size:
+            x = idx[:, cache.length :]  # only the new tokens
         else:  # the prompt, or the context outgrew block_size: start again from the last block_size tokens
-            cache.reset(); x = idx[:, -block_size:]
-        return model(x, kv_cache=cache, last_only=True)[0][:, -1]   # the prompt: no logits but the last
+            cache.reset()
+            x = idx[:, -block_size:]
+        return model(x, kv_cache=cache, last_only=True)[0][:, -1]  # the prompt: no logits but the last
+
     next_logits.cache = cache
     return next_logits
 
+# %% ../nbs/21_kv_cache.ipynb #a7a00001
+def top_p_filter(logits, p: float):
+    """`logits` with every token outside the smallest set of most likely ones whose probability reaches `p` at
+    -inf."""
+    if not (isinstance(p, (int, float)) and 0 < p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], got {p!r}")
+    sorted_logits, order = torch.sort(logits, descending=True)
+    probs = sorted_logits.softmax(-1)
+    drop = probs.cumsum(-1) - probs >= p  # keep tokens until the mass before them reaches p
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+
+def sample_next(
+    logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, generator=None
+):
+    "Lesson 02's `sample_logits`, with top-p after the temperature and top-k."
+    if top_p is None or temperature == 0:
+        return sample_logits(logits, temperature, top_k, generator)
+    if not (temperature > 0 and temperature < float("inf")):
+        raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {temperature}")
+    z = (logits - logits.max(-1, keepdim=True).values) / temperature
+    if top_k is not None:
+        z = z.masked_fill(z < torch.topk(z, min(top_k, z.size(-1))).values[:, [-1]], float("-inf"))
+    return sample_logits(top_p_filter(z, top_p), 1.0, None, generator)
+
 # %% ../nbs/21_kv_cache.ipynb #2f4df5d2
 @torch.no_grad()
-def generate_cached(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                    top_p: float | None = None, seed: int | None = None):
+def generate_cached(
+    model,
+    idx,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+):
     "Lesson 02's `generate` with a KV cache — the same tokens, faster — and top-p (below)."
     if idx.dim() == 1:
         idx = idx[None]
@@ -115,25 +172,3 @@ def generate_cached(model, idx, max_new_tokens: int, temperature: float = 1.0, t
         idx = torch.cat((idx, idx_next), dim=1)
     model.train(was_training)
     return idx
-
-# %% ../nbs/21_kv_cache.ipynb #a7a00001
-def top_p_filter(logits, p: float):
-    "`logits` with every token outside the smallest set of most likely ones whose probability reaches `p` at -inf."
-    if not (isinstance(p, (int, float)) and 0 < p <= 1):
-        raise ValueError(f"top_p must be in (0, 1], got {p!r}")
-    sorted_logits, order = torch.sort(logits, descending=True)
-    probs = sorted_logits.softmax(-1)
-    drop = probs.cumsum(-1) - probs >= p  # keep tokens until the mass before them reaches p
-    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-
-def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                generator=None):
-    "Lesson 02's `sample_logits`, with top-p after the temperature and top-k."
-    if top_p is None or temperature == 0:
-        return sample_logits(logits, temperature, top_k, generator)
-    if not (temperature > 0 and temperature < float("inf")):
-        raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {temperature}")
-    z = (logits - logits.max(-1, keepdim=True).values) / temperature
-    if top_k is not None:
-        z = z.masked_fill(z < torch.topk(z, min(top_k, z.size(-1))).values[:, [-1]], float("-inf"))
-    return sample_logits(top_p_filter(z, top_p), 1.0, None, generator)

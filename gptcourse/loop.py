@@ -14,12 +14,13 @@ from .speed import DTYPES, check_device
 from .distributed import reduce_mean, sync_gradients
 
 # %% auto #0
-__all__ = ['ETA_AFTER', 'Run', 'TrainHistory', 'train_loop', 'eta', 'Report']
+__all__ = ['ETA_AFTER', 'Run', 'check_run', 'TrainHistory', 'evaluate', 'clip_grad_norm', 'train_loop', 'eta', 'Report']
 
 # %% ../nbs/18_loop.ipynb #7de81a30
 @dataclass(kw_only=True)
 class Run:
     "What every run has; each field is a flag of `train` and `gpt2-train`, and every checkpoint stores it."
+
     name: str = "custom"  # the preset's name
     lr: float  # the learning rate (the peak, where there is a schedule)
     max_steps: int  # optimizer steps of the whole run
@@ -35,21 +36,7 @@ class Run:
     may_be_zero: ClassVar[tuple] = ("seed", "eval_interval")  # whole numbers that may be 0 (a count: "never")
 
     def __post_init__(self):
-        for name, t in typing.get_type_hints(type(self)).items():
-            if name not in {f.name for f in fields(self)}: continue
-            v, least = getattr(self, name), 0 if name in self.may_be_zero else 1
-            if t is int and (type(v) is not int or not least <= v < 2**63):
-                raise ValueError(f'{name} must be a whole number >= {least}, got {v!r}')
-            ok = {float: type(v) in (int, float) and math.isfinite(v) and v >= 0, str: isinstance(v, str),
-                  dict: isinstance(v, dict), str | None: v is None or isinstance(v, str),
-                  bool | None: v in (None, True, False)}.get(t, True)
-            if not ok: raise ValueError(f'{name} must be {"a number >= 0" if t is float else t}, got {v!r}')
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if not (self.lr > 0 and getattr(self, "dropout", 0) < 1):
-            raise ValueError(f"lr must be above 0 and dropout below 1, got {self.lr} and {getattr(self, 'dropout', 0)}")
-        if self.device is not None:
-            check_device(self.device)
+        check_run(self)  # below
 
     def lr_at(self, step: int) -> float:
         "The learning rate of `step`: constant (lesson 19's GPT-2 runs follow lesson 14's schedule)."
@@ -60,40 +47,90 @@ class Run:
         "Steps between checkpoints: at every evaluation."
         return self.eval_interval
 
-    def changed(self, resuming: bool = False, **changes) -> tuple[Run, list[str]]:
-        "This configuration with `changes` (None: no change), and what changed; a resumed run keeps `fixed` fields."
-        changes = {k: v for k, v in changes.items() if v is not None and v != getattr(self, k)}
-        if resuming and (no := [k for k in changes if k in self.fixed]):
-            raise ValueError(f'a resumed run keeps its {", ".join(no)} ({"they shape" if len(no) > 1 else "it shapes"} '
-                             f'its model or data); leave {"them" if len(no) > 1 else "it"} out, or start a new run')
-        return replace(self, **changes), [f'{k} {getattr(self, k)} -> {v}' for k, v in changes.items()]
+# %% ../nbs/18_loop.ipynb #f1251215
+def check_run(run: Run):
+    """Every field of `run` of its type and in its range; else a ValueError that says which and what is
+    allowed."""
+    for name, t in typing.get_type_hints(type(run)).items():
+        if name not in {f.name for f in fields(run)}:
+            continue
+        v, least = getattr(run, name), 0 if name in run.may_be_zero else 1
+        if t is int and (type(v) is not int or not least <= v < 2**63):
+            raise ValueError(f'{name} must be a whole number >= {least}, got {v!r}')
+        number = type(v) in (int, float) and math.isfinite(v) and v >= 0
+        ok = {
+            float: number,
+            str: isinstance(v, str),
+            str | None: v is None or isinstance(v, str),
+            bool | None: v in (None, True, False),
+        }.get(t, True)
+        if not ok:
+            raise ValueError(f'{name} must be {"a number >= 0" if t is float else t}, got {v!r}')
+    if run.dtype != "auto" and run.dtype not in DTYPES:
+        raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {run.dtype!r}")
+    dropout = getattr(run, "dropout", 0)
+    if not (run.lr > 0 and dropout < 1):
+        raise ValueError(f"lr must be above 0 and dropout below 1, got {run.lr} and {dropout}")
+    if run.device is not None:
+        check_device(run.device)
+
+# %% ../nbs/18_loop.ipynb #20eabd04
+@patch
+def changed(self: Run, resuming: bool = False, **changes) -> tuple[Run, list[str]]:
+    "This run with `changes` (None: no change), and what changed; a resumed run keeps its `fixed` fields."
+    if unknown := sorted(set(changes) - {f.name for f in fields(self)}):
+        raise ValueError(
+            f"unknown setting(s) {', '.join(unknown)}; a {type(self).__name__} has "
+            f"{', '.join(f.name for f in fields(self))}"
+        )
+    changes = {k: v for k, v in changes.items() if v is not None and v != getattr(self, k)}
+    if resuming and (no := [k for k in changes if k in self.fixed]):
+        they = len(no) > 1
+        raise ValueError(
+            f"a resumed run keeps its {', '.join(no)} ({'they shape' if they else 'it shapes'} its "
+            f"model or data); leave {'them' if they else 'it'} out, or start a new run"
+        )
+    return replace(self, **changes), [f'{k} {getattr(self, k)} -> {v}' for k, v in changes.items()]
 
 # %% ../nbs/18_loop.ipynb #296601d7
 @dataclass
 class TrainHistory(History):
     "Lesson 02's `History`, with each step's learning rate, gradient norm (before clipping) and seconds."
+
     lr: list = field(default_factory=list)
     grad_norm: list = field(default_factory=list)
     dt: list = field(default_factory=list)
 
-    def log_step(self, step: int, loss: float, lr: float = None, grad_norm: float | None = None, dt: float = None):
+    def log_step(
+        self, step: int, loss: float, lr: float = None, grad_norm: float | None = None, dt: float = None
+    ):
         super().log_step(step, loss)
         self.lr.append(lr)
         self.grad_norm.append(grad_norm)
         self.dt.append(dt)
 
+# %% ../nbs/18_loop.ipynb #54be0ed1
+def evaluate(model, batches, run: Run, precision, report, step: int):
+    """Lesson 02's `estimate_loss` under autocast, reported; once a step (a resumed run may have done it
+    already)."""
+    if step not in report.history.eval_step:
+        with precision.autocast():
+            report.evaluated(step, estimate_loss(model, batches, run.eval_iters))
+
+
+def clip_grad_norm(model, max_norm: float) -> float | None:
+    """Clip the gradients' norm to `max_norm` (lesson 14); the norm before clipping, or None where 0 means
+    none."""
+    return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).item() if max_norm else None
+
 # %% ../nbs/18_loop.ipynb #1fbdcb43
 def train_loop(model, optimizer, batches, run: Run, precision, steps: range, report, micro_steps: int = 1):
-    "The second lecture's loop over `steps`: evaluate, micro-steps, clip, lr, step, time; `report` logs and saves."
-    def evaluate(step):  # once a step: a resumed run may have evaluated its first step already
-        if step not in report.history.eval_step:
-            with precision.autocast():
-                report.evaluated(step, estimate_loss(model, batches, run.eval_iters))
-
+    """The second lecture's loop over `steps`: evaluate, micro-steps, clip, lr, step, time; `report` logs and
+    saves."""
     model.train()
     for step in steps:
         if run.eval_interval and step % run.eval_interval == 0:
-            evaluate(step)
+            evaluate(model, batches, run, precision, report, step)
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss_accum = 0.0
@@ -105,7 +142,7 @@ def train_loop(model, optimizer, batches, run: Run, precision, steps: range, rep
             precision.backward(loss)
         loss_accum = reduce_mean(loss_accum)  # over the processes (lesson 15)
         precision.unscale(optimizer)  # float16: clip the true gradients (lesson 13)
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip).item() if run.grad_clip else None
+        norm = clip_grad_norm(model, run.grad_clip)
         lr = run.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -114,30 +151,49 @@ def train_loop(model, optimizer, batches, run: Run, precision, steps: range, rep
             torch.cuda.synchronize()  # wait for the GPU: the time is the step's
         report.stepped(step, loss_accum.item(), lr, norm, time.perf_counter() - t0)
     if run.eval_interval:
-        evaluate(steps.stop)
+        evaluate(model, batches, run, precision, report, steps.stop)
 
 # %% ../nbs/18_loop.ipynb #1e1a41a3
 ETA_AFTER = 10  # steps timed before the estimate of the rest (the first steps compile and warm up)
 
+
 def eta(run: Run, h: History, done: int, end: int, micro_steps: int = 1) -> str:
     """How long the steps after `done` up to `end` take at the median speed of the last `ETA_AFTER`, with the
-    evaluations: 2 splits x `eval_iters` forward passes of one micro-batch, a third of its training step each."""
+    evaluations: 2 splits x `eval_iters` forward passes of one micro-batch, a third of its training step each.
+    """
     dt = statistics.median(h.dt[-ETA_AFTER:])
     ev = run.eval_interval
     n_evals = len({s for s in range(done + 1, end + 1) if s % ev == 0} | {end}) if ev else 0
     secs = (end - done) * dt + n_evals * 2 * run.eval_iters * dt / micro_steps / 3
-    when = f'{secs:.0f} s' if secs < 120 else f'{secs / 60:.0f} min' if secs < 5400 else \
-        f'{secs // 3600:.0f} h {secs % 3600 / 60:02.0f} min'
+    when = (
+        f'{secs:.0f} s'
+        if secs < 120
+        else f'{secs / 60:.0f} min'
+        if secs < 5400
+        else f'{secs // 3600:.0f} h {secs % 3600 / 60:02.0f} min'
+    )
     return f'about {when} to step {end} at this speed ({dt * 1e3:.0f} ms a step, evaluations included)'
 
 # %% ../nbs/18_loop.ipynb #51726b84
 class Report:
-    "What `train_loop` tells: the history, the progress bar, a line ten times a run and at evaluations, the time left."
-    def __init__(self, run: Run, history: TrainHistory, steps: range, tokens_per_step: int, log=print,
-                 progress: bool = True, save=None):
+    """What `train_loop` tells: the history, the progress bar, a line ten times a run and at evaluations, the
+    time left."""
+
+    def __init__(
+        self,
+        run: Run,
+        history: TrainHistory,
+        steps: range,
+        tokens_per_step: int,
+        log=print,
+        progress: bool = True,
+        save=None,
+    ):
         self.run, self.history, self.steps, self.tokens_per_step = run, history, steps, tokens_per_step
         self.log, self.save, self.tokens_per_sec = log, save, []
-        self.bar = tqdm(total=steps.stop, initial=steps.start, desc=f"{run.name} preset", disable=not progress)
+        self.bar = tqdm(
+            total=steps.stop, initial=steps.start, desc=f"{run.name} preset", disable=not progress
+        )
 
     def evaluated(self, step: int, losses: dict):
         self.history.log_eval(step, losses)
@@ -146,9 +202,11 @@ class Report:
     def line(self, step: int) -> str:
         "The report of one step: loss, learning rate, gradient norm, time and tokens per second."
         h, norm = self.history, self.history.grad_norm[-1]
-        return (f"step {step + 1:>6} | loss {h.loss[-1]:.4f} | lr {h.lr[-1]:.2e}"
-                + (f" | norm {norm:.3f}" if norm is not None else "")
-                + f" | {h.dt[-1] * 1e3:.0f} ms | {self.tokens_per_sec[-1]:,.0f} tok/s")
+        return (
+            f"step {step + 1:>6} | loss {h.loss[-1]:.4f} | lr {h.lr[-1]:.2e}"
+            + (f" | norm {norm:.3f}" if norm is not None else "")
+            + f" | {h.dt[-1] * 1e3:.0f} ms | {self.tokens_per_sec[-1]:,.0f} tok/s"
+        )
 
 # %% ../nbs/18_loop.ipynb #40cbb436
 @patch

@@ -19,6 +19,7 @@ __all__ = ['MODERN', 'ARCHS', 'ModernConfig', 'RMSNorm', 'Rotary', 'qk_norm', 'S
 @dataclass
 class ModernConfig(GPTConfig):
     "Lesson 08's `GPTConfig` with a switch for each change of this lesson; the defaults are GPT-2's."
+
     rope: bool = False  # rotary positions of queries and keys, instead of the learned position embedding
     qk_norm: bool = False  # RMS-normalise each head's queries and keys
     rmsnorm: bool = False  # RMSNorm instead of LayerNorm
@@ -36,6 +37,7 @@ class ModernConfig(GPTConfig):
 # %% ../nbs/26_modern.ipynb #b885c248
 class RMSNorm(nn.Module):
     "x / rms(x) · weight: LayerNorm without centring and without a bias (Zhang & Sennrich, 2019)."
+
     def __init__(self, n: int, eps: float = 1e-6):
         super().__init__()
         self.weight, self.eps = nn.Parameter(torch.ones(n)), eps
@@ -46,21 +48,24 @@ class RMSNorm(nn.Module):
 # %% ../nbs/26_modern.ipynb #ab7929aa
 class Rotary(nn.Module):
     "Rotary position embedding of each head's q and k at positions start, start+1, … (Su et al., 2021)."
+
     def __init__(self, config: GPTConfig, base: float = 10000.0):
         super().__init__()
         hs = config.n_embd // config.n_head
-        theta = base ** (-torch.arange(0, hs // 2, dtype=torch.float32) / (hs // 2))       # (hs/2,)
+        theta = base ** (-torch.arange(0, hs // 2, dtype=torch.float32) / (hs // 2))  # (hs/2,)
         angle = torch.outer(torch.arange(config.block_size, dtype=torch.float32), theta)  # (block_size, hs/2)
-        self.register_buffer('cos', angle.cos(), persistent=False)   # not in checkpoints: made from the config
+        self.register_buffer('cos', angle.cos(), persistent=False)  # not in checkpoints: made from the config
         self.register_buffer('sin', angle.sin(), persistent=False)
 
     def rotate(self, x, start: int = 0):
-        "Turn the pairs (x[..., i], x[..., i + hs/2]) of x (B, nh, T, hs) by the angles of positions start…start+T-1."
-        cos, sin = (t[start:start + x.size(-2)].to(x.dtype) for t in (self.cos, self.sin))
+        """Turn the pairs (x[..., i], x[..., i + hs/2]) of x (B, nh, T, hs) by the angles of positions
+        start…start+T-1."""
+        cos, sin = (t[start : start + x.size(-2)].to(x.dtype) for t in (self.cos, self.sin))
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
-    def forward(self, q, k, start: int = 0): return self.rotate(q, start), self.rotate(k, start)
+    def forward(self, q, k, start: int = 0):
+        return self.rotate(q, start), self.rotate(k, start)
 
 # %% ../nbs/26_modern.ipynb #cbc23a34
 def qk_norm(q, k):
@@ -70,6 +75,7 @@ def qk_norm(q, k):
 # %% ../nbs/26_modern.ipynb #ef051d7e
 class SwiGLU(nn.Module):
     "The gated MLP of Llama: c_proj(silu(a) * b) with (a, b) = c_fc(x) (Shazeer, 2020)."
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         hidden = swiglu_hidden(config.n_embd)
@@ -81,17 +87,22 @@ class SwiGLU(nn.Module):
         a, b = self.c_fc(x).chunk(2, dim=-1)
         return self.dropout(self.c_proj(F.silu(a) * b))
 
+
 def swiglu_hidden(n_embd: int) -> int:
     "The hidden width that gives SwiGLU's three matrices the parameters of a 4·n_embd MLP's two: 8/3·n_embd."
     return round(8 * n_embd / 3)
 
+
 class ReLU2(nn.Module):
     "relu(x)² (So et al., 2021)."
-    def forward(self, x): return F.relu(x).square()
 
-# %% ../nbs/26_modern.ipynb #fa78fdb9
+    def forward(self, x):
+        return F.relu(x).square()
+
+# %% ../nbs/26_modern.ipynb #0cd81886
 class ModernAttention(CausalSelfAttention):
     "Lesson 08's attention, each head's queries and keys QK-normed and rotated where the configuration says."
+
     def __init__(self, config: ModernConfig):
         super().__init__(config)
         self.rotary = Rotary(config) if config.rope else None
@@ -106,13 +117,17 @@ class ModernAttention(CausalSelfAttention):
         if self.rotary is not None:
             q, k = self.rotary(q, k, kv_cache.length if kv_cache is not None else 0)
         if kv_cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0)
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0
+            )
         else:
             y = kv_cache.attend(layer_index, q, k, v)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
+# %% ../nbs/26_modern.ipynb #fa78fdb9
 class ModernBlock(Block):
     "Lesson 08's block with this lesson's attention, and its norms and MLP as the configuration says."
+
     def __init__(self, config: ModernConfig):
         super().__init__(config)
         if config.rmsnorm:
@@ -125,7 +140,9 @@ class ModernBlock(Block):
 
 # %% ../nbs/26_modern.ipynb #fc7d0f5b
 class ModernGPT(GPT):
-    "Lesson 08's `GPT` with `ModernBlock`s, an RMSNorm at the end and no learned positions, where the switches say."
+    """Lesson 08's `GPT` with `ModernBlock`s, an RMSNorm at the end and no learned positions, where the
+    switches say."""
+
     def __init__(self, config: ModernConfig):
         super().__init__(config)
         t = self.transformer
@@ -150,44 +167,52 @@ class ModernGPT(GPT):
 def orthogonalize(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
     "≈ U Vᵀ of G = U S Vᵀ by a quintic Newton–Schulz iteration (Keller Jordan's coefficients); G is 2-D."
     a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.float() / (G.norm() + 1e-7)          # singular values now <= 1, where the iteration converges
+    X = G.float() / (G.norm() + 1e-7)  # singular values now <= 1, where the iteration converges
     tall = X.size(0) > X.size(1)
-    if tall: X = X.T                           # iterate on the smaller Gram matrix
+    if tall:
+        X = X.T  # iterate on the smaller Gram matrix
     for _ in range(steps):
         A = X @ X.T
         X = a * X + (b * A + c * A @ A) @ X
     return (X.T if tall else X).to(G.dtype)
 
-# %% ../nbs/26_modern.ipynb #681e8ca0
+# %% ../nbs/26_modern.ipynb #1dc9dde8
 class Muon(torch.optim.Optimizer):
-    "Muon for groups with `muon=True` (2-D weights), AdamW for the others; one optimizer for the loop and checkpoints."
+    "Muon for groups with `muon=True` (2-D weights), AdamW for the others: one optimizer for the loop."
+
     def __init__(self, groups: list[dict]):
         muon = dict(lr=0.02, lr_scale=1.0, momentum=0.95, weight_decay=0.0)
         adamw = dict(lr=1e-3, lr_scale=1.0, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)  # torch's AdamW's
-        for g in groups: g.update({**(muon if g.get('muon') else adamw), **g}, muon=g.get('muon', False))
+        for g in groups:
+            g.update({**(muon if g.get('muon') else adamw), **g}, muon=g.get('muon', False))
         super().__init__(groups, {})
 
     @torch.no_grad()
     def step(self, closure=None):
         for g in self.param_groups:
             for p in (p for p in g['params'] if p.grad is not None):
-                state, lr = self.state[p], g['lr'] * g['lr_scale']  # lr_scale: a group's lr relative to the run's
+                # lr_scale: a group's rate relative to the run's (muon_adamw's Muon group)
+                state, lr = self.state[p], g['lr'] * g['lr_scale']
                 p.mul_(1 - lr * g['weight_decay'])
                 if g['muon']:
                     buf = state.setdefault('momentum_buffer', torch.zeros_like(p))
                     buf.lerp_(p.grad, 1 - g['momentum'])
-                    update = orthogonalize(p.grad.lerp(buf, g['momentum']))      # Nesterov momentum, orthogonalised
+                    update = orthogonalize(p.grad.lerp(buf, g['momentum']))  # Nesterov, orthogonalised
                     p.add_(update, alpha=-lr * max(1, p.size(0) / p.size(1)) ** 0.5)
                 else:
-                    if not state: state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                    if not state:
+                        state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
                     (b1, b2), state['step'] = g['betas'], state['step'] + 1
-                    state['m'].lerp_(p.grad, 1 - b1); state['v'].lerp_(p.grad.square(), 1 - b2)
+                    state['m'].lerp_(p.grad, 1 - b1)
+                    state['v'].lerp_(p.grad.square(), 1 - b2)
                     v_hat = (state['v'] / (1 - b2 ** state['step'])).sqrt_().add_(g['eps'])
                     p.addcdiv_(state['m'], v_hat, value=-lr / (1 - b1 ** state['step']))
 
+# %% ../nbs/26_modern.ipynb #681e8ca0
 def muon_adamw(model: GPT, lr: float, muon_lr: float = 0.02) -> Muon:
-    """Muon (at `muon_lr`) for the 2-D weights inside the blocks, AdamW with `lr` for embeddings, head and gains; the
-    Muon group's rate is kept as a multiple of `lr`, so a loop that sets every group's rate to `lr` keeps it."""
+    """Muon (at `muon_lr`) for the 2-D weights inside the blocks, AdamW with `lr` for embeddings, head and
+    gains; the Muon group's rate is kept as a multiple of `lr`, so a loop that sets every group's rate to `lr`
+    keeps it."""
     hidden = [p for n, p in model.named_parameters() if p.dim() == 2 and '.h.' in n]
     rest = [p for p in model.parameters() if all(p is not h for h in hidden)]
     return Muon([dict(params=hidden, muon=True, lr=lr, lr_scale=muon_lr / lr), dict(params=rest, lr=lr)])
@@ -202,7 +227,9 @@ ARCHS = {  # name -> lesson 19's Arch: the model class, its switches over char_c
     "swiglu": Arch("swiglu", ModernGPT, dict(mlp="swiglu")),
     "relu2": Arch("relu2", ModernGPT, dict(mlp="relu2")),
     "qk_norm": Arch("qk_norm", ModernGPT, dict(qk_norm=True)),
-    "no_bias_zero_init": Arch("no_bias_zero_init", ModernGPT, dict(bias=False, head_bias=False, zero_init=True)),
+    "no_bias_zero_init": Arch(
+        "no_bias_zero_init", ModernGPT, dict(bias=False, head_bias=False, zero_init=True)
+    ),
     "muon": Arch("muon", GPT, {}, muon_adamw),
     "modern": Arch("modern", ModernGPT, MODERN, muon_adamw),
 }

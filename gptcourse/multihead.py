@@ -14,13 +14,19 @@ __all__ = ['MultiHeadAttention', 'FeedForward', 'Head']
 
 # %% ../nbs/05_multihead.ipynb #8b830872
 class MultiHeadAttention(nn.Module):
-    "`n_head` causal attention heads in parallel; their outputs are concatenated and projected back to n_embd."
-    def __init__(self, n_embd: int, n_head: int, block_size: int, dropout: float = 0.0, head_size: int | None = None):
+    """`n_head` causal attention heads in parallel; their outputs are concatenated and projected back to
+    n_embd."""
+
+    def __init__(
+        self, n_embd: int, n_head: int, block_size: int, dropout: float = 0.0, head_size: int | None = None
+    ):
         super().__init__()
         if head_size is None:
             if n_embd % n_head:
-                raise ValueError(f'n_embd ({n_embd}) must be divisible by n_head ({n_head}) unless head_size is '
-                                 'given: choose n_head dividing n_embd, or pass head_size')
+                raise ValueError(
+                    f'n_embd ({n_embd}) must be divisible by n_head ({n_head}) unless head_size is '
+                    'given: choose n_head dividing n_embd, or pass head_size'
+                )
             head_size = n_embd // n_head
         self.heads = nn.ModuleList([Head(n_embd, head_size, block_size, dropout) for _ in range(n_head)])
         self.proj = nn.Linear(n_head * head_size, n_embd)
@@ -28,18 +34,18 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x):
         out = torch.cat([h(x) for h in self.heads], dim=-1)  # (B, T, n_head * head_size)
-        return self.dropout(self.proj(out))                   # (B, T, n_embd)
+        return self.dropout(self.proj(out))  # (B, T, n_embd)
 
 # %% ../nbs/05_multihead.ipynb #1fd09fbb
 class FeedForward(nn.Module):
-    "The position-wise MLP: Linear(n, 4n), ReLU, Linear(4n, n), Dropout — applied to every position independently."
+    """The position-wise MLP: Linear(n, 4n), ReLU, Linear(4n, n), Dropout — applied to every position
+    independently."""
+
     def __init__(self, n_embd: int, dropout: float = 0.0):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(n_embd, 4 * n_embd),
-            nn.ReLU(),
-            nn.Linear(4 * n_embd, n_embd),
-            nn.Dropout(dropout),
+            nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout)
         )
 
-    def forward(self, x): return self.net(x)
+    def forward(self, x):
+        return self.net(x)

@@ -11,53 +11,68 @@ import torch
 __all__ = ['configure_adamw', 'get_lr', 'grad_accum_steps', 'micro_batch_that_fits']
 
 # %% ../nbs/14_optim.ipynb #e7cb8221
-def configure_adamw(model, weight_decay: float, lr: float, betas=(0.9, 0.95), eps: float = 1e-8,
-                    fused: bool = False) -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices and embeddings (>= 2-D) only, not on biases and LayerNorm gains;
-    `fused`: one kernel for the whole update (CUDA, lesson 13's `DevicePolicy.fused_adamw`)."""
+def configure_adamw(
+    model, weight_decay: float, lr: float, betas=(0.9, 0.95), eps: float = 1e-8, fused: bool = False
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices and embeddings (>= 2-D) only, not on biases and LayerNorm
+    gains; `fused`: one kernel for the whole update (CUDA, lesson 13's `DevicePolicy.fused_adamw`)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-              {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    fused = fused and 'fused' in inspect.signature(torch.optim.AdamW).parameters   # torch >= 2.0
+    groups = [
+        {'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+        {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0},
+    ]
+    fused = fused and 'fused' in inspect.signature(torch.optim.AdamW).parameters  # torch >= 2.0
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **({'fused': True} if fused else {}))
 
 # %% ../nbs/14_optim.ipynb #44bfe2dd
-def get_lr(step: int, max_lr: float = 6e-4, min_lr: float | None = None, warmup_steps: int = 715,
-           max_steps: int = 19073) -> float:
-    """Linear warm-up to `max_lr` over `warmup_steps`, then cosine decay to `min_lr` (default 10% of `max_lr`) at
-    `max_steps`, constant after."""
+def get_lr(
+    step: int,
+    max_lr: float = 6e-4,
+    min_lr: float | None = None,
+    warmup_steps: int = 715,
+    max_steps: int = 19073,
+) -> float:
+    """Linear warm-up to `max_lr` over `warmup_steps`, then cosine decay to `min_lr` (default 10% of `max_lr`)
+    at `max_steps`, constant after."""
     min_lr = 0.1 * max_lr if min_lr is None else min_lr
-    if step < warmup_steps: return max_lr * (step + 1) / warmup_steps
-    if step >= max_steps or max_steps == warmup_steps: return min_lr
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= max_steps or max_steps == warmup_steps:
+        return min_lr
     decay = (step - warmup_steps) / (max_steps - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * decay)) * (max_lr - min_lr)
 
 # %% ../nbs/14_optim.ipynb #fa5ca236
 def grad_accum_steps(total_batch: int, B: int, T: int, world_size: int = 1) -> int:
-    """Micro-steps per optimizer step so that `B·T·world_size·steps == total_batch` tokens; an error if it does not
-    divide."""
+    """Micro-steps per optimizer step so that `B·T·world_size·steps == total_batch` tokens; an error if it
+    does not divide."""
     per = B * T * world_size
     if total_batch < per or total_batch % per:
         fits = max(1, round(total_batch / per)) * per
-        raise ValueError(f'the total batch of {total_batch:,} tokens must be a positive multiple of B·T·world_size '
-                         f'= {B}·{T}·{world_size} = {per:,} (e.g. {fits:,}); '
-                         'change --total-batch, --batch-size or --seq-len')
+        raise ValueError(
+            f'the total batch of {total_batch:,} tokens must be a positive multiple of B·T·world_size '
+            f'= {B}·{T}·{world_size} = {per:,} (e.g. {fits:,}); '
+            'change --total-batch, --batch-size or --seq-len'
+        )
     return total_batch // per
 
 # %% ../nbs/14_optim.ipynb #97cc039c
 def micro_batch_that_fits(model, B: int, T: int, precision, device='cpu') -> int:
     "The largest B' in B, B/2, B/4, ... whose forward and backward pass (in `precision`) fit in memory."
     devices = [torch.device(device)] if torch.device(device).type == 'cuda' else []
-    with torch.random.fork_rng(devices=devices):   # the probe's random numbers leave no trace
+    with torch.random.fork_rng(devices=devices):  # the probe's random numbers leave no trace
         while True:
             try:
                 x = torch.randint(0, model.config.vocab_size, (B, T), device=device)
-                with precision.autocast(): loss = model(x, x)[1]
+                with precision.autocast():
+                    loss = model(x, x)[1]
                 loss.backward()
                 return B
             except torch.OutOfMemoryError:
-                if B == 1: raise
+                if B == 1:
+                    raise
                 B //= 2
             finally:
                 model.zero_grad(set_to_none=True)
-                if torch.cuda.is_available(): torch.cuda.empty_cache()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()

@@ -17,115 +17,183 @@ __all__ = ['EOT', 'GPT2_SPLIT', 'HF_REPOS', 'CONV1D_WEIGHTS', 'gpt2_tokenizer', 
 
 # %% ../nbs/09_pretrained.ipynb #81234403
 EOT = 50256  # <|endoftext|>
-GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # tiktoken's r50k pattern
+GPT2_SPLIT = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # tiktoken's r50k pattern
+)
+
 
 def gpt2_tokenizer(folder=None):
-    "tiktoken's GPT-2 encoding, built from the course's checksummed `encoder.json` and `vocab.bpe` (lesson 00)."
+    """tiktoken's GPT-2 encoding, built from the course's checksummed `encoder.json` and `vocab.bpe` (lesson
+    00)."""
     return _gpt2_encoding(*map(str, gpt2_files(folder)))
+
 
 @functools.lru_cache(maxsize=4)
 def _gpt2_encoding(encoder_json: str, vocab_bpe: str):
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
     ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe, encoder_json)
-    return tiktoken.Encoding(name='gpt2', pat_str=GPT2_SPLIT, mergeable_ranks=ranks,
-                             special_tokens={'<|endoftext|>': EOT}, explicit_n_vocab=50257)
+    return tiktoken.Encoding(
+        name='gpt2',
+        pat_str=GPT2_SPLIT,
+        mergeable_ranks=ranks,
+        special_tokens={'<|endoftext|>': EOT},
+        explicit_n_vocab=50257,
+    )
+
+# %% ../nbs/09_pretrained.ipynb #5b9f716a
+HF_REPOS = {
+    'gpt2': 'openai-community/gpt2',
+    'gpt2-medium': 'openai-community/gpt2-medium',
+    'gpt2-large': 'openai-community/gpt2-large',
+    'gpt2-xl': 'openai-community/gpt2-xl',
+}
 
 # %% ../nbs/09_pretrained.ipynb #9113102a
-HF_REPOS = {'gpt2': 'openai-community/gpt2', 'gpt2-medium': 'openai-community/gpt2-medium',
-            'gpt2-large': 'openai-community/gpt2-large', 'gpt2-xl': 'openai-community/gpt2-xl'}
-
 def _checkpoint_files(name_or_folder) -> tuple[Path, Path]:
-    """The paths of `config.json` and `model.safetensors`: from a local folder, or downloaded from the hub for a known
-    name."""
+    """The paths of `config.json` and `model.safetensors`: from a local folder, or downloaded from the hub for
+    a known name."""
     folder = Path(name_or_folder)
     if folder.is_dir():
         files = folder / 'config.json', folder / 'model.safetensors'
         missing = [f.name for f in files if not f.is_file()]
-        if missing: raise FileNotFoundError(f'{folder} has no {" and no ".join(missing)} (a GPT-2 folder needs '
-                                            f'config.json and model.safetensors)')
+        if missing:
+            raise FileNotFoundError(
+                f'{folder} has no {" and no ".join(missing)} (a GPT-2 folder needs '
+                f'config.json and model.safetensors)'
+            )
         return files
     if str(name_or_folder) not in HF_REPOS:
-        raise ValueError(f'unknown model {str(name_or_folder)!r}: not a folder, and not one of {", ".join(HF_REPOS)}')
+        raise ValueError(
+            f'unknown model {str(name_or_folder)!r}: not a folder, and not one of {", ".join(HF_REPOS)}'
+        )
     from huggingface_hub import hf_hub_download
+
     repo = HF_REPOS[str(name_or_folder)]
-    try: return Path(hf_hub_download(repo, 'config.json')), Path(hf_hub_download(repo, 'model.safetensors'))
+    try:
+        return Path(hf_hub_download(repo, 'config.json')), Path(hf_hub_download(repo, 'model.safetensors'))
     except Exception as e:  # offline, hub down, ...: say what we tried and what works without the hub
-        raise OSError(f'could not get {repo} from the Hugging Face hub ({type(e).__name__}: {e}); '
-                      'without internet, pass a folder holding config.json and model.safetensors') from e
+        raise OSError(
+            f'could not get {repo} from the Hugging Face hub ({type(e).__name__}: {e}); '
+            'without internet, pass a folder holding config.json and model.safetensors'
+        ) from e
 
 # %% ../nbs/09_pretrained.ipynb #c8d0a014
 CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
+
 def hf_to_state_dict(sd: dict) -> dict:
-    """Hugging Face GPT-2 tensors renamed and transposed into `GPT`'s state dict (prefix added, mask buffers dropped,
-    Conv1D weights transposed)."""
+    """Hugging Face GPT-2 tensors renamed and transposed into `GPT`'s state dict (prefix added, mask buffers
+    dropped, Conv1D weights transposed)."""
     out = {}
     for k, v in sd.items():
-        if k.endswith(('.attn.bias', '.attn.masked_bias')): continue  # causal-mask buffers, not weights
-        if not k.startswith(('transformer.', 'lm_head.')): k = 'transformer.' + k
-        out[k] = v.t().contiguous() if k.endswith(CONV1D_WEIGHTS) else v  # Conv1D (in, out) -> Linear (out, in)
+        if k.endswith(('.attn.bias', '.attn.masked_bias')):
+            continue  # causal-mask buffers, not weights
+        if not k.startswith(('transformer.', 'lm_head.')):
+            k = 'transformer.' + k
+        out[k] = (
+            v.t().contiguous() if k.endswith(CONV1D_WEIGHTS) else v
+        )  # Conv1D (in, out) -> Linear (out, in)
     if 'lm_head.weight' in out and 'transformer.wte.weight' in out:
         if not torch.equal(out['lm_head.weight'], out['transformer.wte.weight']):
-            raise ValueError('lm_head.weight differs from transformer.wte.weight: GPT ties them, so it cannot '
-                             'load an untied head')
-    elif 'transformer.wte.weight' in out: out['lm_head.weight'] = out['transformer.wte.weight']  # tied
+            raise ValueError(
+                'lm_head.weight differs from transformer.wte.weight: GPT ties them, so it cannot '
+                'load an untied head'
+            )
+    elif 'transformer.wte.weight' in out:
+        out['lm_head.weight'] = out['transformer.wte.weight']  # tied
     return out
 
 # %% ../nbs/09_pretrained.ipynb #1e2c83d3
 def _load_into(model: GPT, sd: dict):
-    "Assign `sd` (GPT names) as `model`'s parameters after checking names and shapes; re-ties lm_head and wte."
+    """Assign `sd` (GPT names) as `model`'s parameters after checking names and shapes; re-ties lm_head and
+    wte."""
     own = model.state_dict()
     missing, unexpected = sorted(own.keys() - sd.keys()), sorted(sd.keys() - own.keys())
-    shapes = [f'{k}: checkpoint {tuple(sd[k].shape)}, model {tuple(own[k].shape)}'
-              for k in own.keys() & sd.keys() if sd[k] is not None and sd[k].shape != own[k].shape]
+    shapes = [
+        f'{k}: checkpoint {tuple(sd[k].shape)}, model {tuple(own[k].shape)}'
+        for k in own.keys() & sd.keys()
+        if sd[k] is not None and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
-        raise ValueError('the checkpoint does not match GPT-2: ' + '; '.join(
-            [f'missing keys {missing}'] * bool(missing) + [f'unexpected keys {unexpected}'] * bool(unexpected) +
-            [f'shapes differ: {", ".join(sorted(shapes))}'] * bool(shapes)))
+        raise ValueError(
+            'the checkpoint does not match GPT-2: '
+            + '; '.join(
+                [f'missing keys {missing}'] * bool(missing)
+                + [f'unexpected keys {unexpected}'] * bool(unexpected)
+                + [f'shapes differ: {", ".join(sorted(shapes))}'] * bool(shapes)
+            )
+        )
     model.load_state_dict({k: v.float() for k, v in sd.items()}, assign=True)
-    if model.config.tie_weights: model.transformer.wte.weight = model.lm_head.weight  # `assign` untied them
+    if model.config.tie_weights:
+        model.transformer.wte.weight = model.lm_head.weight  # `assign` untied them
     return model
 
 # %% ../nbs/09_pretrained.ipynb #e5f6a7b8
-def _hf_config(config_path: Path, weights_path: Path) -> GPTConfig:
-    "The `GPTConfig` of a Hugging Face GPT-2 folder, checked against the shapes its weights file declares."
-    from safetensors import safe_open
-    try: hf = json.loads(config_path.read_text(encoding='utf-8'))
-    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f'{config_path} is not a JSON file ({e})') from None
+def _hf_sizes(config_path: Path) -> GPTConfig:
+    "The `GPTConfig` a Hugging Face GPT-2 `config.json` declares: its five sizes, checked (lesson 08)."
+    try:
+        hf = json.loads(config_path.read_text(encoding='utf-8'))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f'{config_path} is not a JSON file ({e})') from None
     if not isinstance(hf, dict) or hf.get('model_type', 'gpt2') != 'gpt2':
         raise ValueError(f'{config_path} does not describe a gpt2 model')
     missing = [k for k in ('n_positions', 'vocab_size', 'n_layer', 'n_head', 'n_embd') if k not in hf]
-    if missing: raise ValueError(f'{config_path} lacks {", ".join(missing)}: a GPT-2 config.json names all five sizes')
-    config = GPTConfig(block_size=hf['n_positions'], vocab_size=hf['vocab_size'],   # typed and bounded (above)
-                       n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'])
+    if missing:
+        raise ValueError(
+            f'{config_path} lacks {", ".join(missing)}: a GPT-2 config.json names all five sizes'
+        )
+    sizes = {k: hf[k] for k in ('vocab_size', 'n_layer', 'n_head', 'n_embd')}
+    return GPTConfig(block_size=hf['n_positions'], **sizes)  # typed and bounded (lesson 08)
+
+# %% ../nbs/09_pretrained.ipynb #7b401ea1
+def _hf_config(config_path: Path, weights_path: Path) -> GPTConfig:
+    "The `GPTConfig` of a Hugging Face GPT-2 folder, checked against the shapes its weights file declares."
+    from safetensors import safe_open
+
+    config = _hf_sizes(config_path)
     try:
-        with safe_open(weights_path, 'pt') as f: shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as e: raise ValueError(f'{weights_path} is not a readable safetensors file: {e}') from None
-    shapes = {k.removeprefix('transformer.'): s for k, s in shapes.items()}
+        with safe_open(weights_path, 'pt') as f:
+            shapes = {k.removeprefix('transformer.'): tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise ValueError(f'{weights_path} is not a readable safetensors file: {e}') from None
     blocks = len({k.split('.')[1] for k in shapes if k.startswith('h.')})
     declared = (shapes.get('wte.weight'), shapes.get('wpe.weight'), blocks)
     wanted = ((config.vocab_size, config.n_embd), (config.block_size, config.n_embd), config.n_layer)
     if declared != wanted:
-        raise ValueError(f'{config_path} does not describe {weights_path.name}: the config says wte, wpe and blocks '
-                         f'{wanted}, the file holds {declared}')
+        raise ValueError(
+            f'{config_path} does not describe {weights_path.name}: the config says wte, wpe and '
+            f'blocks {wanted}, the file holds {declared}'
+        )
     return config
 
 # %% ../nbs/09_pretrained.ipynb #c8d0a017
 def from_pretrained(name_or_folder) -> GPT:
-    """GPT-2 with OpenAI's weights: a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) from the Hugging Face hub, or a
-    local folder."""
+    """GPT-2 with OpenAI's weights: a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) from the Hugging Face hub,
+    or a local folder."""
     from safetensors.torch import load_file
+
     config_path, weights_path = _checkpoint_files(name_or_folder)
     config = _hf_config(config_path, weights_path)
-    with torch.device('meta'): model = GPT(config)   # shapes only: no memory, no initialisation
-    try: sd = load_file(weights_path)
-    except Exception as e: raise ValueError(f'{weights_path} is not a readable safetensors file: {e}') from None
+    with torch.device('meta'):
+        model = GPT(config)  # shapes only: no memory, no initialisation
+    try:
+        sd = load_file(weights_path)
+    except Exception as e:
+        raise ValueError(f'{weights_path} is not a readable safetensors file: {e}') from None
     return _load_into(model, hf_to_state_dict(sd)).eval()
 
 # %% ../nbs/09_pretrained.ipynb #fbab6881
-def sample_text(model, prompt: str, max_new_tokens: int = 30, num_samples: int = 1, top_k: int | None = 50,
-                temperature: float = 1.0, seed: int | None = None) -> list[str]:
+def sample_text(
+    model,
+    prompt: str,
+    max_new_tokens: int = 30,
+    num_samples: int = 1,
+    top_k: int | None = 50,
+    temperature: float = 1.0,
+    seed: int | None = None,
+) -> list[str]:
     "`num_samples` continuations of `prompt` from a GPT-2-vocabulary `model`, decoded with tiktoken."
     enc = gpt2_tokenizer()
     ids = enc.encode(prompt, allowed_special={"<|endoftext|>"}) or [EOT]
@@ -133,6 +201,8 @@ def sample_text(model, prompt: str, max_new_tokens: int = 30, num_samples: int =
     out = generate(model, idx, max_new_tokens, temperature, top_k, seed)
     texts = []
     for row in out.tolist():
-        new = [t for t in row[len(ids):] if t < enc.n_vocab]  # ids of a padded vocabulary (lesson 13) are not tokens
+        new = [
+            t for t in row[len(ids) :] if t < enc.n_vocab
+        ]  # ids of a padded vocabulary (lesson 13) are not tokens
         texts.append(prompt + enc.decode(new))
     return texts

@@ -12,7 +12,9 @@ __all__ = ['Head']
 
 # %% ../nbs/04_self_attention.ipynb #ef6e03b1
 class Head(nn.Module):
-    "One head of causal self-attention: (B, T, n_embd) -> (B, T, head_size), weights scaled by head_size**-0.5."
+    """One head of causal self-attention: (B, T, n_embd) -> (B, T, head_size), weights scaled by
+    head_size**-0.5."""
+
     def __init__(self, n_embd: int, head_size: int, block_size: int, dropout: float = 0.0):
         super().__init__()
         self.key = nn.Linear(n_embd, head_size, bias=False)
@@ -24,13 +26,15 @@ class Head(nn.Module):
     def forward(self, x):
         B, T, C = x.shape
         if T > self.tril.size(0):
-            raise ValueError(f'sequence length {T} is longer than block_size {self.tril.size(0)}; '
-                             f'crop the input to at most {self.tril.size(0)} positions')
-        k = self.key(x)    # (B, T, head_size)
+            raise ValueError(
+                f'sequence length {T} is longer than block_size {self.tril.size(0)}; '
+                f'crop the input to at most {self.tril.size(0)} positions'
+            )
+        k = self.key(x)  # (B, T, head_size)
         q = self.query(x)  # (B, T, head_size)
-        wei = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5               # (B, T, T) affinities
+        wei = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5  # (B, T, T) affinities
         wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf'))  # no looking ahead
         wei = F.softmax(wei, dim=-1)
         wei = self.dropout(wei)
         v = self.value(x)  # (B, T, head_size)
-        return wei @ v     # (B, T, head_size)
+        return wei @ v  # (B, T, head_size)

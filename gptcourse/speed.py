@@ -16,8 +16,10 @@ __all__ = ['DTYPES', 'PEAK_FLOPS', 'Precision', 'padded_vocab_size', 'flops_per_
 # %% ../nbs/13_speed.ipynb #6f1ffd9f
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
+
 class Precision:
     "A training step in `dtype`: the forward pass under autocast; float16's loss scaled by a GradScaler."
+
     def __init__(self, device="cpu", dtype: str = "float32"):
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -42,46 +44,68 @@ class Precision:
         self.scaler.update()
 
     def __repr__(self):
-        return f"Precision({self.device_type}, {str(self.dtype).split('.')[-1]}, scaler={self.scaler.is_enabled()})"
+        dtype = str(self.dtype).split('.')[-1]
+        return f"Precision({self.device_type}, {dtype}, scaler={self.scaler.is_enabled()})"
 
 # %% ../nbs/13_speed.ipynb #b19dc5ac
 def padded_vocab_size(vocab_size: int = 50257, multiple: int = 128) -> int:
     "`vocab_size` rounded up to a multiple of `multiple` (50257 -> 50304 for GPT-2)."
     return -(-vocab_size // multiple) * multiple
 
-# %% ../nbs/13_speed.ipynb #4417ae83
-PEAK_FLOPS = (  # dense bf16/fp16 tensor-core peak, FLOP/s, from NVIDIA's data sheets; the first matching name wins
-    ('H100 PCIe', 756e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12), ('A10', 125e12),
-    ('L40S', 362e12), ('L40', 181e12), ('L4', 121e12), ('T4', 65e12), ('V100', 125e12),
-    ('RTX 4090', 165e12), ('RTX 3090', 71e12))
+# %% ../nbs/13_speed.ipynb #71a061f2
+# dense bf16/fp16 tensor-core peak, FLOP/s, from NVIDIA's data sheets; the first matching name wins
+PEAK_FLOPS = (
+    ('H100 PCIe', 756e12),
+    ('H100', 989e12),
+    ('H200', 989e12),
+    ('A100', 312e12),
+    ('A10', 125e12),
+    ('L40S', 362e12),
+    ('L40', 181e12),
+    ('L4', 121e12),
+    ('T4', 65e12),
+    ('V100', 125e12),
+    ('RTX 4090', 165e12),
+    ('RTX 3090', 71e12),
+)
+
 
 def flops_per_token(cfg, n_params: int, seq_len: int | None = None) -> int:
-    "Training FLOPs per token of a GPT: 6·N + 12·L·H·Q·T (N parameters, L layers, H heads of size Q, context T)."
+    """Training FLOPs per token of a GPT: 6·N + 12·L·H·Q·T (N parameters, L layers, H heads of size Q, context
+    T)."""
     T = seq_len or cfg.block_size
     return 6 * n_params + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
 
+
 def peak_flops(name: str | None = None) -> float | None:
-    "The peak bf16 FLOP/s of the GPU called `name` (default: the current CUDA device), or None if unknown or no GPU."
+    """The peak bf16 FLOP/s of the GPU called `name` (default: the current CUDA device), or None if unknown or
+    no GPU."""
     if name is None:
-        if not torch.cuda.is_available(): return None
+        if not torch.cuda.is_available():
+            return None
         name = torch.cuda.get_device_name()
     return next((f for key, f in PEAK_FLOPS if key.lower() in name.lower()), None)
 
+# %% ../nbs/13_speed.ipynb #4417ae83
 def mfu(tokens_per_sec: float, flops_per_tok: float, peak: float | None) -> float | None:
-    "Model FLOPs utilisation: achieved FLOP/s (tokens/s × FLOPs per token) over the `peak`; None without a peak."
+    """Model FLOPs utilisation: achieved FLOP/s (tokens/s × FLOPs per token) over the `peak`; None without a
+    peak."""
     return None if not peak else tokens_per_sec * flops_per_tok / peak
 
 # %% ../nbs/13_speed.ipynb #b1a00011
 @dataclass(frozen=True)
 class DevicePolicy:
-    "What a run uses on its device, decided once by `device_policy`: the autocast dtype, TF32, fused AdamW, compile."
-    device: str
-    dtype: str          # of the autocast: 'float32', 'bfloat16' or 'float16' (with a GradScaler)
-    tf32: bool          # TF32 tensor cores for float32 matrix products
-    fused_adamw: bool   # AdamW's one-kernel update
-    compile: bool       # torch.compile the model
+    """What a run uses on its device, decided once by `device_policy`: the autocast dtype, TF32, fused AdamW,
+    compile."""
 
-    def precision(self) -> Precision: return Precision(self.device, self.dtype)
+    device: str
+    dtype: str  # of the autocast: 'float32', 'bfloat16' or 'float16' (with a GradScaler)
+    tf32: bool  # TF32 tensor cores for float32 matrix products
+    fused_adamw: bool  # AdamW's one-kernel update
+    compile: bool  # torch.compile the model
+
+    def precision(self) -> Precision:
+        return Precision(self.device, self.dtype)
 
     def set_tf32(self):
         "On CUDA, let float32 matrix products use TF32 tensor cores if the policy says so."
@@ -91,7 +115,8 @@ class DevicePolicy:
 
     def compiled(self, model):
         "`torch.compile(model)` if the policy compiles (not on Windows, where it is unsupported: a warning)."
-        if not self.compile: return model
+        if not self.compile:
+            return model
         if os.name == 'nt':
             warnings.warn('torch.compile skipped: it is not supported on Windows; training runs eagerly')
             return model
@@ -107,16 +132,22 @@ def check_device(s: str) -> str:
     mps = getattr(torch.backends, "mps", None)
     have = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps is not None and mps.is_available()}
     if not have.get(d.type, False):
-        raise ValueError(f"{s!r}: this machine has no {d.type} device; it has {', '.join(k for k, v in have.items() if v)}")
+        raise ValueError(
+            f"{s!r}: this machine has no {d.type} device; it has {', '.join(k for k, v in have.items() if v)}"
+        )
     if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
         raise ValueError(f"{s!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return s
 
 # %% ../nbs/13_speed.ipynb #b1a00012
-def device_policy(device: str | None = None, dtype: str = 'auto', compile: bool | None = None,
-                  capability: tuple[int, int] | None = None) -> DevicePolicy:
-    """The course's choices for `device` (default: the best available); `dtype='auto'` and `compile=None` take the
-    device's own. `capability` stands in for a CUDA GPU's."""
+def device_policy(
+    device: str | None = None,
+    dtype: str = 'auto',
+    compile: bool | None = None,
+    capability: tuple[int, int] | None = None,
+) -> DevicePolicy:
+    """The course's choices for `device` (default: the best available); `dtype='auto'` and `compile=None` take
+    the device's own. `capability` stands in for a CUDA GPU's."""
     device = device or default_device()
     if capability is None:  # a capability stands in for a GPU this machine need not have
         check_device(device)
@@ -125,5 +156,10 @@ def device_policy(device: str | None = None, dtype: str = 'auto', compile: bool 
     cuda = torch.device(device).type == 'cuda'
     ampere = cuda and tuple(capability or torch.cuda.get_device_capability(device)) >= (8, 0)
     auto = ('bfloat16' if ampere else 'float16') if cuda else 'float32'
-    return DevicePolicy(device, auto if dtype == 'auto' else dtype, tf32=ampere, fused_adamw=cuda,
-                        compile=cuda if compile is None else compile)
+    return DevicePolicy(
+        device,
+        auto if dtype == 'auto' else dtype,
+        tf32=ampere,
+        fused_adamw=cuda,
+        compile=cuda if compile is None else compile,
+    )

@@ -18,23 +18,32 @@ __all__ = ['PRESET_ENV', 'default_device', 'set_seed', 'preset_name', 'get_prese
 # %% ../nbs/02_train.ipynb #1133d072
 def default_device() -> str:
     "The best available device: 'cuda', then 'mps' (Apple silicon), then 'cpu'."
-    if torch.cuda.is_available(): return 'cuda'
+    if torch.cuda.is_available():
+        return 'cuda'
     mps = getattr(torch.backends, 'mps', None)
-    if mps is not None and mps.is_available(): return 'mps'
+    if mps is not None and mps.is_available():
+        return 'mps'
     return 'cpu'
+
 
 def set_seed(seed: int):
     "Seed Python's, NumPy's and PyTorch's (every device's) random number generators."
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
 
 PRESET_ENV = 'GPTCOURSE_PRESET'
+
 
 def preset_name(name: str | None = None) -> str:
     "`name`, else `$GPTCOURSE_PRESET`, else 'lecture' with CUDA and 'cpu' without."
     return name or os.environ.get(PRESET_ENV) or ('lecture' if torch.cuda.is_available() else 'cpu')
 
+
 def get_preset(presets: dict, name: str | None = None):
-    "The preset `preset_name(name)` of `presets`: a dict becomes a namespace (with its `name`), an object stays itself."
+    """The preset `preset_name(name)` of `presets`: a dict becomes a namespace (with its `name`), an object
+    stays itself."""
     name = preset_name(name)
     if name not in presets:
         how = f'{PRESET_ENV} is {name!r}' if name == os.environ.get(PRESET_ENV) else f'{name!r} was asked for'
@@ -44,10 +53,12 @@ def get_preset(presets: dict, name: str | None = None):
 
 # %% ../nbs/02_train.ipynb #6c1a8f11
 def patch(f=None, *, as_classmethod: bool = False):
-    "Add `f` to the class of its first parameter's annotation (`def f(self: Cls)`), as a method of the same name."
-    if f is None: return lambda f: patch(f, as_classmethod=as_classmethod)
+    """Add `f` to the class of its first parameter's annotation (`def f(self: Cls)`), as a method of the same
+    name."""
+    if f is None:
+        return lambda f: patch(f, as_classmethod=as_classmethod)
     ann = next(iter(f.__annotations__.values()))
-    cls = eval(ann, f.__globals__) if isinstance(ann, str) else ann   # `from __future__ import annotations`
+    cls = eval(ann, f.__globals__) if isinstance(ann, str) else ann  # `from __future__ import annotations`
     f.__qualname__ = f'{cls.__name__}.{f.__name__}'
     setattr(cls, f.__name__, classmethod(f) if as_classmethod else f)
     return f
@@ -60,7 +71,9 @@ def sample_logits(logits, temperature: float = 1.0, top_k: int | None = None, ge
         raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {temperature}")
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
-    logits = logits - logits.max(-1, keepdim=True).values  # the same softmax, and no overflow at tiny temperatures
+    logits = (
+        logits - logits.max(-1, keepdim=True).values
+    )  # the same softmax, and no overflow at tiny temperatures
     logits = logits / temperature
     if top_k is not None:
         if top_k < 1:
@@ -82,8 +95,14 @@ def _check_prompt(idx, max_new_tokens: int):
 
 # %% ../nbs/02_train.ipynb #c2d0a003
 @torch.no_grad()
-def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-             seed: int | None = None):
+def generate(
+    model,
+    idx,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+):
     "Extend `idx` (B, T) by `max_new_tokens` tokens sampled from `model`, one at a time."
     if idx.dim() == 1:
         idx = idx[None]
@@ -116,6 +135,7 @@ def estimate_loss(model, get_batch, eval_iters: int = 200, splits=("train", "val
 @dataclass
 class History:
     "What `fit` recorded: the training loss of every step; the train and val loss of every evaluation."
+
     step: list = field(default_factory=list)
     loss: list = field(default_factory=list)
     eval_step: list = field(default_factory=list)
@@ -143,14 +163,20 @@ class History:
 def plot(self: History, ax=None, title: str | None = None):
     "Loss curves: per-step training loss (faint), evaluated train and val loss."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(7, 4))
-    if self.loss: ax.plot(self.step, self.loss, alpha=0.3, label='train (batch)')
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    if self.loss:
+        ax.plot(self.step, self.loss, alpha=0.3, label='train (batch)')
     if self.eval_step:
         ax.plot(self.eval_step, self.train_loss, 'o-', label='train (estimate)')
         if any(v is not None for v in self.val_loss):
             ax.plot(self.eval_step, self.val_loss, 'o-', label='val (estimate)')
-    ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend()
-    if title: ax.set_title(title)
+    ax.set_xlabel('step')
+    ax.set_ylabel('loss')
+    ax.legend()
+    if title:
+        ax.set_title(title)
     return ax
 
 # %% ../nbs/02_train.ipynb #874591b9

@@ -11,7 +11,7 @@ from typing import Callable, ClassVar
 import torch
 from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 from .data import CharTokenizer, get_batch, tiny_shakespeare, train_val_split
-from .train import get_preset, set_seed
+from .train import get_preset, patch, set_seed
 from .chargpt import CharTraining, PRESETS as CHAR_TRAINING
 from .gpt2 import GPT, GPTConfig, char_config
 from .pretrained import from_pretrained
@@ -19,81 +19,98 @@ from .shards import MANIFEST, Batches, DataLoaderLite, default_data_dir, prepare
 from .speed import device_policy, flops_per_token, mfu, padded_vocab_size, peak_flops
 from .optim import configure_adamw, get_lr, grad_accum_steps, micro_batch_that_fits
 from .distributed import DistInfo, setup_distributed
-from .checkpoint import CheckpointError, load_checkpoint, load_latest, model_meta, model_spec, rng_state
+from gptcourse.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest,
+    model_meta,
+    model_spec,
+    rng_state,
+)
 from .checkpoint import run_folder, save_step, set_rng_state
 from .hellaswag import hellaswag_acc_norm, load_hellaswag, read_hellaswag
 from .loop import Report, Run, TrainHistory, train_loop
 
 # %% auto #0
-__all__ = ['CHAR_PRESETS', 'GPT2_PRESETS', 'COMMANDS', 'CHAR_RUN', 'LECTURE', 'REFERENCE', 'UNLEARNED', 'CharRun', 'GPT2Run',
-           'run_meta', 'run_of', 'TrainResult', 'TrainerReport', 'RandomBatches', 'read_text', 'adamw', 'Arch',
-           'train_char', 'compare', 'Job', 'train_gpt2']
+__all__ = ['CHAR_PRESETS', 'GPT2_PRESETS', 'COMMANDS', 'CHAR_RUN', 'LECTURE', 'REFERENCE', 'UNLEARNED', 'ON_CPU', 'CharRun',
+           'GPT2Run', 'run_meta', 'run_of', 'TrainResult', 'TrainerReport', 'RandomBatches', 'read_text', 'adamw',
+           'Arch', 'train_char', 'compare', 'Job', 'print_nothing', 'train_gpt2']
 
 # %% ../nbs/19_trainers.ipynb #1ea00010
 @dataclass(kw_only=True)
 class CharRun(Run, CharTraining):
-    "A run of `train_char`: lesson 07's model, as lesson 08's `GPT`, on a text; lesson 07's presets are its own."
+    """A run of `train_char`: lesson 07's model, as lesson 08's `GPT`, on a text; lesson 07's presets are its
+    own."""
+
     text: str | None = None  # a UTF-8 text file to learn; None: Tiny Shakespeare
     arch: str = "lecture"  # the name of its `Arch` (below): lesson 26 trains others
     fixed: ClassVar[tuple] = ("seed", "n_layer", "n_head", "n_embd", "block_size", "dropout", "text", "arch")
+
 
 CHAR_PRESETS = {name: CharRun(**asdict(p)) for name, p in CHAR_TRAINING.items()}
 
 # %% ../nbs/19_trainers.ipynb #1ea00012
 @dataclass(kw_only=True)
 class GPT2Run(Run):
-    "A run of `train_gpt2`: GPT-2 from scratch (or from OpenAI's weights) on token shards, with the lecture's recipe."
-    name: str = 'custom'           # the preset's name
+    """A run of `train_gpt2`: GPT-2 from scratch (or OpenAI's weights) on token shards, with the lecture's
+    recipe."""
+
+    name: str = 'custom'  # the preset's name
     n_layer: int
     n_head: int
     n_embd: int
     block_size: int
-    vocab_size: int = padded_vocab_size(50257)   # 50,304 (lesson 13)
+    vocab_size: int = padded_vocab_size(50257)  # 50,304 (lesson 13)
     dropout: float = 0.0
-    init: str = 'scratch'          # scratch, a GPT-2 name or a Hugging Face folder (whose sizes then are the model's)
-    data: str | None = None        # a folder of token shards (lesson 11); None: Tiny Shakespeare's, prepared once
-    batch_size: int                # sequences per micro-batch per process, B
-    seq_len: int                   # tokens per sequence, T
-    total_batch: int               # tokens per optimizer step, a multiple of B·T·processes (lesson 14)
-    lr: float                      # the peak learning rate, after the warm-up (lesson 14)
+    init: str = 'scratch'  # scratch, a GPT-2 name or a Hugging Face folder (whose sizes then are the model's)
+    data: str | None = None  # a folder of token shards (lesson 11); None: Tiny Shakespeare's, prepared once
+    batch_size: int  # sequences per micro-batch per process, B
+    seq_len: int  # tokens per sequence, T
+    total_batch: int  # tokens per optimizer step, a multiple of B·T·processes (lesson 14)
+    lr: float  # the peak learning rate, after the warm-up (lesson 14)
     warmup_steps: int
     max_steps: int
     weight_decay: float = 0.1
-    grad_clip: float = 1.0         # the gradient norm's bound; 0: no clipping
-    eval_interval: int             # steps between evaluations; 0: none
-    eval_iters: int                # batches per evaluation
-    checkpoint_interval: int       # steps between checkpoints; 0: only at the end
-    hellaswag: str | None = None   # 'val' or a .jsonl file: HellaSwag at every evaluation (lesson 17)
+    grad_clip: float = 1.0  # the gradient norm's bound; 0: no clipping
+    eval_interval: int  # steps between evaluations; 0: none
+    eval_iters: int  # batches per evaluation
+    checkpoint_interval: int  # steps between checkpoints; 0: only at the end
+    hellaswag: str | None = None  # 'val' or a .jsonl file: HellaSwag at every evaluation (lesson 17)
     auto_batch: bool | None = None  # the largest micro-batch that fits (lesson 14); None: on CUDA
-    fixed: ClassVar[tuple] = ('seed', 'n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'dropout', 'init',
-                              'data', 'batch_size', 'seq_len', 'total_batch')
+    fixed: ClassVar[tuple] = ("seed", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout")
+    fixed += ("init", "data", "batch_size", "seq_len", "total_batch")  # what a resumed run keeps
     may_be_zero: ClassVar[tuple] = ('seed', 'warmup_steps', 'eval_interval', 'checkpoint_interval')
 
-    def lr_at(self, step: int) -> float:
-        "Lesson 14's schedule: warm-up to `lr`, cosine decay to a tenth of it at `max_steps`."
-        return get_lr(step, self.lr, 0.1 * self.lr, self.warmup_steps, self.max_steps)
+# %% ../nbs/19_trainers.ipynb #bb73aec3
+@patch
+def lr_at(self: GPT2Run, step: int) -> float:
+    "Lesson 14's schedule: warm-up to `lr`, cosine decay to a tenth of it at `max_steps`."
+    return get_lr(step, self.lr, 0.1 * self.lr, self.warmup_steps, self.max_steps)
 
-    @property
-    def save_every(self) -> int:
-        return self.checkpoint_interval
+
+GPT2Run.save_every = property(lambda self: self.checkpoint_interval, doc="Steps between checkpoints.")
 
 # %% ../nbs/19_trainers.ipynb #c10d0002
+# fmt: off
 GPT2_PRESETS = {
-    'cpu': GPT2Run(name='cpu', n_layer=2, n_head=2, n_embd=32, block_size=64, batch_size=4, seq_len=32, total_batch=128,
-                   lr=1e-2, warmup_steps=3, max_steps=30, eval_interval=10, eval_iters=2, checkpoint_interval=10,
-                   compile=False),
-    'lecture': GPT2Run(name='lecture', n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=64, seq_len=1024,
-                       total_batch=524_288, lr=6e-4, warmup_steps=715, max_steps=19073, eval_interval=250,
-                       eval_iters=20, checkpoint_interval=1000),
+    "cpu": GPT2Run(name="cpu", n_layer=2, n_head=2, n_embd=32, block_size=64, batch_size=4, seq_len=32,
+                   total_batch=128, lr=1e-2, warmup_steps=3, max_steps=30, eval_interval=10, eval_iters=2,
+                   checkpoint_interval=10, compile=False),
+    "lecture": GPT2Run(name="lecture", n_layer=12, n_head=12, n_embd=768, block_size=1024, batch_size=64,
+                       seq_len=1024, total_batch=524_288, lr=6e-4, warmup_steps=715, max_steps=19073,
+                       eval_interval=250, eval_iters=20, checkpoint_interval=1000),
 }
+# fmt: on
 
 # %% ../nbs/19_trainers.ipynb #1ea00016
 COMMANDS = {"char": "gptcourse train", "gpt2": "gptcourse gpt2-train"}
+
 
 def run_meta(run: Run) -> dict:
     "The run as a checkpoint stores it: without the sizes its model's configuration holds."
     sizes = {f.name for f in fields(GPTConfig)}
     return {k: v for k, v in asdict(run).items() if k not in sizes}
+
 
 def run_of(run_cls, meta: dict) -> Run:
     "The run a checkpoint's meta holds, its sizes from the model's configuration."
@@ -102,16 +119,19 @@ def run_of(run_cls, meta: dict) -> Run:
 
 # %% ../nbs/19_trainers.ipynb #7792eed8
 def _check(kind: str, run_cls, classes=(GPT,), arch: str | None = None):
-    """A `check` for `load_latest`: the checkpoint's meta is a run of this trainer, its model one of `classes` that its
-    tensors fit (lesson 16's `model_spec`), of the architecture `arch` (for the character model), and every part
-    usable, before a model is built."""
+    """A `check` for `load_latest`: the checkpoint's meta is a run of this trainer, its model one of `classes`
+    that its tensors fit (lesson 16's `model_spec`), of the architecture `arch` (for the character model), and
+    every part usable, before a model is built."""
+
     def check(meta, path):
         if meta.get("kind") != kind:
             other = f"a run of {COMMANDS[meta['kind']]}" if meta.get("kind") in COMMANDS else "no run"
             raise CheckpointError(f"it is not a run of {COMMANDS[kind]} ({other})")
         if arch is not None and (saved := meta.get("run", {}).get("arch", "lecture")) != arch:
-            raise CheckpointError(f"it was trained as the {saved} architecture, not {arch}: resume it as its own "
-                                  f"(--arch {saved})")
+            raise CheckpointError(
+                f"it was trained as the {saved} architecture, not {arch}: resume it as its own "
+                f"(--arch {saved})"
+            )
         _, config = model_spec(meta, path, classes)
         try:
             run_of(run_cls, meta)
@@ -120,7 +140,10 @@ def _check(kind: str, run_cls, classes=(GPT,), arch: str | None = None):
                 assert CharTokenizer.from_dict(meta["tokenizer"]).vocab_size == config.vocab_size
             assert type(meta["step"]) is int and meta["step"] >= 0 and isinstance(meta["rng"], dict)
         except (KeyError, TypeError, ValueError, AssertionError) as e:
-            raise CheckpointError(f"its meta is not a usable run ({type(e).__name__}: {str(e)[:80]})") from None
+            raise CheckpointError(
+                f"its meta is not a usable run ({type(e).__name__}: {str(e)[:80]})"
+            ) from None
+
     return check
 
 # %% ../nbs/19_trainers.ipynb #c10d0003
@@ -129,24 +152,31 @@ def _settle(run, presets: dict, kind: str, out_dir, resume: bool, changes: dict,
     if not resume:
         base = run if isinstance(run, Run) else get_preset(presets, run)
         return base.changed(**changes)[0], None, None
-    if out_dir is None: raise ValueError('resume needs out_dir, the run folder to continue')
+    if out_dir is None:
+        raise ValueError('resume needs out_dir, the run folder to continue')
     if isinstance(run, Run):
         raise ValueError('a resumed run reads its configuration from its checkpoint: pass only the changes')
     run_cls = type(next(iter(presets.values())))
     f, meta = load_latest(out_dir, log=log, check=_check(kind, run_cls, classes, changes.get('arch')))
     saved = run_of(run_cls, meta)
     if run is not None and run != saved.name:
-        raise ValueError(f'{out_dir} was trained with preset {saved.name!r}, not {run!r}: '
-                         'leave out the preset to resume it')
+        raise ValueError(
+            f'{out_dir} was trained with preset {saved.name!r}, not {run!r}: '
+            'leave out the preset to resume it'
+        )
     run, said = saved.changed(resuming=True, **changes)
-    log(f'resuming {f} at step {meta["step"]}, '
-        + (f'with the new settings asked for: {", ".join(said)}' if said else 'continuing its schedule'))
+    log(
+        f'resuming {f} at step {meta["step"]}, '
+        + (f'with the new settings asked for: {", ".join(said)}' if said else 'continuing its schedule')
+    )
     return run, f, meta
 
 # %% ../nbs/19_trainers.ipynb #1ea00018
 @dataclass
 class TrainResult:
-    "What a trainer returns: the model (unwrapped), its history, its run, per-step tokens/s and MFU, HellaSwag."
+    """What a trainer returns: the model (unwrapped), its history, its run, per-step tokens/s and MFU,
+    HellaSwag."""
+
     model: GPT
     history: TrainHistory
     run: Run
@@ -155,17 +185,20 @@ class TrainResult:
     checkpoint: Path | None = None
     start_step: int = 0
     hellaswag: list = field(default_factory=list)
-    extra: dict = field(default_factory=dict)  # what the checkpoints carry besides: the char model's tokenizer
+    extra: dict = field(
+        default_factory=dict
+    )  # what the checkpoints carry besides: the char model's tokenizer
 
 # %% ../nbs/19_trainers.ipynb #c10d0006
 class TrainerReport(Report):
-    "Lesson 18's `Report` with MFU on each line (where the GPU's peak is known) and HellaSwag at each evaluation."
-    def __init__(self, res: TrainResult, steps: range, tokens_per_step: int, seq_len: int, log, progress: bool,
-                 save=None, hellaswag=None, di: DistInfo | None = None):
-        super().__init__(res.run, res.history, steps, tokens_per_step, log, progress, save)
-        self.res, self.hellaswag, self.di = res, hellaswag, di or DistInfo(False, 0, 0, 1, "cpu")
+    """Lesson 18's `Report` with MFU (where the GPU's peak is known) and HellaSwag at each evaluation (if
+    asked)."""
+
+    def __init__(self, res: TrainResult, steps: range, job: Job, log, progress: bool, save=None):
+        super().__init__(res.run, res.history, steps, job.tokens_per_step, log, progress, save)
+        self.res, self.hellaswag, self.di = res, job.hellaswag, job.di or DistInfo(False, 0, 0, 1, "cpu")
         self.tokens_per_sec, model = res.tokens_per_sec, res.model
-        self.fpt = flops_per_token(model.config, model.num_params(non_embedding=True), seq_len)
+        self.fpt = flops_per_token(model.config, model.num_params(non_embedding=True), job.seq_len)
         self.peak = peak_flops() if torch.cuda.is_available() and next(model.parameters()).is_cuda else None
 
     def evaluated(self, step: int, losses: dict):
@@ -175,40 +208,61 @@ class TrainerReport(Report):
             self.res.hellaswag.append((step, acc))
             self.log(f"step {step}: HellaSwag acc_norm {acc:.4f}")
 
+    def stepped(self, step: int, loss: float, lr: float, norm: float | None, dt: float):
+        self.res.mfu.append(mfu(self.tokens_per_step / dt / self.di.world_size, self.fpt, self.peak))
+        super().stepped(step, loss, lr, norm, dt)
+
     def line(self, step: int) -> str:
-        self.res.mfu.append(mfu(self.tokens_per_sec[-1] / self.di.world_size, self.fpt, self.peak))
         return super().line(step) + (f" | MFU {self.res.mfu[-1]:.1%}" if self.res.mfu[-1] is not None else "")
 
 # %% ../nbs/19_trainers.ipynb #51fb39c5
 class RandomBatches:
-    "`batches` for the loop over random chunks: training batches from `generator`; every evaluation the same batches."
+    """`batches` for the loop over random chunks: training batches from `generator`; every evaluation the same
+    batches."""
+
     def __init__(self, train, val, B: int, T: int, device='cpu', generator=None, eval_seed: int = 0):
         self.data, self.B, self.T, self.device = {'train': train, 'val': val}, B, T, device
         self.generator = generator or torch.Generator()
         self.eval_gen, self.eval_seed, self.evaluating = torch.Generator(), eval_seed, False
+
     def __call__(self, split: str):
         if torch.is_grad_enabled():  # a training step
             self.evaluating = False
             return get_batch(self.data['train'], self.B, self.T, self.device, self.generator)
-        if not self.evaluating: self.eval_gen.manual_seed(self.eval_seed); self.evaluating = True
+        if not self.evaluating:
+            self.eval_gen.manual_seed(self.eval_seed)
+            self.evaluating = True
         return get_batch(self.data[split], self.B, self.T, self.device, self.eval_gen)
-    def state_dict(self) -> list: return self.generator.get_state().tolist()
-    def load_state_dict(self, state: list): self.generator.set_state(torch.tensor(state, dtype=torch.uint8))
+
+    def state_dict(self) -> list:
+        return self.generator.get_state().tolist()
+
+    def load_state_dict(self, state: list):
+        self.generator.set_state(torch.tensor(state, dtype=torch.uint8))
 
 # %% ../nbs/19_trainers.ipynb #1ea00021
 CHAR_RUN = 'runs/char'
 
+
 def read_text(path, block_size: int) -> str:
-    "The text of `path` (None: Tiny Shakespeare), UTF-8 and long enough for a validation split of `block_size`."
-    if path is None: return tiny_shakespeare()
+    """The text of `path` (None: Tiny Shakespeare), UTF-8 and long enough for a validation split of
+    `block_size`."""
+    if path is None:
+        return tiny_shakespeare()
     p = Path(path)
-    if not p.is_file(): raise ValueError(f'{path}: no such text file')
-    try: text = p.read_text(encoding='utf-8')
+    if not p.is_file():
+        raise ValueError(f'{path}: no such text file')
+    try:
+        text = p.read_text(encoding='utf-8')
     except UnicodeDecodeError as e:
-        raise ValueError(f'{p} is not UTF-8 text (byte {e.start}: {e.reason}); train reads UTF-8 text files') from None
-    if len(text) // 10 <= block_size + 1:     # the last 10% is the validation split (lesson 00)
-        raise ValueError(f'{p} has {len(text):,} characters: too few for a context of {block_size} (its last 10%, '
-                         f'the validation split, needs more than {block_size + 1}: {10 * (block_size + 2):,} or more)')
+        raise ValueError(
+            f'{p} is not UTF-8 text (byte {e.start}: {e.reason}); train reads UTF-8 text files'
+        ) from None
+    if len(text) // 10 <= block_size + 1:  # the last 10% is the validation split (lesson 00)
+        raise ValueError(
+            f'{p} has {len(text):,} characters: too few for a context of {block_size} (its last 10%, '
+            f'the validation split, needs more than {block_size + 1}: {10 * (block_size + 2):,} or more)'
+        )
     return text
 
 # %% ../nbs/19_trainers.ipynb #3047cfaa
@@ -216,9 +270,12 @@ def adamw(model, lr: float) -> torch.optim.AdamW:
     "The lecture's optimizer for the character model: torch's AdamW with its defaults and `lr`."
     return torch.optim.AdamW(model.parameters(), lr=lr)
 
+
 @dataclass(frozen=True)
 class Arch:
-    "An architecture for lesson 07's model: a model class, changes to its `char_config`, and an optimizer maker."
+    """An architecture for lesson 07's model: a model class, changes to its `char_config`, and an optimizer
+    maker."""
+
     name: str = "lecture"
     model: type = GPT
     changes: dict = field(default_factory=dict)  # fields of the model's configuration, set over char_config's
@@ -229,67 +286,129 @@ class Arch:
         config_cls = typing.get_type_hints(self.model.__init__).get("config", GPTConfig)
         return config_cls(**asdict(char_config(run.model_config(vocab_size))) | self.changes)
 
+
 LECTURE = Arch()
 
 # %% ../nbs/19_trainers.ipynb #a4d2daf0
-def train_char(run: CharRun | str | None = None, out_dir=CHAR_RUN, resume: bool = False, overwrite: bool = False,
-               stop_after: int | None = None, progress: bool = True, log=None, arch: Arch = LECTURE,
-               **changes) -> TrainResult:
-    """Train lesson 07's model (as lesson 08's `GPT`, or `arch`'s) with `run` (a `CharRun`, a preset's name, or None:
-    the default preset) and `changes`, into the run folder `out_dir` (None: none); `resume` continues it."""
-    log = log or tqdm.write
-    run, f, meta = _settle(run, CHAR_PRESETS, "char", out_dir, resume, changes | {"arch": arch.name}, log, [arch.model])
+def _char_job(run: CharRun, checkpoint, meta: dict | None, arch: Arch, log) -> Job:
+    """What `train_char` trains: the text's tokens, the model of `arch` on the run's device, AdamW, random
+    batches."""
     text = read_text(run.text, run.block_size)
     sha = hashlib.sha256(text.encode()).hexdigest()
     if meta and meta.get("text_sha256") != sha:
-        raise ValueError(f"{run.text or 'the text'} changed since the run started: resume it with its own text")
+        raise ValueError(
+            f"{run.text or 'the text'} changed since the run started: resume it with its own text"
+        )
     tok = CharTokenizer.from_dict(meta["tokenizer"]) if meta else CharTokenizer.from_text(text)
     train, val = train_val_split(torch.tensor(tok.encode(text), dtype=torch.long))
     policy = device_policy(run.device, run.dtype, run.compile)
     policy.set_tf32()
     set_seed(run.seed)
     model = arch.model(arch.config(run, tok.vocab_size)).to(policy.device)
-    batches = RandomBatches(train, val, run.batch_size, run.block_size, policy.device,
-                            torch.Generator().manual_seed(run.seed), eval_seed=run.seed)
-    log(f"{run.name} preset, {run.arch} architecture: {model.num_params():,} parameters on {policy.device} "
-        f"({policy.dtype})")
-    job = Job(run, model, arch.optimizer(model, run.lr), batches, policy, f, run.batch_size * run.block_size,
-              run.block_size, dict(kind="char", tokenizer=tok.to_dict(), text_sha256=sha))
-    return _train(job, out_dir, resume, overwrite, stop_after, progress, log)
+    g = torch.Generator().manual_seed(run.seed)
+    batches = RandomBatches(train, val, run.batch_size, run.block_size, policy.device, g, eval_seed=run.seed)
+    log(
+        f"{run.name} preset, {run.arch} architecture: {model.num_params():,} parameters on {policy.device} "
+        f"({policy.dtype})"
+    )
+    extra = dict(kind="char", tokenizer=tok.to_dict(), text_sha256=sha)
+    tokens = run.batch_size * run.block_size
+    optimizer = arch.optimizer(model, run.lr)
+    return Job(run, model, optimizer, batches, policy, checkpoint, tokens, run.block_size, extra)
 
-# %% ../nbs/19_trainers.ipynb #1ea00061
+# %% ../nbs/19_trainers.ipynb #15bec4b6
+def train_char(
+    run: CharRun | str | None = None,
+    out_dir=CHAR_RUN,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    log=None,
+    arch: Arch = LECTURE,
+    **changes,
+) -> TrainResult:
+    """Train lesson 07's model (lesson 08's `GPT`, or `arch`'s) with `run` (a `CharRun`, a preset's name, or
+    None: the default preset) and `changes`, into the run folder `out_dir` (None: none); `resume` continues
+    it."""
+    log = log or tqdm.write
+    changes |= {"arch": arch.name}
+    run, f, meta = _settle(run, CHAR_PRESETS, "char", out_dir, resume, changes, log, [arch.model])
+    return _train(_char_job(run, f, meta, arch, log), out_dir, resume, overwrite, stop_after, progress, log)
+
+# %% ../nbs/19_trainers.ipynb #095c0983
 REFERENCE = {  # (kind, preset): (step, low, high, where the range comes from) of the validation loss
-    ('char', 'cpu'): (3000, 1.83, 1.96, "the course's cpu preset, 4 seeds: 1.882-1.911 on a 2-core CPU, 2026-12"),
-    ('char', 'lecture'): (5000, 1.52, 1.62, "lesson 07's lecture run on an H100, one seed: 1.5675, 2026-11-25"),
-    ('gpt2', 'cpu'): (30, 7.40, 7.66, "the course's cpu preset, 4 seeds: 7.499-7.561 on a 2-core CPU, 2026-12"),
+    ('char', 'cpu'): (
+        3000,
+        1.83,
+        1.96,
+        "the course's cpu preset, 4 seeds: 1.882-1.911 on a 2-core CPU, 2026-12",
+    ),
+    ('char', 'lecture'): (
+        5000,
+        1.52,
+        1.62,
+        "lesson 07's lecture run on an H100, one seed: 1.5675, 2026-11-25",
+    ),
+    ('gpt2', 'cpu'): (
+        30,
+        7.40,
+        7.66,
+        "the course's cpu preset, 4 seeds: 7.499-7.561 on a 2-core CPU, 2026-12",
+    ),
 }
 
+# %% ../nbs/19_trainers.ipynb #46bb307d
 # what a run may change and still be compared: not what its model learns
-UNLEARNED = {'seed', 'dtype', 'compile', 'eval_interval', 'checkpoint_interval', 'hellaswag', 'data', 'device', 'keep',
-             'auto_batch'}
+UNLEARNED = {
+    'seed',
+    'dtype',
+    'compile',
+    'eval_interval',
+    'checkpoint_interval',
+    'hellaswag',
+    'data',
+    'device',
+    'keep',
+    'auto_batch',
+}
 
+# %% ../nbs/19_trainers.ipynb #1ea00061
 def compare(kind: str, run: Run, history: History) -> str:
-    "One line: the run's validation loss at its preset's last step against the range in `REFERENCE`, or why not."
-    ref, preset = REFERENCE.get((kind, run.name)), {'char': CHAR_PRESETS, 'gpt2': GPT2_PRESETS}[kind].get(run.name)
-    if ref is None: return f'no reference for this run: there are references for the ' \
-                           f'{", ".join(f"{k} {n}" for k, n in REFERENCE)} presets'
+    """One line: the run's validation loss at its preset's last step against the range in `REFERENCE`, or why
+    not."""
+    ref, preset = (
+        REFERENCE.get((kind, run.name)),
+        {"char": CHAR_PRESETS, "gpt2": GPT2_PRESETS}[kind].get(run.name),
+    )
+    if ref is None:
+        known = ", ".join(f"{k} {n}" for k, n in REFERENCE)
+        return f"no reference for this run: there are references for the {known} presets"
     # the char model's learning rate is constant: a longer run is the same run up to the preset's last step
-    same = UNLEARNED | ({'max_steps'} if kind == 'char' else set())
-    changed = [f.name for f in fields(run) if f.name not in same and getattr(run, f.name) != getattr(preset, f.name)]
+    same = UNLEARNED | ({"max_steps"} if kind == "char" else set())
+    changed = [
+        f.name for f in fields(run) if f.name not in same and getattr(run, f.name) != getattr(preset, f.name)
+    ]
     if changed:
-        return f'no reference for this run: it changes the {run.name} preset\'s {", ".join(changed)}'
+        return f"no reference for this run: it changes the {run.name} preset's {', '.join(changed)}"
     step, lo, hi, source = ref
     if step not in history.eval_step or history.val_loss[history.eval_step.index(step)] is None:
-        return f'no evaluation at step {step} yet, where the {run.name} preset ends: nothing to compare'
+        return f"no evaluation at step {step} yet, where the {run.name} preset ends: nothing to compare"
     val = history.val_loss[history.eval_step.index(step)]
-    where = 'in the reference range' if lo <= val <= hi else f'{val - hi:.3f} above' if val > hi else \
-        f'{lo - val:.3f} below'
-    return f'val loss {val:.4f} at step {step}: {where} {lo:.2f}-{hi:.2f} ({source})'
+    where = (
+        "in the reference range"
+        if lo <= val <= hi
+        else f"{abs(val - (hi if val > hi else lo)):.3f} " + ("above" if val > hi else "below")
+    )
+    later = f" (the preset's last step; this run went on to {run.max_steps})" if run.max_steps > step else ""
+    return f"val loss {val:.4f} at step {step}{later}: {where} {lo:.2f}-{hi:.2f} ({source})"
 
 # %% ../nbs/19_trainers.ipynb #c10d0010
 @dataclass
 class Job:
-    "What a trainer makes for `_train`: the run and its parts, where a resumed run starts, what checkpoints carry."
+    """What a trainer makes for `_train`: the run and its parts, where a resumed run starts, what checkpoints
+    carry."""
+
     run: Run
     model: GPT
     optimizer: torch.optim.Optimizer
@@ -298,13 +417,17 @@ class Job:
     checkpoint: Path | None  # the file a resumed run starts from; None: a new run
     tokens_per_step: int
     seq_len: int  # tokens per sequence: what a token's FLOPs count its attention over
-    extra: dict = field(default_factory=dict)  # what the checkpoints carry besides: its kind, the char tokenizer
+    extra: dict = field(
+        default_factory=dict
+    )  # what the checkpoints carry besides: its kind, the char tokenizer
     micro_steps: int = 1
     hellaswag: list | None = None
     di: DistInfo | None = None
 
+
 def _restore(job: Job, precision) -> tuple[int, TrainHistory]:
-    "Step and history of a resumed run, its state restored from its file: weights, optimizer, generators, batches."
+    """Step and history of a resumed run, its state restored from its file: weights, optimizer, generators,
+    batches."""
     if job.checkpoint is None:
         return 0, TrainHistory()
     meta = load_checkpoint(job.checkpoint, job.model, job.optimizer)
@@ -317,107 +440,175 @@ def _restore(job: Job, precision) -> tuple[int, TrainHistory]:
 # %% ../nbs/19_trainers.ipynb #1ea00023
 def _saver(res: TrainResult, job: Job, folder, precision):
     "`save(step)`: a checkpoint of the run into its folder."
+
     def save(step):
         scaler = precision.scaler.state_dict() if precision.scaler.is_enabled() else None
-        res.checkpoint = save_step(folder.path, step, res.model, job.optimizer, res.run.keep, run=run_meta(res.run),
-                                   scaler=scaler, history=res.history.state_dict(), rng=rng_state(),
-                                   batches=job.batches.state_dict(), hellaswag=res.hellaswag,
-                                   **model_meta(res.model), **job.extra)
+        res.checkpoint = save_step(
+            folder.path,
+            step,
+            res.model,
+            job.optimizer,
+            res.run.keep,
+            run=run_meta(res.run),
+            scaler=scaler,
+            history=res.history.state_dict(),
+            rng=rng_state(),
+            batches=job.batches.state_dict(),
+            hellaswag=res.hellaswag,
+            **model_meta(res.model),
+            **job.extra,
+        )
         folder.saved()
+
     return save
+
+# %% ../nbs/19_trainers.ipynb #12ab0f4e
+def print_nothing(*args):
+    "The log of a process that does not speak (a rank other than 0)."
+
+# %% ../nbs/19_trainers.ipynb #3d0fdaf7
+ON_CPU = (
+    "the lecture preset is sized for a GPU: on a CPU it takes hours (an estimate follows after 10 steps); "
+    "--preset cpu takes minutes"
+)
 
 # %% ../nbs/19_trainers.ipynb #ec1c3e0a
 def _train(job: Job, out_dir, resume: bool, overwrite: bool, stop_after: int | None, progress: bool, log):
-    "Hold the run folder, restore a resumed run, run lesson 18's loop with the report, save: what both trainers do."
+    """Hold the run folder, restore a resumed run, run lesson 18's loop with the report, save: both trainers'
+    end."""
     run, di = job.run, job.di or DistInfo(False, 0, 0, 1, job.policy.device)
-    precision, end, quiet = job.policy.precision(), stop_after or run.max_steps, lambda *a: None
-    if di.master and run.name == "lecture" and torch.device(job.policy.device).type == "cpu":
-        log("the lecture preset is sized for a GPU: on a CPU it takes hours (an estimate follows after 10 steps); "
-            "--preset cpu takes minutes")
-    hold = run_folder(out_dir, resume, overwrite) if out_dir is not None and di.master else contextlib.nullcontext()
-    with hold as folder:
+    end, say = stop_after or run.max_steps, log if di.master else print_nothing
+    if run.name == "lecture" and torch.device(job.policy.device).type == "cpu":
+        say(ON_CPU)
+    precision, mine = job.policy.precision(), out_dir is not None and di.master
+    with run_folder(out_dir, resume, overwrite) if mine else contextlib.nullcontext() as folder:
         start, history = _restore(job, precision)
         if not start < end <= run.max_steps:
-            raise ValueError(f"nothing to do: the run is at step {start} and would stop at step {end} (max_steps "
-                             f"{run.max_steps}); ask for more steps")
+            raise ValueError(
+                f"nothing to do: the run is at step {start} and would stop at step {end} "
+                f"(max_steps {run.max_steps}); ask for more steps"
+            )
         res = TrainResult(job.model, history, run, start_step=start, extra=job.extra)
         save = _saver(res, job, folder, precision) if folder is not None else None
-        report = TrainerReport(res, range(start, end), job.tokens_per_step, job.seq_len, log if di.master else quiet,
-                               progress and di.master, save, job.hellaswag, di)
-        net = job.policy.compiled(job.model)
-        train_loop(di.wrap(net), job.optimizer, job.batches, run, precision, range(start, end), report, job.micro_steps)
+        report = TrainerReport(res, range(start, end), job, say, progress and di.master, save)
+        model = di.wrap(job.policy.compiled(job.model))
+        train_loop(
+            model, job.optimizer, job.batches, run, precision, range(start, end), report, job.micro_steps
+        )
         report.bar.close()
         if save is not None:
             save(end)
-        if di.master and end == run.max_steps:
-            log(compare(job.extra["kind"], run, history))
+        if end == run.max_steps:
+            say(compare(job.extra["kind"], run, history))
     return res
 
-# %% ../nbs/19_trainers.ipynb #1ea00041
+# %% ../nbs/19_trainers.ipynb #14a08447
 def _gpt2_model(run: GPT2Run, resumed: bool) -> tuple[GPT2Run, GPT]:
     "The run's model (its sizes, or OpenAI's weights unless resumed), and the run with the sizes it has."
     if run.init == 'scratch' or resumed:
-        model = GPT(GPTConfig(block_size=run.block_size, vocab_size=run.vocab_size, n_layer=run.n_layer,
-                              n_head=run.n_head, n_embd=run.n_embd, dropout=run.dropout))
+        model = GPT(
+            GPTConfig(
+                block_size=run.block_size,
+                vocab_size=run.vocab_size,
+                n_layer=run.n_layer,
+                n_head=run.n_head,
+                n_embd=run.n_embd,
+                dropout=run.dropout,
+            )
+        )
     else:
         model = from_pretrained(run.init).train()
         c = model.config
-        run = replace(run, block_size=c.block_size, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
-                      n_embd=c.n_embd, dropout=0.0)
+        run = replace(
+            run,
+            block_size=c.block_size,
+            vocab_size=c.vocab_size,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+            n_embd=c.n_embd,
+            dropout=0.0,
+        )
     if run.seq_len > run.block_size:
         raise ValueError(f'seq_len {run.seq_len} is longer than the model\'s block_size {run.block_size}')
     return run, model
 
+# %% ../nbs/19_trainers.ipynb #1ea00041
 def _micro_batch(run: GPT2Run, model, policy, di, log) -> GPT2Run:
-    "The run with the largest micro-batch up to its own that fits the GPU (lesson 14); on a CPU, the run as it is."
-    if not (run.auto_batch if run.auto_batch is not None else 'cuda' in di.device): return run
+    """The run with the largest micro-batch up to its own that fits the GPU (lesson 14); on a CPU, the run as
+    it is."""
+    if not (run.auto_batch if run.auto_batch is not None else 'cuda' in di.device):
+        return run
     fits = micro_batch_that_fits(model, run.batch_size, run.seq_len, policy.precision(), di.device)
-    if fits < run.batch_size and di.master: log(f'a micro-batch of {run.batch_size} does not fit: {fits}')
+    if fits < run.batch_size and di.master:
+        log(f'a micro-batch of {run.batch_size} does not fit: {fits}')
     return replace(run, batch_size=fits)
 
 # %% ../nbs/19_trainers.ipynb #c10d0011
 def _shards(run: GPT2Run, di, progress: bool, log) -> Path:
-    """The run's shard folder: by default Tiny Shakespeare's, prepared once (by rank 0, the others waiting). A corpus
-    that the run would read more than ten times over is said, with how to make the lecture's."""
+    """The run's shard folder: by default Tiny Shakespeare's, prepared once (by rank 0, the others waiting). A
+    corpus that the run would read more than ten times over is said, with how to make the lecture's."""
     data = Path(run.data) if run.data is not None else default_data_dir()
     if run.data is None and di.master and not (data / MANIFEST).exists():
         prepare(None, data, progress=progress, overwrite=True)
     di.barrier()
     have = sum(s['tokens'] for s in read_manifest(data)['splits'].get('train', []))
     need = run.max_steps * run.total_batch
-    if have and need > 10 * have:                           # none at all: the loader says so, by split
-        log(f'this run reads {need:,} tokens: {need / have:,.0f} passes over the {have:,} training tokens of {data}, '
-            'so the model will learn them by heart; the lecture reads 10B tokens once (`gptcourse prepare --src '
-            'fineweb-edu-10B --out DIR` makes them; then --data DIR)')
+    if have and need > 10 * have:  # none at all: the loader says so, by split
+        log(
+            f'this run reads {need:,} tokens: {need / have:,.0f} passes over the {have:,} training '
+            f'tokens of {data}, '
+            'so the model will learn them by heart; the lecture reads 10B tokens once '
+            '(`gptcourse prepare --src '
+            'fineweb-edu-10B --out DIR` makes them; then --data DIR)'
+        )
     return data
 
 # %% ../nbs/19_trainers.ipynb #523a6ffd
-def train_gpt2(run: GPT2Run | str | None = None, out_dir=None, resume: bool = False, overwrite: bool = False,
-               stop_after: int | None = None, progress: bool = True, log=None, **changes) -> TrainResult:
-    """Train GPT-2 with `run` (a `GPT2Run`, a preset's name, or None: the default preset) and `changes` on token
-    shards, in one process or under torchrun, into the run folder `out_dir` (None: no checkpoints)."""
+def _gpt2_job(run: GPT2Run, checkpoint, di: DistInfo, progress: bool, log) -> Job:
+    """What `train_gpt2` trains: its shards, GPT-2 (its sizes, or OpenAI's weights), AdamW, micro-steps,
+    HellaSwag."""
+    hs = None if run.hellaswag is None else run.hellaswag
+    hs = load_hellaswag() if hs == "val" else read_hellaswag(hs) if hs else None
+    data = _shards(run, di, progress, log)
+    policy = device_policy(di.device, run.dtype, run.compile)
+    policy.set_tf32()
+    set_seed(run.seed)
+    run, model = _gpt2_model(run, checkpoint is not None)
+    model = model.to(di.device)
+    run = _micro_batch(run, model, policy, di, log) if checkpoint is None else run
+    B, T, V = run.batch_size, run.seq_len, model.config.vocab_size
+    accum = grad_accum_steps(run.total_batch, B, T, di.world_size)
+    train = DataLoaderLite(data, B, T, "train", di.rank, di.world_size, vocab_size=V)
+    batches = Batches(
+        train, {s: DataLoaderLite(data, B, T, s, vocab_size=V) for s in ("train", "val")}, di.device
+    )
+    optimizer = configure_adamw(model, run.weight_decay, run.lr, fused=policy.fused_adamw)
+    log(
+        f"{run.name} preset: {model.num_params():,} parameters on {di.device} ({policy.dtype}), {accum} "
+        f"micro-step(s) of {B}x{T} on {di.world_size} process(es) per step"
+    )
+    extra = dict(kind="gpt2")
+    return Job(run, model, optimizer, batches, policy, checkpoint, run.total_batch, T, extra, accum, hs, di)
+
+# %% ../nbs/19_trainers.ipynb #729f70da
+def train_gpt2(
+    run: GPT2Run | str | None = None,
+    out_dir=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    log=None,
+    **changes,
+) -> TrainResult:
+    """Train GPT-2 with `run` (a `GPT2Run`, a preset's name, or None: the default preset) and `changes` on
+    token shards, in one process or under torchrun, into the run folder `out_dir` (None: no checkpoints)."""
     device = changes.get("device") or (run.device if isinstance(run, Run) else None)
     log, di = log or tqdm.write, setup_distributed(device)
-    say = log if di.master else (lambda *a: None)
+    say = log if di.master else print_nothing
     try:
         run, f, meta = _settle(run, GPT2_PRESETS, "gpt2", out_dir, resume, changes, say)
-        hs = None if run.hellaswag is None else load_hellaswag() if run.hellaswag == "val" else \
-            read_hellaswag(run.hellaswag)
-        data = _shards(run, di, progress, say)
-        policy = device_policy(di.device, run.dtype, run.compile)
-        policy.set_tf32()
-        set_seed(run.seed)
-        run, model = _gpt2_model(run, f is not None)
-        model = model.to(di.device)
-        run = _micro_batch(run, model, policy, di, log) if f is None else run
-        B, T, V = run.batch_size, run.seq_len, model.config.vocab_size
-        accum = grad_accum_steps(run.total_batch, B, T, di.world_size)
-        batches = Batches(DataLoaderLite(data, B, T, "train", di.rank, di.world_size, vocab_size=V),
-                          {s: DataLoaderLite(data, B, T, s, vocab_size=V) for s in ("train", "val")}, di.device)
-        optimizer = configure_adamw(model, run.weight_decay, run.lr, fused=policy.fused_adamw)
-        say(f"{run.name} preset: {model.num_params():,} parameters on {di.device} ({policy.dtype}), "
-            f"{accum} micro-step(s) of {B}x{T} on {di.world_size} process(es) per step")
-        job = Job(run, model, optimizer, batches, policy, f, run.total_batch, T, dict(kind="gpt2"), accum, hs, di)
+        job = _gpt2_job(run, f, di, progress, say)
         return _train(job, out_dir, resume, overwrite, stop_after, progress, log)
     finally:
         di.close()

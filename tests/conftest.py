@@ -1,10 +1,7 @@
 """How the tests run: one torch thread per process (the lessons' kernels and the commands the tests start
-inherit it),
-so that pytest-xdist's workers share a small machine instead of fighting over it (on a busy 2-core machine a
-CPU run
-took 780 s with torch's default threads and 58 s with one); and the slowest tests first, so that no worker is
-left
-with a long one at the end."""
+inherit it), so that pytest-xdist's workers share a small machine instead of fighting over it (on a busy
+2-core machine a CPU run took 780 s with torch's default threads and 58 s with one); and the slowest tests
+first, so that no worker is left with a long one at the end."""
 
 import os
 

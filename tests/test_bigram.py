@@ -1,6 +1,5 @@
 """gptcourse.bigram beyond its lesson: `check_ids`, the input check every model of the course runs first,
-refuses what
-is not token ids with one line that says what was wrong and what is allowed."""
+refuses what is not token ids with one line that says what was wrong and what is allowed."""
 
 import pytest, torch
 from gptcourse.bigram import BigramLanguageModel, check_ids

@@ -1,5 +1,5 @@
-"""The course's structure: every lesson opens with its Colab badge and install cell, the home page
-lists every lesson, and README.md is what nbs/index.ipynb makes."""
+"""The course's structure: every lesson opens with its Colab badge and install cell, the home page lists every
+lesson, and README.md is what nbs/index.ipynb makes."""
 
 import json, subprocess, sys
 from configparser import ConfigParser

@@ -1,6 +1,5 @@
 """Lesson 00 beyond its notebook: `fetch` against a real HTTP server on 127.0.0.1 (pooch underneath), the
-tokenizer
-as a property, batches and their error cases."""
+tokenizer as a property, batches and their error cases."""
 
 import hashlib, http.server, threading
 import pytest, torch

@@ -1,10 +1,8 @@
 """The lessons' diagrams: every image a lesson's markdown shows is a file in the repository, described by its
-alt
-text, and carried by its cell as an attached PNG drawn with that file (so that a notebook opened alone, as
-Colab
-opens one, shows it); and nbs/figures/make.py draws each of its figures again with the same words in it (the
-SVGs
-keep text as text, so a changed label, or a figure the script no longer makes, shows here and in a diff)."""
+alt text, and carried by its cell as an attached PNG drawn with that file (so that a notebook opened alone, as
+Colab opens one, shows it); and nbs/figures/make.py draws each of its figures again with the same words in it
+(the SVGs keep text as text, so a changed label, or a figure the script no longer makes, shows here and in a
+diff)."""
 
 import base64, hashlib, io, json, re, subprocess, sys
 import xml.etree.ElementTree as ET

@@ -1,5 +1,5 @@
-"""gptcourse.gpt2 against Hugging Face's GPT2LMHeadModel on a small transformers-saved folder, its errors,
-the character model as a GPT configuration, and the gpt2-sample command."""
+"""gptcourse.gpt2 against Hugging Face's GPT2LMHeadModel on a small transformers-saved folder, its errors, the
+character model as a GPT configuration, and the gpt2-sample command."""
 
 import inspect, json
 import pytest, torch

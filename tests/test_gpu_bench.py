@@ -1,6 +1,5 @@
 """bench/gpu.py, the one command a session lent a GPU runs first, works end to end: its dry run (toy sizes,
-this
-machine) runs every step and writes a report."""
+this machine) runs every step and writes a report."""
 
 import subprocess, sys
 from pathlib import Path

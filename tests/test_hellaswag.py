@@ -1,7 +1,6 @@
 """Lesson 17 beyond its notebook: a downloaded split is kept only if it checks out (against a server on
-127.0.0.1),
-and scoring is by the mean of an ending's token losses (not their sum) on endings of very different
-lengths."""
+127.0.0.1), and scoring is by the mean of an ending's token losses (not their sum) on endings of very
+different lengths."""
 
 import http.server, json, threading
 import pytest, torch

@@ -1,9 +1,7 @@
 """The lessons run from a plain install: a fresh virtual environment with only `pip install
-<checkout>[lessons]`
-(the extra that each lesson's first cell installs on Colab) and a Jupyter kernel imports everything every
-lesson
-imports. The dev extra
-(pytest, nbdev, ...) is not there, so a lesson that imported a test-only package would fail here."""
+<checkout>[lessons]` (the extra that each lesson's first cell installs on Colab) and a Jupyter kernel imports
+everything every lesson imports. The dev extra (pytest, nbdev, ...) is not there, so a lesson that imported a
+test-only package would fail here."""
 
 import ast, json, shutil, subprocess, sys, venv
 from pathlib import Path

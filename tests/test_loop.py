@@ -1,8 +1,6 @@
 """Lesson 18's loop beyond its notebook: clipping against the hand-clipped step in float32 and in float16 (the
-gradient
-unscaled before its norm is taken), evaluation in eval mode without touching the random state, and both
-trainers
-running this one loop."""
+gradient unscaled before its norm is taken), evaluation in eval mode without touching the random state, and
+both trainers running this one loop."""
 
 import math
 import pytest

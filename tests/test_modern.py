@@ -1,9 +1,7 @@
 """Lesson 26's subclass of the one GPT (gptcourse.modern): bad switches refused in one line, a modern run
-saved,
-loaded, resumed and sampled like any other — its class named in the checkpoint, looked up among the classes a
-program
-passes, never imported — a learner's own class trained and loaded the same way, and Muon's state surviving a
-checkpoint."""
+saved, loaded, resumed and sampled like any other — its class named in the checkpoint, looked up among the
+classes a program passes, never imported — a learner's own class trained and loaded the same way, and Muon's
+state surviving a checkpoint."""
 
 import dataclasses, os, subprocess, sys
 import pytest

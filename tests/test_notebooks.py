@@ -1,11 +1,9 @@
 """Every lesson is a test, run the way a reader runs it: top to bottom ("Run All") in a real Jupyter kernel
 (`.ci/notebooks.py`), with its asserts. Offline and on a CPU, the cells that need the hub or a GPU check for
-it
-themselves and say what they skipped; on a GPU machine they run.
+it themselves and say what they skipped; on a GPU machine they run.
 
 And what a reader sees is current: every lesson holds outputs, every plot its picture, each made from the
-cell's
-present code (`python .ci/notebooks.py write` regenerates them)."""
+cell's present code (`python .ci/notebooks.py write` regenerates them)."""
 
 import importlib.util
 from pathlib import Path

@@ -1,10 +1,8 @@
 """The lessons' prose names other lessons, and what they teach, correctly: every "lesson NN" (and "lessons
-NN–MM") in a
-lesson's text and in the home page is a lesson that exists, and every "lesson NN's `name`" or "`name` (lesson
-NN)"
-names something that lesson NN defines. The table of lessons is the notebooks themselves: each opens with
-"# Lesson NN — its title". (Split or renumber a lesson, and every sentence that now points at the wrong one
-fails.)"""
+NN–MM") in a lesson's text and in the home page is a lesson that exists, and every "lesson NN's `name`" or
+"`name` (lesson NN)" names something that lesson NN defines. The table of lessons is the notebooks themselves:
+each opens with "# Lesson NN — its title". (Split or renumber a lesson, and every sentence that now points at
+the wrong one fails.)"""
 
 import ast, json, re
 from pathlib import Path

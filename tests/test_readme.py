@@ -1,8 +1,7 @@
 """The README as a new user meets it: its commands, run one after another in an empty folder with the data
-only
-in a data folder (no tiktoken cache, no internet), then its library snippet exactly as written. Commands that
-need
-a GPU or the Hugging Face hub (the lecture presets, OpenAI's weights, torchrun on 8 GPUs) are left out."""
+only in a data folder (no tiktoken cache, no internet), then its library snippet exactly as written. Commands
+that need a GPU or the Hugging Face hub (the lecture presets, OpenAI's weights, torchrun on 8 GPUs) are left
+out."""
 
 import os, re, shlex, shutil, subprocess, sys
 from pathlib import Path

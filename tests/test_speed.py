@@ -1,6 +1,5 @@
 """Lesson 13 beyond its notebook: training in bfloat16 and in float16 with its scaler on a CPU, and
-torch.compile on
-a CPU computing what the eager model computes, its checkpoint loading into a plain model."""
+torch.compile on a CPU computing what the eager model computes, its checkpoint loading into a plain model."""
 
 import pytest, torch
 from gptcourse.gpt2 import GPT, GPTConfig

@@ -1,9 +1,7 @@
 """Lesson 19 beyond its notebook: DDP with gradient accumulation (the `no_sync` path) and resume under
-torchrun,
-training from a pretrained folder, HellaSwag inside a run, resume that keeps the schedule, a broken newest
-checkpoint,
-the micro-batch probe, one run per folder, and what `--overwrite` may and may not delete. CPU only, tiny
-sizes."""
+torchrun, training from a pretrained folder, HellaSwag inside a run, resume that keeps the schedule, a broken
+newest checkpoint, the micro-batch probe, one run per folder, and what `--overwrite` may and may not delete.
+CPU only, tiny sizes."""
 
 import json, os, socket, subprocess, sys
 import pytest

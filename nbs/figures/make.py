@@ -1,23 +1,17 @@
 """The lessons' diagrams, drawn by code so that they can be made again and reviewed in a diff.
 
-    python nbs/figures/make.py            # writes nbs/figures/*.svg, and attaches each to the lessons that
-    show it
-    python nbs/figures/make.py --out DIR  # only draws, into DIR
+    python nbs/figures/make.py            # writes nbs/figures/*.svg, and attaches each to the lessons
+    that show it python nbs/figures/make.py --out DIR  # only draws, into DIR
 
 Each figure is an SVG with its text kept as text (`svg.fonttype = 'none'`), no date and a fixed id salt, so
-the same
-matplotlib writes the same bytes. The SVG is the figure's source, and what the website shows.
+the same matplotlib writes the same bytes. The SVG is the figure's source, and what the website shows.
 
 A notebook shows it from a cell attachment, `![alt text](attachment:NAME.png)`: a PNG of the same drawing
-carried
-inside the markdown cell, so that a notebook opened alone (Colab opens one from GitHub without the
-repository's
-other files) shows its diagrams, as Jupyter and GitHub do; PNG because every notebook viewer renders a PNG
-attachment. Each PNG names the sha256 of the SVG it was drawn with (its `Source` text), so
-tests/test_figures.py can
-tell an attachment that is not the committed SVG's drawing. `attach` puts them in the cells that show a figure
-(written `![alt](figures/NAME.svg)` or as an attachment already).
-"""
+carried inside the markdown cell, so that a notebook opened alone (Colab opens one from GitHub without the
+repository's other files) shows its diagrams, as Jupyter and GitHub do; PNG because every notebook viewer
+renders a PNG attachment. Each PNG names the sha256 of the SVG it was drawn with (its `Source` text), so
+tests/test_figures.py can tell an attachment that is not the committed SVG's drawing. `attach` puts them in
+the cells that show a figure (written `![alt](figures/NAME.svg)` or as an attachment already)."""
 
 from __future__ import annotations
 import argparse, base64, hashlib, io, json, re, sys, tempfile
