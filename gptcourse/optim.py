@@ -57,21 +57,25 @@ def grad_accum_steps(total_batch: int, B: int, T: int, world_size: int = 1) -> i
     return total_batch // per
 
 # %% ../nbs/14_optim.ipynb #97cc039c
-def micro_batch_that_fits(model, B: int, T: int, precision, device='cpu') -> int:
-    "The largest B' in B, B/2, B/4, ... whose forward and backward pass (in `precision`) fit in memory."
+def micro_batch_that_fits(
+    model, B: int, T: int, precision, device='cpu', step_rows: int | None = None
+) -> int:
+    """The largest B' <= B whose forward and backward pass (in `precision`) fit in memory, among the divisors
+    of `step_rows` (the sequences of an optimizer step, per process), so that accumulation still adds up to
+    it."""
+    halving = [B >> i for i in range(B.bit_length())]  # B, B/2, B/4, ..., 1
+    sizes = [b for b in range(B, 0, -1) if step_rows % b == 0] if step_rows else halving
     devices = [torch.device(device)] if torch.device(device).type == 'cuda' else []
     with torch.random.fork_rng(devices=devices):  # the probe's random numbers leave no trace
-        while True:
+        for b in sizes:
             try:
-                x = torch.randint(0, model.config.vocab_size, (B, T), device=device)
+                x = torch.randint(0, model.config.vocab_size, (b, T), device=device)
                 with precision.autocast():
-                    loss = model(x, x)[1]
-                loss.backward()
-                return B
+                    model(x, x)[1].backward()
+                return b
             except torch.OutOfMemoryError:
-                if B == 1:
+                if b == sizes[-1]:
                     raise
-                B //= 2
             finally:
                 model.zero_grad(set_to_none=True)
                 if torch.cuda.is_available():

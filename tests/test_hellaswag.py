@@ -85,3 +85,67 @@ def test_bad_files_are_refused_when_read(tmp_path, content, msg):
         hs.read_hellaswag(tmp_path / 'f.jsonl')
     with pytest.raises(ValueError, match='is not a file'):
         hs.read_hellaswag(tmp_path)
+
+
+def test_two_processes_score_each_their_share_and_sum_to_one_processs_accuracy(tmp_path):
+    """Under torchrun each rank scores its own share (examples rank, rank + 2, ...) and the counts are summed:
+    two processes give exactly one process's accuracy on examples whose shares differ (a rank scoring rank 0's
+    share would count those twice)."""
+    import os, socket, subprocess, sys, textwrap
+
+    examples = [
+        dict(ctx=f'Example {i}:', endings=[' yes', ' no', ' maybe', ' never'], label=i % 4) for i in range(6)
+    ]
+    (tmp_path / 'ex.json').write_text(json.dumps(examples))
+    script = tmp_path / 'score.py'
+    script.write_text(
+        textwrap.dedent(f'''
+        import json, torch
+        from gptcourse.distributed import setup_distributed
+        from gptcourse.gpt2 import GPT, GPTConfig
+        from gptcourse.hellaswag import hellaswag_acc_norm
+        info = setup_distributed('cpu')
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(block_size=32, vocab_size=50257, n_layer=1, n_head=2, n_embd=16))
+        ex = json.loads(open({str(tmp_path / 'ex.json')!r}).read())
+        acc = hellaswag_acc_norm(model, ex, 'cpu', info.rank, info.world_size)
+        if info.master: print(acc)
+        info.close()''')
+    )
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    r = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            '--nproc_per_node',
+            '2',
+            '--master_addr',
+            '127.0.0.1',
+            '--master_port',
+            str(port),
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'),
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=50257, n_layer=1, n_head=2, n_embd=16))
+    one = hs.hellaswag_acc_norm(model, examples, 'cpu')
+    by_hand = sum(
+        int(hs.completion_losses(model, *hs.render_example(e)[:2]).argmin()) == e['label'] for e in examples
+    ) / len(examples)
+    assert float(r.stdout.strip().splitlines()[-1]) == one == by_hand, (r.stdout, one, by_hand)
+    shares = [
+        [
+            int(hs.completion_losses(model, *hs.render_example(e)[:2]).argmin()) == e['label']
+            for e in examples[k::2]
+        ]
+        for k in (0, 1)
+    ]
+    assert sum(shares[0]) != sum(shares[1]), 'the two shares must differ for the test to see a wrong share'

@@ -100,3 +100,28 @@ def test_both_trainers_run_lesson_18s_loop(monkeypatch, tmp_path):
     T.train_char('cpu', None, max_steps=2, eval_interval=0, eval_iters=1, device='cpu', **QUIET)
     T.train_gpt2('cpu', None, max_steps=2, eval_interval=0, batch_size=2, seq_len=32, total_batch=64, **QUIET)
     assert seen == ['CharRun', 'GPT2Run']
+
+
+def test_the_time_left_counts_only_the_steps_still_to_run():
+    "After 2,990 of 3,000 steps at 0.1 s: 10 steps (1 s) and the last evaluation (2 × 50 × 0.1 / 3 s)."
+    from gptcourse.loop import eta
+
+    run = Run(lr=1e-3, max_steps=3000, eval_interval=500, eval_iters=50)
+    assert eta(run, TrainHistory(dt=[0.1] * 10), 2990, 3000).startswith('about 4 s to step 3000')
+    assert eta(run, TrainHistory(dt=[0.1] * 10), 10, 3000).startswith('about 5 min')  # 299 s + 6 × 3.3 s
+
+
+def test_mfu_counts_attention_over_the_sequence_trained_not_the_context():
+    "flops per token, by hand: 6·N + 12·L·H·Q·T, T the run's seq_len (32), not the block size (64)."
+    import gptcourse.trainers as T
+
+    res = T.train_gpt2(
+        'cpu', None, max_steps=1, eval_interval=0, batch_size=2, seq_len=32, total_batch=64, **QUIET
+    )
+    cfg, n = res.model.config, res.model.num_params(non_embedding=True)
+    job = T.Job(res.run, res.model, None, None, None, None, 64, 32)
+    report = T.TrainerReport(res, range(1), job, lambda *a: None, False)
+    assert (
+        cfg.block_size == 64
+        and report.fpt == 6 * n + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * 32
+    )
