@@ -8,7 +8,7 @@ import contextlib, dataclasses, hashlib, json, os, random, re, shutil, sys, typi
 from pathlib import Path
 import numpy as np
 import torch
-from .files import atomic_write, folder_lock, pid_alive
+from .files import FolderBusy, atomic_write, folder_lock, pid_alive
 from .gpt2 import GPT, GPTConfig
 from .pretrained import HF_REPOS, from_pretrained
 
@@ -261,6 +261,9 @@ def load_latest(path, model=None, optimizer=None, log=None, check=None) -> tuple
     (default: standard error). Returns (file, meta)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     path = Path(path)
+    if path.is_dir() and not list_checkpoints(path) and any(path.glob('.replaced-*')):
+        with contextlib.suppress(FolderBusy), folder_lock(path, 'training run'):
+            _put_back(path)  # a replacement killed before its first checkpoint: the replaced run is back
     found = [path] if path.is_file() else list_checkpoints(path) if path.is_dir() else []
     if not found:
         raise CheckpointError(f'no checkpoint in {path}: it holds no step_*.safetensors files')
@@ -292,7 +295,8 @@ class _RunFolder:
 
 # %% ../nbs/16_checkpoint.ipynb #e4a00021
 def _put_back(out_dir: Path):
-    "Put back what a run killed before its first checkpoint had moved aside (`.replaced-PID`), if nothing replaced it."
+    """Put back what a run killed before its first checkpoint had moved aside (`.replaced-PID`), if nothing
+    replaced it."""
     for aside in out_dir.glob('.replaced-*'):
         if not pid_alive(int(aside.name.split('-')[1])) and not list_checkpoints(out_dir):
             for p in aside.iterdir():
@@ -302,7 +306,8 @@ def _put_back(out_dir: Path):
 # %% ../nbs/16_checkpoint.ipynb #99ab03b3
 @contextlib.contextmanager
 def run_folder(out_dir, resume: bool = False, overwrite: bool = False):
-    "Hold `out_dir` for one run (lesson 10's `folder_lock`); another run's checkpoints are replaced only if asked."
+    """Hold `out_dir` for one run (lesson 10's `folder_lock`); another run's checkpoints are replaced only if
+    asked."""
     out_dir = Path(out_dir)
     with folder_lock(out_dir, 'training run'):
         _put_back(out_dir)

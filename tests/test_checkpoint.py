@@ -177,3 +177,14 @@ def test_run_folder_restores_what_a_killed_overwrite_moved_aside(tmp_path):
     with run_folder(tmp_path, resume=True) as r:
         assert [p.name for p in list_checkpoints(r.path)] == ['step_0000010.safetensors']
     assert not aside.exists()
+
+
+def test_a_replacement_killed_before_its_first_checkpoint_leaves_the_replaced_run_loadable(tmp_path):
+    """`train --overwrite` killed after moving the finished run aside: sampling the folder finds the finished
+    run."""
+    save_step(tmp_path, 10, _model())
+    aside = tmp_path / '.replaced-999999'  # no such process: the replacement was killed
+    aside.mkdir()
+    (tmp_path / 'step_0000010.safetensors').rename(aside / 'step_0000010.safetensors')
+    f, meta = load_latest(tmp_path)
+    assert f.name == 'step_0000010.safetensors' and meta['step'] == 10 and not aside.exists()

@@ -37,3 +37,16 @@ def test_top_p_keeps_the_nucleus_of_a_known_distribution():
     assert kept(0.81) == [True, True, True, False] and kept(1.0) == [True] * 4
     with pytest.raises(ValueError, match=r'top_p must be in \(0, 1\]'):
         top_p_filter(logits, 1.5)
+
+
+def test_a_full_cache_takes_no_more_tokens():
+    """A model whose cache holds block_size positions refuses another token before attending: no position is
+    left."""
+    from gptcourse.gpt2 import GPT, GPTConfig
+
+    m = GPT(GPTConfig(block_size=16, vocab_size=101, n_layer=2, n_head=2, n_embd=16)).eval()
+    cache = KVCache.for_model(m)
+    with torch.no_grad():
+        m(torch.zeros(1, 16, dtype=torch.long), kv_cache=cache)
+        with pytest.raises(ValueError, match=r'length 17 \(16 cached \+ 1 new\): block_size is 16'):
+            m(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
