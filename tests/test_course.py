@@ -117,3 +117,34 @@ def test_lesson_02_knows_nothing_of_gpus_checkpoints_or_many_processes():
     text = (PKG / 'train.py').read_text()
     for word in ('DistributedDataParallel', 'GradScaler', 'sdpa', 'cuda.get_rng_state', 'safetensors'):
         assert word not in text, word
+
+
+def test_functions_take_few_parameters_and_the_first_lectures_tools_fewest():
+    "A function a reader takes in at one look: at most 8 parameters anywhere, `fit` 6 and `generate` 7."
+    counts = {}
+    for path in PKG.glob('*.py'):
+        if path.name == '_modidx.py':
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ('self', 'cls')]
+                counts[f'{path.stem}.{node.name}'] = len(names)
+    assert counts['train.fit'] <= 6 and counts['train.generate'] <= 7, (
+        counts['train.fit'],
+        counts['train.generate'],
+    )
+    assert not {k: v for k, v in counts.items() if v > 8}, {k: v for k, v in counts.items() if v > 8}
+
+
+def test_no_name_read_from_a_file_is_imported():
+    """Stored names become classes only by lookup among classes a program passes (lesson 16): no importlib
+    anywhere."""
+    assert not [p.name for p in PKG.glob('*.py') if 'importlib' in p.read_text() and p.name != '_modidx.py']
+
+
+def test_the_model_configuration_is_gpt2s_and_the_lectures_switches_only():
+    from dataclasses import fields
+    from gptcourse.gpt2 import GPTConfig
+
+    assert len(fields(GPTConfig)) <= 12, [f.name for f in fields(GPTConfig)]
