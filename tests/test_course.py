@@ -148,3 +148,15 @@ def test_the_model_configuration_is_gpt2s_and_the_lectures_switches_only():
     from gptcourse.gpt2 import GPTConfig
 
     assert len(fields(GPTConfig)) <= 12, [f.name for f in fields(GPTConfig)]
+
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_lesson_is_at_most_60_cells_before_its_exercises(nb):
+    "Longer, and a lesson splits where the thought turns (its exercises, after `## Exercises`, not counted)."
+    cs = cells(nb)
+    ends = [
+        i
+        for i, c in enumerate(cs)
+        if c['cell_type'] == 'markdown' and ''.join(c['source']).startswith('## Exercises')
+    ]
+    assert (ends[0] if ends else len(cs)) <= 60, f'{nb.name} has {ends[0] if ends else len(cs)} cells'
