@@ -53,10 +53,15 @@ def fetch(url: str, fname: str, sha256: str | None, folder=None, progress: bool 
         )
     except Exception as e:  # no network, HTTP errors, a wrong sha256: the file is not kept
         raise DownloadError(
-            f'could not download {fname} from {url} ({type(e).__name__}: {str(e)[:200]}); '
+            f'could not download {fname} from {url} ({type(e).__name__}: {_reason(e)}); '
             f'without internet, put a copy at {dest} (or point {DATA_ENV} at a folder '
             f'that holds {fname})'
         ) from None
+
+
+def _reason(e: Exception) -> str:
+    "What went wrong, short and whole: the message without the nested cause that network libraries append."
+    return str(e).split(' (Caused by ')[0][:200]
 
 # %% ../nbs/00_data.ipynb #5713f3b1
 TINY_SHAKESPEARE_URL = (
