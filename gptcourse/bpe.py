@@ -16,59 +16,76 @@ __all__ = ['GPT2_PATTERN', 'get_stats', 'merge', 'apply_merges', 'BasicTokenizer
 
 # %% ../nbs/24_bpe.ipynb #476e3075
 def get_stats(ids, counts: dict | None = None) -> dict:
-    """Counts of adjacent pairs in `ids`, e.g. [1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}; updates `counts` if
-    given."""
+    """Counts of adjacent pairs in `ids`, e.g. [1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}; updates
+    `counts` if given."""
     counts = {} if counts is None else counts
-    for pair in zip(ids, ids[1:]): counts[pair] = counts.get(pair, 0) + 1
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
     return counts
+
 
 def merge(ids, pair: tuple[int, int], idx: int) -> list[int]:
     "Copy of `ids` with every occurrence of `pair` (scanning left to right) replaced by the single id `idx`."
     a, b = pair
     out, i, n = [], 0, len(ids)
     while i < n:
-        if ids[i] == a and i + 1 < n and ids[i + 1] == b: out.append(idx); i += 2
-        else: out.append(ids[i]); i += 1
+        if ids[i] == a and i + 1 < n and ids[i + 1] == b:
+            out.append(idx)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
     return out
 
 # %% ../nbs/24_bpe.ipynb #bd6a1a65
 def apply_merges(ids, ranks: dict, merges: dict | None = None) -> list[int]:
-    """Apply BPE merges to `ids`: repeatedly merge the present pair of lowest rank (`ranks[pair]`) into `merges[pair]`
-    (default: the rank itself)."""
+    """Apply BPE merges to `ids`: repeatedly merge the present pair of lowest rank (`ranks[pair]`) into
+    `merges[pair]` (default: the rank itself)."""
     merges = ranks if merges is None else merges
     ids = list(ids)
     while len(ids) >= 2:
         pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, float('inf')))
-        if pair not in ranks: break   # no pair left that has a merge
+        if pair not in ranks:
+            break  # no pair left that has a merge
         ids = merge(ids, pair, merges[pair])
     return ids
 
 # %% ../nbs/24_bpe.ipynb #54e7902b
 class BasicTokenizer:
-    "Byte-level BPE tokenizer: 256 byte tokens plus the merges `train` learns; `encode`/`decode` between text and ids."
+    """Byte-level BPE tokenizer: 256 byte tokens plus the merges `train` learns; `encode`/`decode` between
+    text and ids."""
+
     def __init__(self):
-        self.merges: dict[tuple[int, int], int] = {}   # (id, id) -> new id, in the order learned
+        self.merges: dict[tuple[int, int], int] = {}  # (id, id) -> new id, in the order learned
         self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
 
     @property
-    def vocab_size(self) -> int: return len(self.vocab)
-    def __repr__(self): return f'BasicTokenizer(vocab_size={self.vocab_size})'
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def __repr__(self):
+        return f'BasicTokenizer(vocab_size={self.vocab_size})'
 
     def train(self, text: str, vocab_size: int, verbose: bool = False):
         "Learn `vocab_size - 256` merges from `text` (stops early if no pair is left); returns self."
-        if vocab_size < 256: raise ValueError(f'vocab_size must be at least 256 (the byte tokens), got {vocab_size}')
+        if vocab_size < 256:
+            raise ValueError(f'vocab_size must be at least 256 (the byte tokens), got {vocab_size}')
         ids = list(text.encode('utf-8'))
         self.merges, self.vocab = {}, {i: bytes([i]) for i in range(256)}
         for i in range(vocab_size - 256):
             stats = get_stats(ids)
-            if not stats: break  # the text is down to a single token
+            if not stats:
+                break  # the text is down to a single token
             pair = max(stats, key=stats.get)
             idx = 256 + i
             ids = merge(ids, pair, idx)
             self.merges[pair] = idx
             self.vocab[idx] = self.vocab[pair[0]] + self.vocab[pair[1]]
-            if verbose: print(f'merge {i + 1}/{vocab_size - 256}: {pair} -> {idx} {self.vocab[idx]!r} had '
-                              f'{stats[pair]} occurrences')
+            if verbose:
+                print(
+                    f'merge {i + 1}/{vocab_size - 256}: {pair} -> {idx} {self.vocab[idx]!r} had '
+                    f'{stats[pair]} occurrences'
+                )
         return self
 
     def encode(self, text: str) -> list[int]:
@@ -79,10 +96,13 @@ class BasicTokenizer:
 @patch
 def decode_bytes(self: BasicTokenizer, ids) -> bytes:
     "The bytes that the ids stand for; raises ValueError on an id outside the vocabulary."
-    try: return b''.join(self.vocab[int(i)] for i in ids)
+    try:
+        return b''.join(self.vocab[int(i)] for i in ids)
     except KeyError as e:
-        raise ValueError(f'token id {e.args[0]} is not in the vocabulary: '
-                         f'valid ids are 0..{self.vocab_size - 1}') from None
+        raise ValueError(
+            f'token id {e.args[0]} is not in the vocabulary: valid ids are 0..{self.vocab_size - 1}'
+        ) from None
+
 
 @patch
 def decode(self: BasicTokenizer, ids, errors: str = 'replace') -> str:
@@ -95,64 +115,90 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 
 # %% ../nbs/24_bpe.ipynb #868161c2
 def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's map from each byte 0..255 to a printable unicode character (printable Latin-1 maps to itself, the rest to
-    chr(256 + n))."""
-    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    """GPT-2's map from each byte 0..255 to a printable unicode character (printable Latin-1 maps to itself,
+    the rest to chr(256 + n))."""
+    printable = [
+        *range(ord('!'), ord('~') + 1),
+        *range(ord('¡'), ord('¬') + 1),
+        *range(ord('®'), ord('ÿ') + 1),
+    ]
     table, n = {b: chr(b) for b in printable}, 0
     for b in range(256):
-        if b not in table: table[b] = chr(256 + n); n += 1
+        if b not in table:
+            table[b] = chr(256 + n)
+            n += 1
     return dict(sorted(table.items()))
 
 # %% ../nbs/24_bpe.ipynb #de766130
 def apply_merges_fast(ids, ranks: dict, merges: dict | None = None) -> list[int]:
     "`apply_merges` in O(n log n): a heap of (rank, position) over a linked list of the tokens; the same ids."
     merges = ranks if merges is None else merges
-    ids = list(ids); n = len(ids)
+    ids = list(ids)
+    n = len(ids)
     nxt, prv, alive = list(range(1, n)) + [-1], list(range(-1, n - 1)), [True] * n
     heap = [(ranks[p], i) for i, p in enumerate(zip(ids, ids[1:])) if p in ranks]
     heapq.heapify(heap)
     while heap:
         r, i = heapq.heappop(heap)
         j = nxt[i] if alive[i] else -1
-        if j < 0 or ranks.get((ids[i], ids[j])) != r: continue  # stale: the pair at i has changed since
-        ids[i], alive[j] = merges[ids[i], ids[j]], False      # merge j into i, unlink j
+        if j < 0 or ranks.get((ids[i], ids[j])) != r:
+            continue  # stale: the pair at i has changed since
+        ids[i], alive[j] = merges[ids[i], ids[j]], False  # merge j into i, unlink j
         nxt[i] = nxt[j]
-        if nxt[i] >= 0: prv[nxt[i]] = i
-        for a in (prv[i], i):                                   # the two pairs the new token is part of
+        if nxt[i] >= 0:
+            prv[nxt[i]] = i
+        for a in (prv[i], i):  # the two pairs the new token is part of
             if a >= 0 and nxt[a] >= 0 and (ids[a], ids[nxt[a]]) in ranks:
                 heapq.heappush(heap, (ranks[ids[a], ids[nxt[a]]], a))
     return [t for t, ok in zip(ids, alive) if ok]
 
 # %% ../nbs/24_bpe.ipynb #581790d0
 class GPT2Tokenizer:
-    """GPT-2's byte-level BPE tokenizer (regex pre-split, 50,000 merges, `<|endoftext|>`), token-for-token equal to
-    tiktoken's 'gpt2'."""
-    def __init__(self, encoder: dict[str, int], bpe_merges: list[tuple[str, str]],
-                 special_tokens: dict[str, int] | None = None, pattern: str = GPT2_PATTERN, cache_size: int = 1 << 16):
+    """GPT-2's byte-level BPE tokenizer (regex pre-split, 50,000 merges, `<|endoftext|>`), token-for-token
+    equal to tiktoken's 'gpt2'."""
+
+    def __init__(
+        self,
+        encoder: dict[str, int],
+        bpe_merges: list[tuple[str, str]],
+        special_tokens: dict[str, int] | None = None,
+        pattern: str = GPT2_PATTERN,
+        cache_size: int = 1 << 16,
+    ):
         self.special_tokens = {'<|endoftext|>': 50256} if special_tokens is None else dict(special_tokens)
         byte_encoder = bytes_to_unicode()
         byte_decoder = {c: b for b, c in byte_encoder.items()}
-        self.byte_ids = [encoder[byte_encoder[b]] for b in range(256)]     # byte value -> token id
+        self.byte_ids = [encoder[byte_encoder[b]] for b in range(256)]  # byte value -> token id
         self.ranks, self.merges = {}, {}
         for rank, (a, b) in enumerate(bpe_merges):
             pair = (encoder[a], encoder[b])
             self.ranks[pair], self.merges[pair] = rank, encoder[a + b]
         self.n_vocab = max([*encoder.values(), *self.special_tokens.values()]) + 1
-        self._bytes: list[bytes | None] = [None] * self.n_vocab                # token id -> its bytes
+        self._bytes: list[bytes | None] = [None] * self.n_vocab  # token id -> its bytes
         for t, i in encoder.items():
-            if t not in self.special_tokens: self._bytes[i] = bytes(byte_decoder[c] for c in t)
-        for t, i in self.special_tokens.items(): self._bytes[i] = t.encode('utf-8')
+            if t not in self.special_tokens:
+                self._bytes[i] = bytes(byte_decoder[c] for c in t)
+        for t, i in self.special_tokens.items():
+            self._bytes[i] = t.encode('utf-8')
         self.pattern = regex.compile(pattern)
-        self._special_pattern = regex.compile('|'.join(map(regex.escape, sorted(self.special_tokens, key=len,
-                                                                                reverse=True))))
+        self._special_pattern = regex.compile(
+            '|'.join(map(regex.escape, sorted(self.special_tokens, key=len, reverse=True)))
+        )
         self._bpe = functools.lru_cache(maxsize=cache_size)(self._bpe_chunk)
 
     @property
-    def eot_token(self) -> int: return self.special_tokens['<|endoftext|>']
+    def eot_token(self) -> int:
+        return self.special_tokens['<|endoftext|>']
+
     @property
-    def special_tokens_set(self) -> set[str]: return set(self.special_tokens)
+    def special_tokens_set(self) -> set[str]:
+        return set(self.special_tokens)
+
     def __repr__(self):
-        return f'GPT2Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, special_tokens={self.special_tokens})'
+        return (
+            f'GPT2Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, '
+            f'special_tokens={self.special_tokens})'
+        )
 
 # %% ../nbs/24_bpe.ipynb #fd0cdfa9
 @patch(as_classmethod=True)
@@ -164,57 +210,76 @@ def from_files(cls: GPT2Tokenizer, encoder_json, vocab_bpe, **kwargs):
         raise ValueError(f'{vocab_bpe} does not start with a "#version" line: not a vocab.bpe file')
     return cls(encoder, [tuple(line.split(' ')) for line in lines[1:] if line], **kwargs)
 
+
 @patch(as_classmethod=True)
 def load(cls: GPT2Tokenizer, folder=None, **kwargs):
-    """GPT-2's tokenizer from its files, downloaded once into `folder/gpt2` (default `data_dir()`) and verified by
-    sha256."""
+    """GPT-2's tokenizer from its files, downloaded once into `folder/gpt2` (default `data_dir()`) and
+    verified by sha256."""
     return cls.from_files(*gpt2_files(folder), **kwargs)
 
 # %% ../nbs/24_bpe.ipynb #b3bee44e
 @patch
 def _bpe_chunk(self: GPT2Tokenizer, chunk: str) -> tuple[int, ...]:
-    return tuple(apply_merges_fast([self.byte_ids[b] for b in chunk.encode('utf-8')], self.ranks, self.merges))
+    return tuple(
+        apply_merges_fast([self.byte_ids[b] for b in chunk.encode('utf-8')], self.ranks, self.merges)
+    )
+
 
 @patch
 def encode_ordinary(self: GPT2Tokenizer, text: str) -> list[int]:
     "Token ids of `text`, treating special-token strings as ordinary text."
-    try: text.encode('utf-8')
-    except UnicodeEncodeError: text = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')  # as tiktoken
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        text = text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')  # as tiktoken
     ids = []
-    for chunk in self.pattern.findall(text): ids.extend(self._bpe(chunk))
+    for chunk in self.pattern.findall(text):
+        ids.extend(self._bpe(chunk))
     return ids
 
 # %% ../nbs/24_bpe.ipynb #8150a45a
 @patch
 def _special_set(self: GPT2Tokenizer, value, name: str) -> set[str]:
-    if value == 'all': return set(self.special_tokens)
+    if value == 'all':
+        return set(self.special_tokens)
     if isinstance(value, str):
-        raise ValueError(f"{name} must be 'all' or a set of special token names, e.g. {{'<|endoftext|>'}}; got the "
-                         f"string {value!r}")
+        raise ValueError(
+            f"{name} must be 'all' or a set of special token names, e.g. {{'<|endoftext|>'}}; got the "
+            f"string {value!r}"
+        )
     value = set(value)
     if unknown := value - set(self.special_tokens):
-        raise ValueError(f'unknown special token(s) in {name}: {sorted(unknown)}; the known special tokens are '
-                         f'{sorted(self.special_tokens)}')
+        raise ValueError(
+            f'unknown special token(s) in {name}: {sorted(unknown)}; the known special tokens are '
+            f'{sorted(self.special_tokens)}'
+        )
     return value
 
 # %% ../nbs/24_bpe.ipynb #c13d0006
 @patch
-def encode(self: GPT2Tokenizer, text: str, allowed_special=frozenset(), disallowed_special='all') -> list[int]:
-    """Token ids of `text`; special tokens become their ids only if in `allowed_special` ('all' or a set) and raise
-    ValueError if in `disallowed_special` (default 'all': every special not allowed)."""
+def encode(
+    self: GPT2Tokenizer, text: str, allowed_special=frozenset(), disallowed_special='all'
+) -> list[int]:
+    """Token ids of `text`; special tokens become their ids only if in `allowed_special` ('all' or a set) and
+    raise ValueError if in `disallowed_special` (default 'all': every special not allowed)."""
     allowed = self._special_set(allowed_special, 'allowed_special')
     disallowed = self._special_set(disallowed_special, 'disallowed_special')
-    if disallowed_special == 'all': disallowed -= allowed
+    if disallowed_special == 'all':
+        disallowed -= allowed
     for m in self._special_pattern.finditer(text):
         if m.group() in disallowed:
-            raise ValueError(f'the text contains the special token {m.group()!r} at position {m.start()}. To encode it '
-                             f'as its token id pass allowed_special={{{m.group()!r}}} (or "all"); to encode it as '
-                             'ordinary text pass disallowed_special=() (or leave it out of disallowed_special).')
-    if not allowed: return self.encode_ordinary(text)
+            raise ValueError(
+                f'the text contains the special token {m.group()!r} at position {m.start()}. To encode it '
+                f'as its token id pass allowed_special={{{m.group()!r}}} (or "all"); to encode it as '
+                'ordinary text pass disallowed_special=() (or leave it out of disallowed_special).'
+            )
+    if not allowed:
+        return self.encode_ordinary(text)
     ids, start = [], 0
     for m in self._special_pattern.finditer(text):
-        if m.group() not in allowed: continue
-        ids.extend(self.encode_ordinary(text[start:m.start()]))
+        if m.group() not in allowed:
+            continue
+        ids.extend(self.encode_ordinary(text[start : m.start()]))
         ids.append(self.special_tokens[m.group()])
         start = m.end()
     ids.extend(self.encode_ordinary(text[start:]))
@@ -223,12 +288,14 @@ def encode(self: GPT2Tokenizer, text: str, allowed_special=frozenset(), disallow
 # %% ../nbs/24_bpe.ipynb #cccff2fd
 @patch
 def decode_bytes(self: GPT2Tokenizer, ids) -> bytes:
-    "The bytes that the token ids stand for (exact, even where they cut a character); ValueError on ids out of range."
+    """The bytes that the token ids stand for (exact, even where they cut a character); ValueError on ids out
+    of range."""
     ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
     if ids and (min(ids) < 0 or max(ids) >= self.n_vocab):
         bad = [i for i in ids if not 0 <= i < self.n_vocab]
         raise ValueError(f'token id(s) {bad[:10]} out of range: valid ids are 0..{self.n_vocab - 1}')
     return b''.join([self._bytes[i] for i in ids])
+
 
 @patch
 def decode(self: GPT2Tokenizer, ids, errors: str = 'replace') -> str:

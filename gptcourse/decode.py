@@ -16,27 +16,39 @@ __all__ = ['GEMV_C', 'KERNEL_FLAGS', 'best_time', 'read_gb_per_s', 'bytes_per_to
 
 # %% ../nbs/22_decode.ipynb #f506abe5
 def best_time(f, n: int = 5) -> float:
-    "The fastest of `n` timed calls of `f()` (after one untimed call): the least disturbed by the rest of the machine."
-    f(); times = []
+    """The fastest of `n` timed calls of `f()` (after one untimed call): the least disturbed by the rest of
+    the machine."""
+    f()
+    times = []
     for _ in range(n):
-        t0 = time.perf_counter(); f(); times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
     return min(times)
 
+
 def read_gb_per_s(mb: int = 256, n: int = 5) -> float:
-    "GB/s at which torch reads (sums) a float32 array of `mb` MB, far larger than the caches, on the current threads."
+    """GB/s at which torch reads (sums) a float32 array of `mb` MB, far larger than the caches, on the current
+    threads."""
     a = torch.ones(mb * 2**20 // 4)
     return a.numel() * 4 / best_time(lambda: a.sum(), n) / 1e9
 
+
 def bytes_per_token(model) -> int:
-    "Bytes of weights a batch-1 decoding step reads: every `nn.Linear`'s weight and bias (the embeddings: one row)."
-    return sum(p.numel() * p.element_size() for m in model.modules() if isinstance(m, nn.Linear)
-               for p in m.parameters(recurse=False))
+    """Bytes of weights a batch-1 decoding step reads: every `nn.Linear`'s weight and bias (the embeddings:
+    one row)."""
+    return sum(
+        p.numel() * p.element_size()
+        for m in model.modules()
+        if isinstance(m, nn.Linear)
+        for p in m.parameters(recurse=False)
+    )
 
 # %% ../nbs/22_decode.ipynb #4e0499cf
 GEMV_C = r'''
 /* y = x @ W.T + b for m rows of x (m, in); W (out, in) row-major, as nn.Linear stores it; y (m, out). */
 typedef float vec16 __attribute__((vector_size(64), aligned(4)));  /* 16 floats; loads need no alignment */
-static inline float hsum(vec16 v) { float t = 0; for (int k = 0; k < 16; k++) t += v[k]; return t; }  /* 16 lanes */
+static inline float hsum(vec16 v) { float t = 0; for (int k = 0; k < 16; k++) t += v[k]; return t; }
 void gemv(const float *x, const float *W, const float *b, float *y, int m, int in, int out) {
   int n = in - in % 16, r = 0;                       /* n: the columns that fill whole vectors */
   for (; r + 8 <= out; r += 8) {                     /* 8 rows of W at a time: 8 sums in registers */
@@ -64,13 +76,23 @@ void gemv(const float *x, const float *W, const float *b, float *y, int m, int i
 '''
 
 # %% ../nbs/22_decode.ipynb #1011a732
-KERNEL_FLAGS = (('-O3', '-march=native'), ('-O3', '-mcpu=native'), ('-O3',))  # the CPU's own instructions, else any
+KERNEL_FLAGS = (
+    ('-O3', '-march=native'),
+    ('-O3', '-mcpu=native'),
+    ('-O3',),
+)  # the CPU's own instructions, else any
+
 
 def _cpu_id() -> str:
     "The CPU's model and instruction sets (a library built with -march=native may run only there)."
-    try: info = Path('/proc/cpuinfo').read_text()
-    except OSError: return platform.processor()
-    return '\n'.join(dict.fromkeys(l for l in info.splitlines() if l.startswith(('model name', 'flags', 'Features'))))
+    try:
+        info = Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return platform.processor()
+    return '\n'.join(
+        dict.fromkeys(l for l in info.splitlines() if l.startswith(('model name', 'flags', 'Features')))
+    )
+
 
 def _agrees(fn) -> bool:
     "Whether the kernel `fn` computes what F.linear does, on shapes that take every branch of it."
@@ -79,74 +101,118 @@ def _agrees(fn) -> bool:
         x, W, b = (torch.randn(*s, generator=g) for s in ((m, in_f), (out_f, in_f), (out_f,)))
         y = torch.empty(m, out_f)
         fn(x.data_ptr(), W.data_ptr(), b.data_ptr() if bias else None, y.data_ptr(), m, in_f, out_f)
-        if not torch.allclose(y, F.linear(x, W, b if bias else None), atol=1e-5): return False
+        if not torch.allclose(y, F.linear(x, W, b if bias else None), atol=1e-5):
+            return False
     return True
 
 # %% ../nbs/22_decode.ipynb #2297fabb
 def _kernel_folder() -> Path:
     "~/.cache/gptcourse/kernels if only this user can write into it; else a fresh private temporary folder."
-    folder = Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'gptcourse'/'kernels'
+    folder = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'gptcourse' / 'kernels'
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         st = folder.stat()
-        if os.name == 'nt' or (st.st_uid == os.getuid() and not st.st_mode & 0o022): return folder
-    except OSError: pass
+        if os.name == 'nt' or (st.st_uid == os.getuid() and not st.st_mode & 0o022):
+            return folder
+    except OSError:
+        pass
     return Path(tempfile.mkdtemp(prefix='gptcourse-kernels-'))
 
-def _sha256(path: Path) -> str: return hashlib.sha256(path.read_bytes()).hexdigest()
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 # %% ../nbs/22_decode.ipynb #c12d0005
 @functools.cache
 def gemv_kernel():
-    """Lesson 22's `GEMV_C`, compiled on first use and loaded: `(fn, note)`; `fn(x, W, b, y, m, in, out)` takes float32
-    data pointers. `fn` is None where no compiler builds one that agrees with F.linear; `note` says what happened."""
+    """Lesson 22's `GEMV_C`, compiled on first use and loaded: `(fn, note)`; `fn(x, W, b, y, m, in, out)`
+    takes float32 data pointers. `fn` is None where no compiler builds one that agrees with F.linear; `note`
+    says what happened."""
     cc = os.environ.get('CC') or 'cc'
-    if shutil.which(cc) is None: return None, f'no C compiler ({cc}) found'
-    version, folder = subprocess.run([cc, '--version'], capture_output=True, text=True).stdout, _kernel_folder()
+    if shutil.which(cc) is None:
+        return None, f'no C compiler ({cc}) found'
+    version, folder = (
+        subprocess.run([cc, '--version'], capture_output=True, text=True).stdout,
+        _kernel_folder(),
+    )
     for flags in KERNEL_FLAGS:
         key = '\0'.join((GEMV_C, cc, version, platform.machine(), _cpu_id(), *flags))
-        lib = folder/f'gemv-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
-        built = lib.with_suffix('.sha256')             # the library's sha256, written when it was built
+        lib = folder / f'gemv-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
+        built = lib.with_suffix('.sha256')  # the library's sha256, written when it was built
         try:
             if not (lib.is_file() and built.is_file() and built.read_text().strip() == _sha256(lib)):
-                with atomic_write(lib) as f:             # not built here (or changed since): build it, over it
-                    subprocess.run([cc, *flags, '-shared', '-fPIC', '-x', 'c', '-', '-o', f.name], input=GEMV_C,
-                                   capture_output=True, text=True, check=True, timeout=300)
-                with atomic_write(built, 'w') as f: f.write(_sha256(lib))
+                with atomic_write(lib) as f:  # not built here (or changed since): build it, over it
+                    subprocess.run(
+                        [cc, *flags, '-shared', '-fPIC', '-x', 'c', '-', '-o', f.name],
+                        input=GEMV_C,
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        timeout=300,
+                    )
+                with atomic_write(built, 'w') as f:
+                    f.write(_sha256(lib))
             fn = ctypes.CDLL(str(lib)).gemv
-        except subprocess.CalledProcessError as e:   # these flags do not work here: try the next ones
-            why = f'{cc} {" ".join(flags)} failed: {(e.stderr.strip().splitlines() or ["no message"])[-1]}'; continue
-        except (OSError, subprocess.SubprocessError) as e: why = f'{cc} {" ".join(flags)}: {e}'; continue
+        except subprocess.CalledProcessError as e:  # these flags do not work here: try the next ones
+            why = f'{cc} {" ".join(flags)} failed: {(e.stderr.strip().splitlines() or ["no message"])[-1]}'
+            continue
+        except (OSError, subprocess.SubprocessError) as e:
+            why = f'{cc} {" ".join(flags)}: {e}'
+            continue
         fn.argtypes, fn.restype = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3, None
-        if _agrees(fn): return fn, f'{cc} {" ".join(flags)}: {lib}'
+        if _agrees(fn):
+            return fn, f'{cc} {" ".join(flags)}: {lib}'
         why = f'the kernel {cc} {" ".join(flags)} built disagrees with F.linear'
     return None, f'no kernel ({why})'
 
 # %% ../nbs/22_decode.ipynb #8f426aea
 def _cpu_autocast() -> bool:
-    try: return torch.is_autocast_enabled('cpu')
-    except TypeError: return torch.is_autocast_cpu_enabled()   # torch < 2.4
+    try:
+        return torch.is_autocast_enabled('cpu')
+    except TypeError:
+        return torch.is_autocast_cpu_enabled()  # torch < 2.4
+
 
 class DecodeLinear(nn.Linear):
-    """`nn.Linear` that multiplies a few float32 rows without gradients on a CPU (decoding) with lesson 22's kernel;
-    anything else goes to F.linear. `max_rows = 0` turns the kernel off."""
+    """`nn.Linear` that multiplies a few float32 rows without gradients on a CPU (decoding) with lesson 22's
+    kernel; anything else goes to F.linear. `max_rows = 0` turns the kernel off."""
+
     max_rows = 8
 
     def forward(self, x):
         w, b, rows = self.weight, self.bias, x.numel() // max(x.size(-1), 1)
-        if (rows > self.max_rows or torch.is_grad_enabled() or x.device.type != 'cpu' or w.device.type != 'cpu'
-                or x.dtype != torch.float32 or w.dtype != torch.float32 or not w.is_contiguous()
-                or (b is not None and (b.dtype != torch.float32 or not b.is_contiguous())) or _cpu_autocast()):
+        if (
+            rows > self.max_rows
+            or torch.is_grad_enabled()
+            or x.device.type != 'cpu'
+            or w.device.type != 'cpu'
+            or x.dtype != torch.float32
+            or w.dtype != torch.float32
+            or not w.is_contiguous()
+            or (b is not None and (b.dtype != torch.float32 or not b.is_contiguous()))
+            or _cpu_autocast()
+        ):
             return F.linear(x, w, b)
         kernel = gemv_kernel()[0]
-        if kernel is None: return F.linear(x, w, b)
+        if kernel is None:
+            return F.linear(x, w, b)
         x = x.contiguous()
         y = x.new_empty(*x.shape[:-1], w.size(0))
-        kernel(x.data_ptr(), w.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(), rows, *reversed(w.shape))
+        kernel(
+            x.data_ptr(),
+            w.data_ptr(),
+            None if b is None else b.data_ptr(),
+            y.data_ptr(),
+            rows,
+            *reversed(w.shape),
+        )
         return y
 
+
 def use_decode_kernel(model, on: bool = True):
-    "Give every `nn.Linear` of `model` the decoding path of `DecodeLinear` (`on=False`: take it back); returns `model`."
+    """Give every `nn.Linear` of `model` the decoding path of `DecodeLinear` (`on=False`: take it back);
+    returns `model`."""
     for m in model.modules():
-        if type(m) is (nn.Linear if on else DecodeLinear): m.__class__ = DecodeLinear if on else nn.Linear
+        if type(m) is (nn.Linear if on else DecodeLinear):
+            m.__class__ = DecodeLinear if on else nn.Linear
     return model

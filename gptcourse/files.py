@@ -13,24 +13,33 @@ __all__ = ['pid_alive', 'remove_stale_temps', 'atomic_write', 'FolderBusy', 'fol
 # %% ../nbs/10_files.ipynb #9f1e0a08
 def pid_alive(pid: int) -> bool:
     "Whether process `pid` exists (on Windows: always True, so nothing of a live writer is removed)."
-    if os.name == 'nt': return True  # os.kill(pid, 0) would end the process on Windows: keep its files
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass     # alive, but another user's
+    if os.name == 'nt':
+        return True  # os.kill(pid, 0) would end the process on Windows: keep its files
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, but another user's
     return True
 
+
 def remove_stale_temps(folder) -> list[Path]:
-    "Delete the temporary files that `atomic_write`s killed mid-write left in `folder` (their process is gone)."
+    """Delete the temporary files that `atomic_write`s killed mid-write left in `folder` (their process is
+    gone)."""
     removed = []
     for t in Path(folder).glob('.*.tmp'):
-        parts = t.name[:-len('.tmp')].rsplit('.', 2)  # '.', the file's name, the writer's pid, a random part
+        parts = t.name[: -len('.tmp')].rsplit('.', 2)  # '.', the file's name, the writer's pid, a random part
         if len(parts) == 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):
-            t.unlink(missing_ok=True); removed.append(t)
+            t.unlink(missing_ok=True)
+            removed.append(t)
     return removed
+
 
 @contextlib.contextmanager
 def atomic_write(path, mode: str = 'wb'):
-    "Write `path` all or nothing: yield a temporary file beside it, then flush, fsync and rename it over `path`."
+    """Write `path` all or nothing: yield a temporary file beside it, then flush, fsync and rename it over
+    `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent)  # a killed writer's leftovers go with the next write, not never
@@ -39,43 +48,59 @@ def atomic_write(path, mode: str = 'wb'):
     try:
         with open(tmp, mode) as f:  # f.name is the temporary file's path
             yield f  # an exception in the caller's block leaves `path` untouched
-            f.flush(); os.fsync(f.fileno())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on one file system: readers see the old file or the new one
     finally:
-        if os.path.exists(tmp): os.remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 # %% ../nbs/10_files.ipynb #9f1e0a14
 class FolderBusy(RuntimeError):
     "Another process holds the folder (`folder_lock`)."
 
+
 def _try_lock(f) -> bool:
     "Lock the open file `f` for this process, without waiting; False if another process holds it."
     try:
         if os.name == 'nt':
-            import msvcrt; msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+            import msvcrt
+
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
         else:
-            import fcntl; fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
-    except OSError: return False
+    except OSError:
+        return False
 
 # %% ../nbs/10_files.ipynb #9f1e0a15
 @contextlib.contextmanager
 def folder_lock(folder, what: str = 'run'):
-    "Hold `folder` (made if missing) for the body: another process that asks for it gets `FolderBusy` at once."
+    """Hold `folder` (made if missing) for the body: another process that asks for it gets `FolderBusy` at
+    once."""
     folder = Path(folder)
     made = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         f = open(folder / '.lock', 'a+')
-    except OSError as e: raise OSError(f'cannot use {folder} for the {what}: {e.strerror or e}') from None
+    except OSError as e:
+        raise OSError(f'cannot use {folder} for the {what}: {e.strerror or e}') from None
     try:
         if not _try_lock(f):
             f.seek(0)
-            raise FolderBusy(f'{folder} is in use by another {what} ({f.read().strip() or "a process"}); wait for it '
-                             'to end, or choose another folder')
-        f.seek(0); f.truncate(); f.write(f'pid {os.getpid()} on {socket.gethostname()}'); f.flush()
+            raise FolderBusy(
+                f'{folder} is in use by another {what} ({f.read().strip() or "a process"}); wait for it '
+                'to end, or choose another folder'
+            )
+        f.seek(0)
+        f.truncate()
+        f.write(f'pid {os.getpid()} on {socket.gethostname()}')
+        f.flush()
         yield folder
     finally:
-        f.close()   # closing the file releases the lock
-        if made and [p.name for p in folder.iterdir()] == ['.lock']:   # made for a run that wrote nothing
-            (folder / '.lock').unlink(); folder.rmdir()
+        f.close()  # closing the file releases the lock
+        if made and [p.name for p in folder.iterdir()] == ['.lock']:  # made for a run that wrote nothing
+            (folder / '.lock').unlink()
+            folder.rmdir()

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 import torch, torch.nn as nn
 from torch.nn import functional as F
-from .gpt2 import GPT, GPTConfig, CausalSelfAttention, Block, MLP, _init_weights
+from .gpt2 import GPT, GPTConfig, CausalSelfAttention, Block, _init_weights
 from .trainers import Arch, LECTURE
 
 # %% auto #0

@@ -22,148 +22,219 @@ __all__ = ['MANIFEST', 'PROGRESS', 'FORMAT', 'HUB', 'SUFFIXES', 'CHUNK_CHARS', '
 
 # %% ../nbs/11_shards.ipynb #a89d9cb2
 MANIFEST, PROGRESS = 'manifest.json', 'progress.json'
-FORMAT = 'gptcourse-shards-2'   # -1: one file per part of a split (still read); -2: splits as slices of shards
+FORMAT = 'gptcourse-shards-2'  # -1: one file per part of a split (still read); -2: splits as slices of shards
+
 
 def write_shards(folder, splits: dict, shard_size: int = 100_000_000, **info) -> dict:
-    """Write each split's token array (`splits = {'train': tokens, 'val': tokens}`) as uint16 shards of `shard_size`
-    into the new `folder`, then the manifest with `info`; returns the manifest."""
+    """Write each split's token array (`splits = {'train': tokens, 'val': tokens}`) as uint16 shards of
+    `shard_size` into the new `folder`, then the manifest with `info`; returns the manifest."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=False)   # a new folder: shards never join another run's
+    folder.mkdir(parents=True, exist_ok=False)  # a new folder: shards never join another run's
     manifest = dict(format=FORMAT, tokenizer='gpt2', **info, shards=[], splits={})
     for split, tokens in splits.items():
         tokens, files = np.asarray(tokens), []
         if tokens.size and (tokens.min() < 0 or tokens.max() >= 2**16):
             raise ValueError('uint16 shards hold ids 0..65,535')
         for i in range(0, len(tokens), shard_size):
-            name, part = f'{split}_{i // shard_size:06d}.npy', tokens[i:i + shard_size]
-            with atomic_write(folder / name) as f: np.save(f, part.astype(np.uint16))
+            name, part = f'{split}_{i // shard_size:06d}.npy', tokens[i : i + shard_size]
+            with atomic_write(folder / name) as f:
+                np.save(f, part.astype(np.uint16))
             manifest['shards'].append({'file': name, 'tokens': len(part)})
             files.append({'file': name, 'start': 0, 'tokens': len(part)})
         manifest['splits'][split] = files
-    with atomic_write(folder / MANIFEST, 'w') as f: json.dump(manifest, f, indent=1)
+    with atomic_write(folder / MANIFEST, 'w') as f:
+        json.dump(manifest, f, indent=1)
     return manifest
 
 # %% ../nbs/11_shards.ipynb #cad0a012
 def _well_formed(m) -> bool:
-    "Whether `m` is a manifest of ours: its shards and its splits' parts each a file of the folder with whole counts."
-    if not (isinstance(m, dict) and m.get('format') in (FORMAT, 'gptcourse-shards-1') and
-            isinstance(m.get('splits'), dict) and isinstance(m.get('shards', []), list)): return False
-    parts = m.get('shards', []) + [s for v in m['splits'].values() for s in (v if isinstance(v, list) else [None])]
-    return all(isinstance(s, dict) and isinstance(s.get('file'), str) and s['file'] == Path(s['file']).name
-               and type(s.get('tokens')) is int and type(s.get('start', 0)) is int for s in parts)
+    """Whether `m` is a manifest of ours: its shards and its splits' parts each a file of the folder with
+    whole counts."""
+    if not (
+        isinstance(m, dict)
+        and m.get('format') in (FORMAT, 'gptcourse-shards-1')
+        and isinstance(m.get('splits'), dict)
+        and isinstance(m.get('shards', []), list)
+    ):
+        return False
+    parts = m.get('shards', []) + [
+        s for v in m['splits'].values() for s in (v if isinstance(v, list) else [None])
+    ]
+    return all(
+        isinstance(s, dict)
+        and isinstance(s.get('file'), str)
+        and s['file'] == Path(s['file']).name
+        and type(s.get('tokens')) is int
+        and type(s.get('start', 0)) is int
+        for s in parts
+    )
 
 # %% ../nbs/11_shards.ipynb #2d12fb41
 def read_manifest(folder: Path) -> dict:
-    "The manifest of a shard folder, its shards checked against it (regular files, 1-D integer arrays, lengths)."
+    """The manifest of a shard folder, its shards checked against it (regular files, 1-D integer arrays,
+    lengths)."""
     folder, hint = Path(folder), f'make one with `gptcourse prepare --out {folder}`'
-    if not folder.is_dir(): raise FileNotFoundError(f'{folder}: no such folder of token shards ({hint})')
-    try: manifest = json.loads((folder / MANIFEST).read_text(encoding='utf-8'))
+    if not folder.is_dir():
+        raise FileNotFoundError(f'{folder}: no such folder of token shards ({hint})')
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding='utf-8'))
     except (OSError, ValueError):
-        raise ValueError(f'{folder} has no readable {MANIFEST}: its prepare did not finish, or it was made by hand '
-                         f'({hint} --overwrite)') from None
+        raise ValueError(
+            f'{folder} has no readable {MANIFEST}: its prepare did not finish, or it was made by hand '
+            f'({hint} --overwrite)'
+        ) from None
     if not _well_formed(manifest):
-        raise ValueError(f'{folder / MANIFEST} is not a well-formed manifest of gptcourse shards ({hint} --overwrite)')
+        raise ValueError(
+            f'{folder / MANIFEST} is not a well-formed manifest of gptcourse shards ({hint} --overwrite)'
+        )
     sizes = {s['file']: s['tokens'] for s in manifest.get('shards', [])}
     for split, shards in manifest.get('splits', {}).items():
         for s in shards:
             f, start, want = folder / s['file'], s.get('start', 0), sizes.get(s['file'], s['tokens'])
-            if not f.is_file(): raise ValueError(f'{f}: listed in {MANIFEST}, but not a regular file')
-            try: a = np.load(f, mmap_mode='r')
-            except Exception as e: raise ValueError(f'{f} is not a readable .npy file ({e})') from None
+            if not f.is_file():
+                raise ValueError(f'{f}: listed in {MANIFEST}, but not a regular file')
+            try:
+                a = np.load(f, mmap_mode='r')
+            except Exception as e:
+                raise ValueError(f'{f} is not a readable .npy file ({e})') from None
             if a.dtype.kind not in 'iu' or a.ndim != 1 or len(a) != want:
-                raise ValueError(f'{f} holds a {a.ndim}-D {a.dtype} array of {a.size:,} values, not the '
-                                 f'{want:,} token ids its manifest says')
+                raise ValueError(
+                    f'{f} holds a {a.ndim}-D {a.dtype} array of {a.size:,} values, not the '
+                    f'{want:,} token ids its manifest says'
+                )
             if not 0 <= start <= start + s['tokens'] <= want:
-                raise ValueError(f'{MANIFEST} reads tokens {start:,}..{start + s["tokens"]:,} of {f.name}, which '
-                                 f'holds {want:,}')
+                raise ValueError(
+                    f'{MANIFEST} reads tokens {start:,}..{start + s["tokens"]:,} of {f.name}, which '
+                    f'holds {want:,}'
+                )
     return manifest
+
 
 def read_split(folder, split: str) -> np.ndarray:
     "Every token of `split` in the shard folder, in order, in memory (for small folders, and for checks)."
-    parts = [np.load(Path(folder) / s['file'], mmap_mode='r')[s.get('start', 0):s.get('start', 0) + s['tokens']]
-             for s in read_manifest(folder)['splits'].get(split, [])]
+    parts = [
+        np.load(Path(folder) / s['file'], mmap_mode='r')[s.get('start', 0) : s.get('start', 0) + s['tokens']]
+        for s in read_manifest(folder)['splits'].get(split, [])
+    ]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint16)
 
 # %% ../nbs/11_shards.ipynb #8bbd228c
-HUB = {'fineweb-edu-10B': ('HuggingFaceFW/fineweb-edu', 'sample/10BT/*.parquet')}   # the lecture's 10B tokens
+HUB = {'fineweb-edu-10B': ('HuggingFaceFW/fineweb-edu', 'sample/10BT/*.parquet')}  # the lecture's 10B tokens
 SUFFIXES = ('.txt', '.jsonl', '.parquet')
 
+
 def source_files(src) -> list[str]:
-    """The files of `src`, in order: Tiny Shakespeare (None), one file, the sorted .txt, .jsonl and .parquet files
-    under a folder, or a dataset of `HUB` by name."""
-    if src is None: return ['tinyshakespeare']
-    if str(src) in HUB: return _hub_files(*HUB[str(src)])
+    """The files of `src`, in order: Tiny Shakespeare (None), one file, the sorted .txt, .jsonl and .parquet
+    files under a folder, or a dataset of `HUB` by name."""
+    if src is None:
+        return ['tinyshakespeare']
+    if str(src) in HUB:
+        return _hub_files(*HUB[str(src)])
     p = Path(src)
     if p.is_dir():
         files = sorted(str(f) for f in p.rglob('*') if f.suffix in SUFFIXES and f.is_file())
-        if not files: raise ValueError(f'{p} holds no .txt, .jsonl or .parquet files: nothing to prepare')
+        if not files:
+            raise ValueError(f'{p} holds no .txt, .jsonl or .parquet files: nothing to prepare')
         return files
-    if p.is_file(): return [str(p)]
-    raise FileNotFoundError(f'{src}: no such file or folder (prepare reads a text, .jsonl or .parquet file, a folder '
-                            f'of them, or one of {", ".join(HUB)}; leave it out for Tiny Shakespeare)')
+    if p.is_file():
+        return [str(p)]
+    raise FileNotFoundError(
+        f'{src}: no such file or folder (prepare reads a text, .jsonl or .parquet file, a folder '
+        f'of them, or one of {", ".join(HUB)}; leave it out for Tiny Shakespeare)'
+    )
+
 
 def _hub_files(repo: str, pattern: str) -> list[str]:
-    "The files of a hub dataset that match `pattern`: as listed on the hub, or (offline) as in the local hub cache."
+    """The files of a hub dataset that match `pattern`: as listed on the hub, or (offline) as in the local hub
+    cache."""
     import huggingface_hub as hub
-    try: names = hub.HfApi().list_repo_files(repo, repo_type='dataset')
-    except Exception as e:           # offline, no network, the hub down: what the local cache holds, if anything
-        try: root = Path(hub.snapshot_download(repo, repo_type='dataset', allow_patterns=pattern,
-                                               local_files_only=True))
+
+    try:
+        names = hub.HfApi().list_repo_files(repo, repo_type='dataset')
+    except Exception as e:  # offline, no network, the hub down: what the local cache holds, if anything
+        try:
+            root = Path(
+                hub.snapshot_download(
+                    repo, repo_type='dataset', allow_patterns=pattern, local_files_only=True
+                )
+            )
         except Exception:
-            raise OSError(f'could not list {repo} on the Hugging Face hub ({type(e).__name__}), and it is not in the '
-                          'local hub cache: this source needs the internet') from None
+            raise OSError(
+                f'could not list {repo} on the Hugging Face hub ({type(e).__name__}), and it is not in the '
+                'local hub cache: this source needs the internet'
+            ) from None
         names = [f.relative_to(root).as_posix() for f in root.rglob('*')]
     names = sorted(n for n in names if fnmatch(n, pattern))
-    if not names: raise ValueError(f'{repo} has no files matching {pattern}')
+    if not names:
+        raise ValueError(f'{repo} has no files matching {pattern}')
     return [f'hub:{repo}:{n}' for n in names]
 
 # %% ../nbs/11_shards.ipynb #8bbd228d
 def _local(name: str) -> Path:
-    "The local path of a source file: a hub file is downloaded, or found in the hub's cache, by huggingface_hub."
-    if name == 'tinyshakespeare': tiny_shakespeare(); return data_dir() / 'tinyshakespeare.txt'
-    if not name.startswith('hub:'): return Path(name)
+    """The local path of a source file: a hub file is downloaded, or found in the hub's cache, by
+    huggingface_hub."""
+    if name == 'tinyshakespeare':
+        tiny_shakespeare()
+        return data_dir() / 'tinyshakespeare.txt'
+    if not name.startswith('hub:'):
+        return Path(name)
     from huggingface_hub import hf_hub_download
+
     _, repo, file = name.split(':', 2)
     return Path(hf_hub_download(repo, file, repo_type='dataset'))
 
 # %% ../nbs/11_shards.ipynb #cad0a005
 def documents(name: str):
-    "The documents of one source file, in order; what is not UTF-8 text, or has no `text`, is refused by name."
+    """The documents of one source file, in order; what is not UTF-8 text, or has no `text`, is refused by
+    name."""
     path = _local(name)
     if path.suffix == '.parquet':
         import pyarrow.parquet as pq
+
         f = pq.ParquetFile(path)
         if 'text' not in f.schema_arrow.names:
             raise ValueError(f'{path} has no text column (its columns: {", ".join(f.schema_arrow.names)})')
-        for group in range(f.num_row_groups):   # one row group at a time: over all of them pyarrow reads ahead
+        for group in range(f.num_row_groups):  # one row group at a time: over all of them pyarrow reads ahead
             for batch in f.iter_batches(batch_size=1024, row_groups=[group], columns=['text']):
                 yield from (t or '' for t in batch.column(0).to_pylist())
     elif path.suffix == '.jsonl':
         with open(path, encoding='utf-8') as fh:
             for i, line in enumerate(fh, 1):
-                if not line.strip(): continue
-                try: text = json.loads(line)['text']
-                except (ValueError, TypeError, KeyError): text = None
+                if not line.strip():
+                    continue
+                try:
+                    text = json.loads(line)['text']
+                except (ValueError, TypeError, KeyError):
+                    text = None
                 if not isinstance(text, str):
                     raise ValueError(f'{path}, line {i}: not a JSON object with a text string')
                 yield text
     else:
-        try: text = path.read_text(encoding='utf-8')
+        try:
+            text = path.read_text(encoding='utf-8')
         except UnicodeDecodeError as e:
-            raise ValueError(f'{path} is not UTF-8 text (byte {e.start}: {e.reason}); prepare reads UTF-8') from None
-        if not text.strip(): raise ValueError(f'{path} is empty: there is nothing in it to tokenize')
+            raise ValueError(
+                f'{path} is not UTF-8 text (byte {e.start}: {e.reason}); prepare reads UTF-8'
+            ) from None
+        if not text.strip():
+            raise ValueError(f'{path} is empty: there is nothing in it to tokenize')
         yield text
 
 # %% ../nbs/11_shards.ipynb #8bbd2291
 def encode(enc, text: str) -> np.ndarray:
-    "GPT-2 ids of `text`, uint32, as tiktoken's `encode_ordinary`; whitespace runs of 100,000 or more in pieces."
+    """GPT-2 ids of `text`, uint32, as tiktoken's `encode_ordinary`; whitespace runs of 100,000 or more in
+    pieces."""
     parts, pieces = re.split(r'(\s{100000,})', text) if len(text) >= 100_000 else [text], []
     for i, part in enumerate(parts):
         step = 100_000 if i % 2 else max(len(part), 1)
-        pieces += [enc.encode_to_numpy(part[j:j + step], disallowed_special=()) for j in range(0, len(part), step)]
+        pieces += [
+            enc.encode_to_numpy(part[j : j + step], disallowed_special=()) for j in range(0, len(part), step)
+        ]
     return np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)
 
-CHUNK_CHARS = 1 << 20    # documents go to the workers about a million characters at a time
+
+CHUNK_CHARS = 1 << 20  # documents go to the workers about a million characters at a time
+
 
 def _chunks(files: list[str], start: tuple[int, int]):
     """(file index, index of its first document, texts) of about CHUNK_CHARS characters, from `start` = (file,
@@ -172,18 +243,27 @@ def _chunks(files: list[str], start: tuple[int, int]):
         skip = start[1] if fi == start[0] else 0
         texts, first, size, n = [], skip, 0, 0
         for n, text in enumerate(documents(files[fi]), 1):
-            if n <= skip: continue
-            texts.append(text); size += len(text)
-            if size >= CHUNK_CHARS: yield fi, first, texts; first, texts, size = first + len(texts), [], 0
-        if texts: yield fi, first, texts
+            if n <= skip:
+                continue
+            texts.append(text)
+            size += len(text)
+            if size >= CHUNK_CHARS:
+                yield fi, first, texts
+                first, texts, size = first + len(texts), [], 0
+        if texts:
+            yield fi, first, texts
         yield fi, max(n, skip), []
 
 # %% ../nbs/11_shards.ipynb #8bbd2292
 def _worker_init():
     "In each worker process: on Linux, end with the parent however it ends (no orphan keeps tokenizing)."
-    if sys.platform == 'linux': ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # 1: PR_SET_PDEATHSIG
+    if sys.platform == 'linux':
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
 
 _enc = None
+
+
 def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     "The texts as one uint16 array, each as <|endoftext|> and its ids, and the number of tokens of each."
     global _enc
@@ -191,53 +271,73 @@ def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     ids = [encode(_enc, t) for t in texts]
     lengths = np.array([len(a) + 1 for a in ids], dtype=np.int64)
     out, pos = np.empty(int(lengths.sum()), np.uint16), 0
-    for a in ids: out[pos] = EOT; out[pos + 1:pos + 1 + len(a)] = a; pos += len(a) + 1
+    for a in ids:
+        out[pos] = EOT
+        out[pos + 1 : pos + 1 + len(a)] = a
+        pos += len(a) + 1
     return out, lengths
+
 
 def _tokenized(chunks, workers: int):
     "(file, first document, tokens, lengths) of each chunk, in order, by `workers` processes (1: this one)."
     if workers == 1:
-        yield from ((fi, di, *_tokenize(texts)) for fi, di, texts in chunks); return
+        yield from ((fi, di, *_tokenize(texts)) for fi, di, texts in chunks)
+        return
     ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else 'spawn')
-    pool, pending = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init), collections.deque()
+    pool, pending = (
+        ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init),
+        collections.deque(),
+    )
     try:
         for fi, di, texts in chunks:
             pending.append((fi, di, pool.submit(_tokenize, texts)))
-            if len(pending) >= 2 * workers: fi_, di_, job = pending.popleft(); yield fi_, di_, *job.result()
-        while pending: fi_, di_, job = pending.popleft(); yield fi_, di_, *job.result()
-    finally: pool.shutdown(cancel_futures=True)
+            if len(pending) >= 2 * workers:
+                fi_, di_, job = pending.popleft()
+                yield fi_, di_, *job.result()
+        while pending:
+            fi_, di_, job = pending.popleft()
+            yield fi_, di_, *job.result()
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 # %% ../nbs/11_shards.ipynb #99ac9d72
 def default_data_dir() -> Path:
     "Where `prepare` writes Tiny Shakespeare's shards by default: `<data_dir>/gpt2_tokens/tinyshakespeare`."
     return data_dir() / 'gpt2_tokens' / 'tinyshakespeare'
 
+
 def _slices(shards: list[dict], a: int, b: int) -> list[dict]:
     "Tokens a..b of the stream of `shards`, as the manifest's slices: {file, start, tokens}."
     out, pos = [], 0
     for s in shards:
         lo, hi = max(a, pos), min(b, pos + s['tokens'])
-        if lo < hi: out.append({'file': s['file'], 'start': lo - pos, 'tokens': hi - lo})
+        if lo < hi:
+            out.append({'file': s['file'], 'start': lo - pos, 'tokens': hi - lo})
         pos += s['tokens']
     return out
 
 # %% ../nbs/11_shards.ipynb #99ac9d73
 def _write(state: dict, partial: Path, workers: int, progress: bool):
-    """Tokenize the source from the state's position on, writing a shard each time one is full, and after it the
-    state: the shards, and where in the source the next one begins."""
+    """Tokenize the source from the state's position on, writing a shard each time one is full, and after it
+    the state: the shards, and where in the source the next one begins."""
     size, (f0, d0, skip) = state['shard_size'], state['position']
     buf, fill = np.empty(size, np.uint16), 0
+
     def save(position):
         name = f'shard_{len(state["shards"]):06d}.npy'
-        with atomic_write(partial / name) as f: np.save(f, buf[:fill])
-        state['shards'].append({'file': name, 'tokens': fill}); state['position'] = position
-        with atomic_write(partial / PROGRESS, 'w') as f: json.dump(state, f)
+        with atomic_write(partial / name) as f:
+            np.save(f, buf[:fill])
+        state['shards'].append({'file': name, 'tokens': fill})
+        state['position'] = position
+        with atomic_write(partial / PROGRESS, 'w') as f:
+            json.dump(state, f)
+
     bar = tqdm(unit='tok', unit_scale=True, desc='tokenizing', disable=not progress)
     files, docs, eta, start = state['files'], 0, '', time.monotonic()
     with contextlib.closing(_tokenized(_chunks(files, (f0, d0)), workers)) as chunks, bar:
         for fi, di, toks, lengths in chunks:
-            if not len(lengths):                            # the end of file fi; a source's files are much alike,
-                state['file_documents'][fi:] = [di]         # so the time per file so far says the time left
+            if not len(lengths):  # the end of file fi; a source's files are much alike,
+                state['file_documents'][fi:] = [di]  # so the time per file so far says the time left
                 left = (time.monotonic() - start) / (fi + 1 - f0) * (len(files) - fi - 1)
                 eta = f', about {tqdm.format_interval(left)} left' if left else ''
                 continue
@@ -245,51 +345,82 @@ def _write(state: dict, partial: Path, workers: int, progress: bool):
             ends, i = np.cumsum(lengths), skip if (fi, di) == (f0, d0) else 0
             while i < len(toks):
                 n = min(size - fill, len(toks) - i)
-                buf[fill:fill + n] = toks[i:i + n]; fill, i = fill + n, i + n; bar.update(n)
-                if fill == size:                                # full: the next token is document k's, at i - its start
+                buf[fill : fill + n] = toks[i : i + n]
+                fill, i = fill + n, i + n
+                bar.update(n)
+                if fill == size:  # full: the next token is document k's, at i - its start
                     k = int(np.searchsorted(ends, i, side='right'))
-                    save([fi, di + k, i - int(ends[k - 1] if k else 0)]); fill = 0
+                    save([fi, di + k, i - int(ends[k - 1] if k else 0)])
+                    fill = 0
             bar.set_postfix_str(f'{docs:,} documents, file {fi + 1}/{len(files)}{eta}', refresh=False)
-    if fill: save([len(state['files']), 0, 0])
+    if fill:
+        save([len(state['files']), 0, 0])
 
 # %% ../nbs/11_shards.ipynb #cad0a009
 def _manifest(state: dict, partial: Path, val_frac: float) -> dict:
-    "The finished prepare's manifest, written into `partial`; the last `val_frac` of the tokens is the val split."
-    total = sum(s['tokens'] for s in state['shards']); n_val = int(total * val_frac)
+    """The finished prepare's manifest, written into `partial`; the last `val_frac` of the tokens is the val
+    split."""
+    total = sum(s['tokens'] for s in state['shards'])
+    n_val = int(total * val_frac)
     if total - n_val < 2 or (val_frac and n_val < 2):
         shutil.rmtree(partial, ignore_errors=True)
         raise ValueError(f'{total} tokens are too few to split into train and val (val_frac {val_frac})')
-    manifest = {k: state[k] for k in ('format', 'tokenizer', 'source', 'shard_size', 'files', 'shards')} | dict(
-        documents=sum(state['file_documents']), tokens=total, val_frac=val_frac,
-        splits={'train': _slices(state['shards'], 0, total - n_val),
-                'val': _slices(state['shards'], total - n_val, total)})
-    with atomic_write(partial / MANIFEST, 'w') as f: json.dump(manifest, f, indent=1)
+    manifest = {
+        k: state[k] for k in ('format', 'tokenizer', 'source', 'shard_size', 'files', 'shards')
+    } | dict(
+        documents=sum(state['file_documents']),
+        tokens=total,
+        val_frac=val_frac,
+        splits={
+            'train': _slices(state['shards'], 0, total - n_val),
+            'val': _slices(state['shards'], total - n_val, total),
+        },
+    )
+    with atomic_write(partial / MANIFEST, 'w') as f:
+        json.dump(manifest, f, indent=1)
     (partial / PROGRESS).unlink(missing_ok=True)
     return manifest
 
 # %% ../nbs/11_shards.ipynb #cad0a011
 def _resumable(state) -> bool:
-    "Whether `state` has the shape of the progress `_write` saves: the shards so far, the source's files, a position."
-    return (isinstance(state, dict) and _well_formed(state | {'splits': {}}) and isinstance(state.get('files'), list)
-            and isinstance(state.get('position'), list) and len(state['position']) == 3
-            and all(type(v) is int for v in state['position']))
+    """Whether `state` has the shape of the progress `_write` saves: the shards so far, the source's files, a
+    position."""
+    return (
+        isinstance(state, dict)
+        and _well_formed(state | {'splits': {}})
+        and isinstance(state.get('files'), list)
+        and isinstance(state.get('position'), list)
+        and len(state['position']) == 3
+        and all(type(v) is int for v in state['position'])
+    )
+
 
 def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
-    "The state of the unfinished prepare in `partial` if it is this one (it goes on from there), else a fresh start."
-    try: state = json.loads((partial / PROGRESS).read_text(encoding='utf-8'))
-    except (OSError, ValueError): state = None                 # not one shard written: nothing to keep
-    if not _resumable(state): state = None                     # not a progress file of ours: nothing to go on from
+    """The state of the unfinished prepare in `partial` if it is this one (it goes on from there), else a
+    fresh start."""
+    try:
+        state = json.loads((partial / PROGRESS).read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        state = None  # not one shard written: nothing to keep
+    if not _resumable(state):
+        state = None  # not a progress file of ours: nothing to go on from
     if state and any(state.get(k) != fresh[k] for k in ('format', 'tokenizer', 'source', 'shard_size')):
-        if not overwrite: raise ValueError(f'{partial} holds an unfinished prepare of {state.get("source")}: pass '
-                                           '--overwrite to discard it, or another --out')
+        if not overwrite:
+            raise ValueError(
+                f'{partial} holds an unfinished prepare of {state.get("source")}: pass '
+                '--overwrite to discard it, or another --out'
+            )
         state = None
     if state is None:
-        shutil.rmtree(partial, ignore_errors=True); partial.mkdir(parents=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         return fresh
     done = state['position'][0] + 1
     if state['files'][:done] != fresh['files'][:done]:
-        raise ValueError(f'the files of {fresh["source"]} changed since the unfinished prepare in {partial} started: '
-                         'pass --overwrite to start again')
+        raise ValueError(
+            f'the files of {fresh["source"]} changed since the unfinished prepare in {partial} started: '
+            'pass --overwrite to start again'
+        )
     for s in state['shards']:
         f = partial / s['file']
         if not f.is_file() or len(np.load(f, mmap_mode='r')) != s['tokens']:
@@ -297,30 +428,54 @@ def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
     return state | {'files': fresh['files']}
 
 # %% ../nbs/11_shards.ipynb #99ac9d74
-def prepare(src=None, out_dir=None, val_frac: float = 0.1, shard_size: int = 100_000_000, workers: int | None = None,
-            progress: bool = True, overwrite: bool = False) -> dict:
-    """Tokenize `src` (see `source_files`) into GPT-2 token shards in `out_dir` through `workers` processes (default:
-    one per core); the last `val_frac` of the tokens is the validation split. Run again after an interruption, it goes
-    on from its last shard."""
-    if not 0 <= val_frac < 1: raise ValueError(f'val_frac must be in [0, 1), got {val_frac}')
-    if shard_size < 1: raise ValueError(f'shard_size must be a positive number of tokens, got {shard_size}')
+def prepare(
+    src=None,
+    out_dir=None,
+    val_frac: float = 0.1,
+    shard_size: int = 100_000_000,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Tokenize `src` (see `source_files`) into GPT-2 token shards in `out_dir` through `workers` processes
+    (default: one per core); the last `val_frac` of the tokens is the validation split. Run again after an
+    interruption, it goes on from its last shard."""
+    if not 0 <= val_frac < 1:
+        raise ValueError(f'val_frac must be in [0, 1), got {val_frac}')
+    if shard_size < 1:
+        raise ValueError(f'shard_size must be a positive number of tokens, got {shard_size}')
     out = Path(out_dir) if out_dir is not None else default_data_dir()
-    files, _ = source_files(src), gpt2_tokenizer()   # first: without them (offline, say) nothing is made
+    files, _ = source_files(src), gpt2_tokenizer()  # first: without them (offline, say) nothing is made
     partial, old = (out.parent / f'.{out.name}.{what}' for what in ('partial', f'old-{os.getpid()}'))
     with folder_lock(out.parent / f'.{out.name}.lock', 'prepare'):
-        if out.exists() and not out.is_dir(): raise ValueError(f'{out} is a file, not a folder for shards')
+        if out.exists() and not out.is_dir():
+            raise ValueError(f'{out} is a file, not a folder for shards')
         if out.exists() and any(out.iterdir()) and not overwrite:
             raise ValueError(f'{out} already holds files: pass --overwrite to replace them, or another --out')
-        state = _resume(partial, dict(format=FORMAT, tokenizer='gpt2', source=str(src or 'tinyshakespeare'),
-                                      shard_size=shard_size, files=files, file_documents=[], shards=[],
-                                      position=[0, 0, 0]), overwrite)
-        try: _write(state, partial, workers or os.cpu_count() or 1, progress)
+        state = _resume(
+            partial,
+            dict(
+                format=FORMAT,
+                tokenizer='gpt2',
+                source=str(src or 'tinyshakespeare'),
+                shard_size=shard_size,
+                files=files,
+                file_documents=[],
+                shards=[],
+                position=[0, 0, 0],
+            ),
+            overwrite,
+        )
+        try:
+            _write(state, partial, workers or os.cpu_count() or 1, progress)
         except BaseException:
-            if not state['shards']: shutil.rmtree(partial, ignore_errors=True)    # nothing done: nothing left behind
+            if not state['shards']:
+                shutil.rmtree(partial, ignore_errors=True)  # nothing done: nothing left behind
             raise
         manifest = _manifest(state, partial, val_frac)
-        if out.exists(): os.replace(out, old)
-        os.replace(partial, out)                         # the swap: the old folder aside, the new one in its place
+        if out.exists():
+            os.replace(out, old)
+        os.replace(partial, out)  # the swap: the old folder aside, the new one in its place
         shutil.rmtree(old, ignore_errors=True)
     return manifest
 
@@ -328,43 +483,62 @@ def prepare(src=None, out_dir=None, val_frac: float = 0.1, shard_size: int = 100
 class DataLoaderLite:
     """(B, T) batches of token ids and their next-token targets, read in order from a shard folder (or a token
     array); rank r of world_size reads its own slice."""
-    def __init__(self, data, B: int, T: int, split: str = 'train', rank: int = 0, world_size: int = 1,
-                 vocab_size: int | None = None):
-        if B < 1 or T < 1: raise ValueError(f'B and T must be positive, got B={B}, T={T}')
-        if not 0 <= rank < world_size: raise ValueError(f'rank must be in [0, world_size={world_size}), got {rank}')
+
+    def __init__(
+        self,
+        data,
+        B: int,
+        T: int,
+        split: str = 'train',
+        rank: int = 0,
+        world_size: int = 1,
+        vocab_size: int | None = None,
+    ):
+        if B < 1 or T < 1:
+            raise ValueError(f'B and T must be positive, got B={B}, T={T}')
+        if not 0 <= rank < world_size:
+            raise ValueError(f'rank must be in [0, world_size={world_size}), got {rank}')
         self.B, self.T, self.split, self.rank, self.world_size = B, T, split, rank, world_size
         self.vocab_size, self._checked = vocab_size, set()
         if isinstance(data, (str, os.PathLike)):
             parts = read_manifest(Path(data))['splits'].get(split) or []
-            if not parts: raise ValueError(f'{data} has no {split} shards (prepare with a val_frac above 0 for val)')
+            if not parts:
+                raise ValueError(f'{data} has no {split} shards (prepare with a val_frac above 0 for val)')
             self.shards = [Path(data) / s['file'] for s in parts]
             self.slices = [(s.get('start', 0), s['tokens']) for s in parts]
         else:
             self.shards = [torch.as_tensor(np.asarray(data)).long().reshape(-1)]
             self.slices = [(0, len(self.shards[0]))]
-        steps = [(n - 1) // self.tokens_per_step for _, n in self.slices]   # too short for one step: left out
-        if not any(steps): raise ValueError(f'{getattr(data, "name", "the token array")} has no {split} shard of '
-                                            f'world_size·B·T + 1 = {self.tokens_per_step + 1:,} tokens or more: too '
-                                            f'few for one step (the longest holds {max(n for _, n in self.slices):,})')
+        steps = [(n - 1) // self.tokens_per_step for _, n in self.slices]  # too short for one step: left out
+        if not any(steps):
+            raise ValueError(
+                f'{getattr(data, "name", "the token array")} has no {split} shard of '
+                f'world_size·B·T + 1 = {self.tokens_per_step + 1:,} tokens or more: too '
+                f'few for one step (the longest holds {max(n for _, n in self.slices):,})'
+            )
         keep = [i for i, k in enumerate(steps) if k]
         self.shards, self.slices = [self.shards[i] for i in keep], [self.slices[i] for i in keep]
         self.steps_per_shard = [steps[i] for i in keep]
         self.reset()
 
     @property
-    def tokens_per_step(self) -> int: return self.world_size * self.B * self.T
+    def tokens_per_step(self) -> int:
+        return self.world_size * self.B * self.T
 
 # %% ../nbs/11_shards.ipynb #bdb4605e
 @patch
 def _load(self: DataLoaderLite, i: int):
     s, (start, n) = self.shards[i], self.slices[i]
-    self.tokens = (np.load(s, mmap_mode='r') if isinstance(s, Path) else s)[start:start + n]
+    self.tokens = (np.load(s, mmap_mode='r') if isinstance(s, Path) else s)[start : start + n]
     if self.vocab_size is not None and i not in self._checked and len(self.tokens):
         hi = int(self.tokens.max())
         if hi >= self.vocab_size:
-            raise ValueError(f'{getattr(s, "name", "the token array")} holds token id {hi}, but the model has '
-                             f'{self.vocab_size} (ids 0..{self.vocab_size - 1})')
+            raise ValueError(
+                f'{getattr(s, "name", "the token array")} holds token id {hi}, but the model has '
+                f'{self.vocab_size} (ids 0..{self.vocab_size - 1})'
+            )
         self._checked.add(i)
+
 
 @patch
 def reset(self: DataLoaderLite):
@@ -372,15 +546,18 @@ def reset(self: DataLoaderLite):
     self.shard, self.step = 0, 0
     self._load(0)
 
+
 @patch
 def next_batch(self: DataLoaderLite) -> tuple[torch.Tensor, torch.Tensor]:
     "The next (x, y) of shape (B, T) for this rank; y is x shifted by one token."
     B, T = self.B, self.T
     pos = (self.step * self.world_size + self.rank) * B * T
-    buf = torch.as_tensor(np.asarray(self.tokens[pos:pos + B * T + 1], dtype=np.int64))
+    buf = torch.as_tensor(np.asarray(self.tokens[pos : pos + B * T + 1], dtype=np.int64))
     x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
     self.step += 1
-    if self.step == self.steps_per_shard[self.shard]:  # no room for another step: every rank moves on together
+    if (
+        self.step == self.steps_per_shard[self.shard]
+    ):  # no room for another step: every rank moves on together
         self.shard, self.step = (self.shard + 1) % len(self.shards), 0
         self._load(self.shard)
     return x, y
@@ -391,6 +568,7 @@ def state_dict(self: DataLoaderLite) -> dict:
     "Where the loader is: shard index and token position of the next step (the same on every rank)."
     return {'shard': self.shard, 'position': self.step * self.tokens_per_step}
 
+
 @patch
 def load_state_dict(self: DataLoaderLite, state: dict):
     "Continue from a `state_dict()`."
@@ -398,25 +576,35 @@ def load_state_dict(self: DataLoaderLite, state: dict):
     if not 0 <= shard < len(self.shards):
         raise ValueError(f'loader state names shard {shard}, but there are {len(self.shards)}')
     if pos % self.tokens_per_step or not 0 <= pos // self.tokens_per_step < self.steps_per_shard[shard]:
-        raise ValueError(f'loader position {pos} does not fit steps of world_size·B·T = {self.tokens_per_step} tokens '
-                         '(was it saved with another batch size, sequence length or number of processes?)')
+        raise ValueError(
+            f'loader position {pos} does not fit steps of world_size·B·T = {self.tokens_per_step} tokens '
+            '(was it saved with another batch size, sequence length or number of processes?)'
+        )
     self.shard, self.step = shard, pos // self.tokens_per_step
     self._load(shard)
 
 # %% ../nbs/11_shards.ipynb #d89df604
 class Batches:
-    """`get_batch` for `fit`: training batches in order; in evaluations (no grad) the same first batches of each split
-    every time."""
+    """`get_batch` for `fit`: training batches in order; in evaluations (no grad) the same first batches of
+    each split every time."""
+
     def __init__(self, train: DataLoaderLite, evals: dict, device='cpu'):
         self.train, self.evals, self.device, self.evaluating = train, evals, device, False
+
     def __call__(self, split: str):
         if torch.is_grad_enabled():  # a training step
-            self.evaluating = False; x, y = self.train.next_batch()
+            self.evaluating = False
+            x, y = self.train.next_batch()
         else:
             if not self.evaluating:
-                for loader in self.evals.values(): loader.reset()
+                for loader in self.evals.values():
+                    loader.reset()
                 self.evaluating = True
             x, y = self.evals[split].next_batch()
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-    def state_dict(self) -> dict: return self.train.state_dict()
-    def load_state_dict(self, state: dict): self.train.load_state_dict(state)
+
+    def state_dict(self) -> dict:
+        return self.train.state_dict()
+
+    def load_state_dict(self, state: dict):
+        self.train.load_state_dict(state)

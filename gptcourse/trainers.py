@@ -11,7 +11,7 @@ from typing import Callable, ClassVar
 import torch
 from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 from .data import CharTokenizer, get_batch, tiny_shakespeare, train_val_split
-from .train import get_preset, patch, set_seed
+from .train import History, get_preset, patch, set_seed
 from .chargpt import CharTraining, PRESETS as CHAR_TRAINING
 from .gpt2 import GPT, GPTConfig, char_config
 from .pretrained import from_pretrained

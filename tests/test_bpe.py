@@ -1,14 +1,25 @@
 """gptcourse.bpe beyond its lesson: BPE of a long piece takes about linear work, not quadratic."""
+
 import random
 from gptcourse.bpe import GPT2Tokenizer, apply_merges, apply_merges_fast
 
 
 class CountingRanks(dict):
     "A ranks dict that counts its look-ups: the work BPE does, independent of the machine's speed."
+
     lookups = 0
-    def get(self, key, default=None): CountingRanks.lookups += 1; return super().get(key, default)
-    def __contains__(self, key): CountingRanks.lookups += 1; return super().__contains__(key)
-    def __getitem__(self, key): CountingRanks.lookups += 1; return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        CountingRanks.lookups += 1
+        return super().get(key, default)
+
+    def __contains__(self, key):
+        CountingRanks.lookups += 1
+        return super().__contains__(key)
+
+    def __getitem__(self, key):
+        CountingRanks.lookups += 1
+        return super().__getitem__(key)
 
 
 def test_long_piece_takes_linear_work():
@@ -19,7 +30,7 @@ def test_long_piece_takes_linear_work():
     piece = [tok.byte_ids[b] for b in bytes(rng.choice(b'abcdefghijklmnopqrstuvwxyz') for _ in range(n))]
     CountingRanks.lookups = 0
     fast = apply_merges_fast(piece, ranks, tok.merges)
-    assert CountingRanks.lookups < 20 * n, CountingRanks.lookups      # O(n log n) with a tiny log: a few per byte
+    assert CountingRanks.lookups < 20 * n, CountingRanks.lookups  # O(n log n) with a tiny log: a few per byte
     assert fast == apply_merges(piece, tok.ranks, tok.merges)
 
 

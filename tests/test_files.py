@@ -1,33 +1,53 @@
-"""Lesson 10 beyond its notebook: temporary files of killed writers, a failed write, and the folder lock across
-processes — refused at once, released when its holder dies however it dies."""
+"""Lesson 10 beyond its notebook: temporary files of killed writers, a failed write, and the folder lock
+across processes — refused at once, released when its holder dies however it dies."""
+
 import os, subprocess, sys, time
 import pytest
 from gptcourse.files import FolderBusy, atomic_write, folder_lock
 
 
 def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
-    "A writer killed mid-write leaves its temporary file; the next write into the folder removes it, and only it."
-    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
-    stale = tmp_path / f'.step_0000010.safetensors.{int(dead.stdout)}.abc123.tmp'; stale.write_bytes(b'x' * 1000)
-    mine = tmp_path / f'.other.{os.getpid()}.def456.tmp'; mine.write_bytes(b'in progress')
-    unrelated = tmp_path / '.notes.tmp'; unrelated.write_bytes(b'keep me')
-    with atomic_write(tmp_path / 'step_0000020.safetensors') as f: f.write(b'new')
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, unrelated.name, 'step_0000020.safetensors'])
+    """A writer killed mid-write leaves its temporary file; the next write into the folder removes it, and
+    only it."""
+    dead = subprocess.run(
+        [sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True
+    )
+    stale = tmp_path / f'.step_0000010.safetensors.{int(dead.stdout)}.abc123.tmp'
+    stale.write_bytes(b'x' * 1000)
+    mine = tmp_path / f'.other.{os.getpid()}.def456.tmp'
+    mine.write_bytes(b'in progress')
+    unrelated = tmp_path / '.notes.tmp'
+    unrelated.write_bytes(b'keep me')
+    with atomic_write(tmp_path / 'step_0000020.safetensors') as f:
+        f.write(b'new')
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [mine.name, unrelated.name, 'step_0000020.safetensors']
+    )
 
 
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     (tmp_path / 'a.bin').write_bytes(b'good')
     with pytest.raises(RuntimeError):
-        with atomic_write(tmp_path / 'a.bin') as f: f.write(b'half'); raise RuntimeError('crash')
+        with atomic_write(tmp_path / 'a.bin') as f:
+            f.write(b'half')
+            raise RuntimeError('crash')
     assert (tmp_path / 'a.bin').read_bytes() == b'good' and [p.name for p in tmp_path.iterdir()] == ['a.bin']
 
 
 def _holder(folder):
     "A process that holds `folder` until it is killed."
-    p = subprocess.Popen([sys.executable, '-c', f'''
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            f'''
 import time
 from gptcourse.files import folder_lock
-with folder_lock({str(folder)!r}): print('held', flush=True); time.sleep(600)'''], stdout=subprocess.PIPE, text=True)
+with folder_lock({str(folder)!r}): print('held', flush=True); time.sleep(600)''',
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout.readline() == 'held\n'
     return p
 
@@ -37,10 +57,16 @@ def test_a_held_folder_is_refused_at_once_and_freed_by_kill_9(tmp_path):
     try:
         t0 = time.perf_counter()
         with pytest.raises(FolderBusy, match=f'in use by another run \\(pid {holder.pid} on '):
-            with folder_lock(tmp_path / 'run'): pass
-        assert time.perf_counter() - t0 < 30          # refused, not waited for (a hang would reach the test's time-out)
-    finally: holder.kill(); holder.wait()            # SIGKILL: no clean-up runs; the system drops the lock
-    with folder_lock(tmp_path / 'run') as held: assert held == tmp_path / 'run'
+            with folder_lock(tmp_path / 'run'):
+                pass
+        assert (
+            time.perf_counter() - t0 < 30
+        )  # refused, not waited for (a hang would reach the test's time-out)
+    finally:
+        holder.kill()
+        holder.wait()  # SIGKILL: no clean-up runs; the system drops the lock
+    with folder_lock(tmp_path / 'run') as held:
+        assert held == tmp_path / 'run'
 
 
 @pytest.mark.parametrize('where', ['file', 'under_a_file'])
@@ -48,5 +74,6 @@ def test_a_folder_that_cannot_be_made_is_one_error(tmp_path, where):
     (tmp_path / 'f').write_text('x')
     folder = tmp_path / 'f' if where == 'file' else tmp_path / 'f' / 'run'
     with pytest.raises(OSError, match='cannot use .* for the run'):
-        with folder_lock(folder): pass
+        with folder_lock(folder):
+            pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ['f']

@@ -10,6 +10,7 @@ lesson shows is a file of the repository, with alt text, is tests/test_figures.p
   out), at least one shows a result: printed text, a value, a table or a plot;
 - wrapping: no string literal split into a piece shorter than 16 characters (the layout of calls and lists is
   ruff format's)."""
+
 import io, json, re, tokenize
 from pathlib import Path
 import pytest
@@ -74,8 +75,11 @@ def wraps(code: str) -> list[str]:
     over lines is ruff format's, which .ci/run keeps: one argument a line where they do not fit on one.)"""
     found, src = [], code.split('\n')
     python = '\n'.join('' if line.lstrip().startswith(('!', '%')) else line for line in src)  # shell, magics
-    toks = [t for t in tokenize.generate_tokens(io.StringIO(python).readline)
-            if t.type not in (tokenize.NL, tokenize.COMMENT)]
+    toks = [
+        t
+        for t in tokenize.generate_tokens(io.StringIO(python).readline)
+        if t.type not in (tokenize.NL, tokenize.COMMENT)
+    ]
     for a, b in zip(toks, toks[1:]):
         if a.type == b.type == tokenize.STRING and min(len(a.string), len(b.string)) < MIN_PIECE:
             found.append(f'a string split into a tiny piece: {a.string} {b.string}')

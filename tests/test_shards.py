@@ -1,7 +1,8 @@
-"""Lesson 11 beyond its notebook: `prepare` never loses or mixes shards (a refused source, a killed run, another
-prepare at the same time, an unfinished prepare of something else), reads the lecture's FineWeb-Edu through the hub
-(from a hub cache filled here: no internet), and the loader refuses what is not what its manifest says — without
-hanging on a pipe."""
+"""Lesson 11 beyond its notebook: `prepare` never loses or mixes shards (a refused source, a killed run,
+another prepare at the same time, an unfinished prepare of something else), reads the lecture's FineWeb-Edu
+through the hub (from a hub cache filled here: no internet), and the loader refuses what is not what its
+manifest says — without hanging on a pipe."""
+
 import json, os, subprocess, sys, time
 import numpy as np
 import pyarrow as pa, pyarrow.parquet as pq
@@ -30,8 +31,8 @@ def test_prepare_never_loses_shards(tmp_path):
         prepare(tmp_path / 'empty.txt', out, progress=False, overwrite=True)
     with pytest.raises(ValueError, match='latin1.txt is not UTF-8 text'):
         prepare(tmp_path / 'latin1.txt', out, progress=False, overwrite=True)
-    with pytest.raises(ValueError, match='already holds files: pass --overwrite'): prepare(tmp_path / 'good.txt', out,
-                                                                                          progress=False)
+    with pytest.raises(ValueError, match='already holds files: pass --overwrite'):
+        prepare(tmp_path / 'good.txt', out, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ['empty.txt', 'good.txt', 'latin1.txt', 'shards']
     m = prepare(tmp_path / 'good.txt', out, progress=False, overwrite=True, val_frac=0.2)
@@ -44,14 +45,24 @@ def test_a_killed_overwrite_leaves_the_old_shards_whole(tmp_path):
     (tmp_path / 'a.txt').write_text('First text. ' * 200)
     prepare(tmp_path / 'a.txt', out, progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    big = tmp_path / 'big'; big.mkdir()
-    for i in range(400): (big / f'{i:03d}.txt').write_text(f'Document {i}. ' * 3000)
-    p = subprocess.Popen([sys.executable, '-c', f'from gptcourse.shards import prepare; '
-                          f'prepare({str(big)!r}, {str(out)!r}, overwrite=True, progress=False)'])
-    for _ in range(600):                                  # it holds the folder: now it tokenizes, for seconds
-        if (tmp_path / '.shards.lock').exists(): break
+    big = tmp_path / 'big'
+    big.mkdir()
+    for i in range(400):
+        (big / f'{i:03d}.txt').write_text(f'Document {i}. ' * 3000)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            f'from gptcourse.shards import prepare; '
+            f'prepare({str(big)!r}, {str(out)!r}, overwrite=True, progress=False)',
+        ]
+    )
+    for _ in range(600):  # it holds the folder: now it tokenizes, for seconds
+        if (tmp_path / '.shards.lock').exists():
+            break
         time.sleep(0.05)
-    p.kill(); p.wait()
+    p.kill()
+    p.wait()
     assert {q.name: q.read_bytes() for q in out.iterdir()} == before
     DataLoaderLite(out, 2, 8).next_batch()
 
@@ -60,8 +71,12 @@ def test_two_prepares_into_one_folder(tmp_path):
     "While one prepare holds a folder, another is refused at once."
     out = tmp_path / 'shards'
     with folder_lock(tmp_path / '.shards.lock', 'prepare'):
-        r = subprocess.run([sys.executable, '-c', f'from gptcourse.shards import prepare; prepare(None, {str(out)!r})'],
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, '-c', f'from gptcourse.shards import prepare; prepare(None, {str(out)!r})'],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert r.returncode != 0 and 'FolderBusy' in r.stderr and 'in use by another prepare' in r.stderr
     assert not out.exists()
 
@@ -70,7 +85,8 @@ def test_two_prepares_into_one_folder(tmp_path):
 def test_prepare_into_a_file_is_one_error_and_leaves_nothing(tmp_path, where):
     (tmp_path / 'f').write_text('x')
     out = tmp_path / 'f' if where == 'file' else tmp_path / 'f' / 'shards'
-    with pytest.raises((ValueError, OSError)): prepare(None, out, progress=False)
+    with pytest.raises((ValueError, OSError)):
+        prepare(None, out, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['f']
 
 
@@ -82,8 +98,12 @@ def test_shards_that_are_not_what_the_manifest_says_are_refused(tmp_path):
     write_shards(tmp_path / 'i', {'train': np.arange(100) + 50300})
     with pytest.raises(ValueError, match='holds token id 50399, but the model has 50304'):
         DataLoaderLite(tmp_path / 'i', 2, 4, vocab_size=50304)
-    assert DataLoaderLite(tmp_path / 'i', 2, 4).next_batch()[0].shape == (2, 4)   # without a vocabulary: no check
-    m = json.loads((tmp_path / 'i' / MANIFEST).read_text()); m['splits']['train'][0]['tokens'] = 1000
+    assert DataLoaderLite(tmp_path / 'i', 2, 4).next_batch()[0].shape == (
+        2,
+        4,
+    )  # without a vocabulary: no check
+    m = json.loads((tmp_path / 'i' / MANIFEST).read_text())
+    m['splits']['train'][0]['tokens'] = 1000
     (tmp_path / 'i' / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(ValueError, match='reads tokens 0..1,000 of train_000000.npy, which holds 100'):
         DataLoaderLite(tmp_path / 'i', 2, 4)
@@ -91,39 +111,53 @@ def test_shards_that_are_not_what_the_manifest_says_are_refused(tmp_path):
 
 def test_a_pipe_for_a_shard_is_refused_not_waited_for(tmp_path):
     write_shards(tmp_path / 'f', {'train': np.arange(100)})
-    (tmp_path / 'f' / 'train_000000.npy').unlink(); os.mkfifo(tmp_path / 'f' / 'train_000000.npy')
-    with pytest.raises(ValueError, match='not a regular file'): DataLoaderLite(tmp_path / 'f', 2, 4)
+    (tmp_path / 'f' / 'train_000000.npy').unlink()
+    os.mkfifo(tmp_path / 'f' / 'train_000000.npy')
+    with pytest.raises(ValueError, match='not a regular file'):
+        DataLoaderLite(tmp_path / 'f', 2, 4)
 
 
 def test_bad_arguments_are_refused(data, tmp_path):
-    docs = tmp_path / 'docs'; docs.mkdir(); (docs / 'a.txt').write_text('First document.')
+    docs = tmp_path / 'docs'
+    docs.mkdir()
+    (docs / 'a.txt').write_text('First document.')
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(FileNotFoundError, match='no such file or folder'): prepare(tmp_path / 'nope', tmp_path / 'x')
+    with pytest.raises(FileNotFoundError, match='no such file or folder'):
+        prepare(tmp_path / 'nope', tmp_path / 'x')
     with pytest.raises(ValueError, match='holds no .txt, .jsonl or .parquet files'):
         prepare(tmp_path / 'empty', tmp_path / 'x')
-    with pytest.raises(ValueError, match=r'val_frac must be in \[0, 1\)'): prepare(docs, tmp_path / 'x', val_frac=1.5)
+    with pytest.raises(ValueError, match=r'val_frac must be in \[0, 1\)'):
+        prepare(docs, tmp_path / 'x', val_frac=1.5)
     toks = torch.arange(1000)
     with pytest.raises(ValueError, match=r'rank must be in \[0, world_size=2\)'):
         DataLoaderLite(toks, 2, 8, rank=2, world_size=2)
-    with pytest.raises(ValueError, match='too few for one step'): DataLoaderLite(toks[:10], 2, 8)
-    with pytest.raises(ValueError, match='has no readable manifest.json'): DataLoaderLite(tmp_path / 'empty', 2, 8)
+    with pytest.raises(ValueError, match='too few for one step'):
+        DataLoaderLite(toks[:10], 2, 8)
+    with pytest.raises(ValueError, match='has no readable manifest.json'):
+        DataLoaderLite(tmp_path / 'empty', 2, 8)
     with pytest.raises(ValueError, match='does not fit'):
         DataLoaderLite(data, 1, 2).load_state_dict({'shard': 0, 'position': 3})
     write_shards(tmp_path / 'noval', {'train': np.arange(100)})
-    with pytest.raises(ValueError, match='has no val shards'): DataLoaderLite(tmp_path / 'noval', 2, 8, 'val')
+    with pytest.raises(ValueError, match='has no val shards'):
+        DataLoaderLite(tmp_path / 'noval', 2, 8, 'val')
 
 
 def test_a_remainder_shard_too_short_for_a_step_is_left_out(tmp_path):
-    write_shards(tmp_path / 'f', {'train': np.arange(205)}, shard_size=100)       # shards of 100, 100 and 5 tokens
+    write_shards(tmp_path / 'f', {'train': np.arange(205)}, shard_size=100)  # shards of 100, 100 and 5 tokens
     dl = DataLoaderLite(tmp_path / 'f', 2, 8)
-    assert [s.name for s in dl.shards] == ['train_000000.npy', 'train_000001.npy'] and dl.steps_per_shard == [6, 6]
-    with pytest.raises(ValueError, match='the longest holds 100'): DataLoaderLite(tmp_path / 'f', 8, 16)
+    assert [s.name for s in dl.shards] == ['train_000000.npy', 'train_000001.npy'] and dl.steps_per_shard == [
+        6,
+        6,
+    ]
+    with pytest.raises(ValueError, match='the longest holds 100'):
+        DataLoaderLite(tmp_path / 'f', 8, 16)
 
 
 def test_a_million_spaces_are_tokenized_not_a_panic(tmp_path):
     "tiktoken overflows its stack on such a run (a panic, not an exception); prepare tokenizes it in pieces."
     from gptcourse.pretrained import gpt2_tokenizer
     from gptcourse.shards import encode
+
     enc = gpt2_tokenizer()
     (tmp_path / 'spaces.txt').write_text('Once' + ' ' * 1_000_000 + 'upon a time.')
     m = prepare(tmp_path / 'spaces.txt', tmp_path / 'out', val_frac=0.0, progress=False)
@@ -131,34 +165,61 @@ def test_a_million_spaces_are_tokenized_not_a_panic(tmp_path):
     assert m['splits']['train'][0]['tokens'] == len(ids)
     assert enc.decode(ids[1:]) == (tmp_path / 'spaces.txt').read_text()
     assert encode(enc, 'an ordinary  text').tolist() == enc.encode_ordinary('an ordinary  text')
-    assert encode(enc, 'not <|endoftext|> special').tolist() == enc.encode_ordinary('not <|endoftext|> special')
+    assert encode(enc, 'not <|endoftext|> special').tolist() == enc.encode_ordinary(
+        'not <|endoftext|> special'
+    )
 
 
 def _hub_cache(root, texts_per_file):
     "A hub cache as huggingface_hub lays it out, holding a stand-in for FineWeb-Edu's sample-10BT."
     repo, rev = root / 'datasets--HuggingFaceFW--fineweb-edu', '0' * 40
-    (repo / 'refs').mkdir(parents=True); (repo / 'refs' / 'main').write_text(rev)
+    (repo / 'refs').mkdir(parents=True)
+    (repo / 'refs' / 'main').write_text(rev)
     for sub, texts in texts_per_file.items():
         (repo / 'snapshots' / rev / sub).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({'text': texts, 'score': [1.0] * len(texts)}), repo / 'snapshots' / rev / sub)
 
 
 def _prepare_in(env_extra, *args):
-    code = f'import json; from gptcourse.shards import prepare; print(json.dumps(prepare(*{args!r}, progress=False)))'
-    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, HF_HUB_OFFLINE='1', **env_extra))
+    code = (
+        'import json; from gptcourse.shards import prepare; '
+        f'print(json.dumps(prepare(*{args!r}, progress=False)))'
+    )
+
+    return subprocess.run(
+        [sys.executable, '-c', code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE='1', **env_extra),
+    )
 
 
 def test_fineweb_edu_by_name_through_the_hub_cache(tmp_path):
-    "The lecture's source by name: its files found through huggingface_hub (here offline, in a cache made here)."
+    """The lecture's source by name: its files found through huggingface_hub (here offline, in a cache made
+    here)."""
     texts = [f'Document {i}: ' + 'the quick brown fox. ' * (i * 7 % 50 + 1) for i in range(30)]
-    _hub_cache(tmp_path / 'hub', {'sample/10BT/000_00000.parquet': texts[:20], 'sample/10BT/001_00000.parquet':
-                                  texts[20:], 'sample/100BT/000_00000.parquet': ['not this sample']})
-    r = _prepare_in({'HF_HUB_CACHE': str(tmp_path / 'hub')}, 'fineweb-edu-10B', str(tmp_path / 'fw'), 0.1, 500)
+    _hub_cache(
+        tmp_path / 'hub',
+        {
+            'sample/10BT/000_00000.parquet': texts[:20],
+            'sample/10BT/001_00000.parquet': texts[20:],
+            'sample/100BT/000_00000.parquet': ['not this sample'],
+        },
+    )
+    r = _prepare_in(
+        {'HF_HUB_CACHE': str(tmp_path / 'hub')}, 'fineweb-edu-10B', str(tmp_path / 'fw'), 0.1, 500
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads(r.stdout)
-    assert m['files'] == ['hub:HuggingFaceFW/fineweb-edu:sample/10BT/000_00000.parquet',
-                          'hub:HuggingFaceFW/fineweb-edu:sample/10BT/001_00000.parquet'] and m['documents'] == 30
+    assert (
+        m['files']
+        == [
+            'hub:HuggingFaceFW/fineweb-edu:sample/10BT/000_00000.parquet',
+            'hub:HuggingFaceFW/fineweb-edu:sample/10BT/001_00000.parquet',
+        ]
+        and m['documents'] == 30
+    )
     enc = gpt2_tokenizer()
     want = [t for d in texts for t in [EOT] + enc.encode_ordinary(d)]
     assert np.concatenate([read_split(tmp_path / 'fw', s) for s in ('train', 'val')]).tolist() == want
@@ -170,44 +231,71 @@ def test_fineweb_edu_by_name_through_the_hub_cache(tmp_path):
 def test_an_unfinished_prepare_of_another_source_is_kept_unless_asked(tmp_path):
     "A .partial folder holds work: another source is refused without --overwrite; a changed source too."
     a, b = tmp_path / 'a', tmp_path / 'b'
-    for d in (a, b): d.mkdir()
-    for i in range(4): (a / f'{i}.txt').write_text(f'Text number {i}. ' * 200); (b / f'{i}.txt').write_text('B. ' * 300)
+    for d in (a, b):
+        d.mkdir()
+    for i in range(4):
+        (a / f'{i}.txt').write_text(f'Text number {i}. ' * 200)
+        (b / f'{i}.txt').write_text('B. ' * 300)
     out, partial = tmp_path / 'out', tmp_path / '.out.partial'
     full = prepare(a, tmp_path / 'full', shard_size=100, progress=False)
-    partial.mkdir()                                       # a's prepare, stopped after its first 3 shards
-    state = dict(format='gptcourse-shards-2', tokenizer='gpt2', source=str(a), shard_size=100,
-                 files=full['files'], file_documents=[], shards=full['shards'][:3], position=[0, 0, 300])
-    for s in state['shards']: (partial / s['file']).write_bytes((tmp_path / 'full' / s['file']).read_bytes())
+    partial.mkdir()  # a's prepare, stopped after its first 3 shards
+    state = dict(
+        format='gptcourse-shards-2',
+        tokenizer='gpt2',
+        source=str(a),
+        shard_size=100,
+        files=full['files'],
+        file_documents=[],
+        shards=full['shards'][:3],
+        position=[0, 0, 300],
+    )
+    for s in state['shards']:
+        (partial / s['file']).write_bytes((tmp_path / 'full' / s['file']).read_bytes())
     (partial / PROGRESS).write_text(json.dumps(state))
     with pytest.raises(ValueError, match=f'holds an unfinished prepare of {a}: pass --overwrite'):
         prepare(b, out, shard_size=100, progress=False)
-    with pytest.raises(ValueError, match='holds an unfinished prepare'): prepare(a, out, shard_size=50, progress=False)
-    (a / '0.txt').rename(a / '00.txt')                   # the file it was reading is gone
-    with pytest.raises(ValueError, match='changed since the unfinished prepare'): prepare(a, out, shard_size=100,
-                                                                                        progress=False)
+    with pytest.raises(ValueError, match='holds an unfinished prepare'):
+        prepare(a, out, shard_size=50, progress=False)
+    (a / '0.txt').rename(a / '00.txt')  # the file it was reading is gone
+    with pytest.raises(ValueError, match='changed since the unfinished prepare'):
+        prepare(a, out, shard_size=100, progress=False)
     (a / '00.txt').rename(a / '0.txt')
-    assert prepare(a, out, shard_size=100, progress=False) == full   # the same source: it goes on, to the same end
+    assert (
+        prepare(a, out, shard_size=100, progress=False) == full
+    )  # the same source: it goes on, to the same end
     assert not partial.exists()
 
 
 def test_parquet_is_read_in_bounded_memory(tmp_path):
-    "A Parquet source is read one row group at a time: pyarrow's memory peaks at about one group, not the file."
-    texts = [f'Document {i}: ' + 'a few words of text, ' * 500 for i in range(2000)]     # ~21 MB in 20 row groups
+    """A Parquet source is read one row group at a time: pyarrow's memory peaks at about one group, not the
+    file."""
+    texts = [
+        f'Document {i}: ' + 'a few words of text, ' * 500 for i in range(2000)
+    ]  # ~21 MB in 20 row groups
     pq.write_table(pa.table({'text': texts}), tmp_path / 'c.parquet', row_group_size=100, compression='none')
-    code = ('import pyarrow as pa\nfrom gptcourse.shards import documents\n'
-            f'n = sum(1 for _ in documents({str(tmp_path / "c.parquet")!r}))\n'
-            'print(n, pa.default_memory_pool().max_memory())')
-    n, peak = map(int, subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                                      check=True).stdout.split())
-    group = sum(map(len, texts[:100]))      # ~1 MB; read over all 20 groups at once, pyarrow peaks at ~40 of these
+    code = (
+        'import pyarrow as pa\nfrom gptcourse.shards import documents\n'
+        f'n = sum(1 for _ in documents({str(tmp_path / "c.parquet")!r}))\n'
+        'print(n, pa.default_memory_pool().max_memory())'
+    )
+    n, peak = map(
+        int,
+        subprocess.run(
+            [sys.executable, '-c', code], capture_output=True, text=True, check=True
+        ).stdout.split(),
+    )
+    group = sum(
+        map(len, texts[:100])
+    )  # ~1 MB; read over all 20 groups at once, pyarrow peaks at ~40 of these
     assert n == 2000 and peak < 8 * group, (peak, group)
 
 
 def test_the_progress_bar_counts_documents_and_files_and_says_the_time_left(tmp_path, capsys):
-    for i in range(3): (tmp_path / f'{i}.txt').write_text(f'Text number {i}. ' * 2000)
+    for i in range(3):
+        (tmp_path / f'{i}.txt').write_text(f'Text number {i}. ' * 2000)
     prepare(tmp_path, tmp_path.parent / f'{tmp_path.name}-out', workers=1)
     bar = capsys.readouterr().err.replace('\r', '\n')
-    assert '3 documents, file 3/3, about 00:00 left]' in bar.splitlines()[-1], bar[-800:]   # its last refresh
+    assert '3 documents, file 3/3, about 00:00 left]' in bar.splitlines()[-1], bar[-800:]  # its last refresh
 
 
 @pytest.mark.parametrize('edit', ['a list', 'a path out of the folder', 'a count that is text'])
@@ -215,9 +303,12 @@ def test_a_malformed_manifest_is_one_error(tmp_path, edit):
     "A manifest edited by hand into another shape is refused by name, before a file it names is opened."
     write_shards(tmp_path / 'f', {'train': np.arange(100)})
     m = json.loads((tmp_path / 'f' / MANIFEST).read_text())
-    if edit == 'a list': m = [m]
-    elif edit == 'a path out of the folder': m['splits']['train'][0]['file'] = '../secret.npy'
-    else: m['shards'][0]['tokens'] = '100'
+    if edit == 'a list':
+        m = [m]
+    elif edit == 'a path out of the folder':
+        m['splits']['train'][0]['file'] = '../secret.npy'
+    else:
+        m['shards'][0]['tokens'] = '100'
     (tmp_path / 'f' / MANIFEST).write_text(json.dumps(m))
     np.save(tmp_path / 'secret.npy', np.arange(100))
     with pytest.raises(ValueError, match='is not a well-formed manifest of gptcourse shards'):
@@ -225,9 +316,14 @@ def test_a_malformed_manifest_is_one_error(tmp_path, edit):
 
 
 def test_a_progress_file_that_is_not_ours_starts_afresh(tmp_path):
-    "An unreadable-in-shape progress.json is no state to go on from: prepare starts again and ends where it should."
-    src = tmp_path / 'a.txt'; src.write_text('Some text to tokenize. ' * 300)
+    """An unreadable-in-shape progress.json is no state to go on from: prepare starts again and ends where it
+    should."""
+    src = tmp_path / 'a.txt'
+    src.write_text('Some text to tokenize. ' * 300)
     full = prepare(src, tmp_path / 'full', shard_size=100, progress=False)
-    partial = tmp_path / '.out.partial'; partial.mkdir()
-    (partial / PROGRESS).write_text(json.dumps({'format': 'gptcourse-shards-2', 'shards': 'three', 'position': 7}))
+    partial = tmp_path / '.out.partial'
+    partial.mkdir()
+    (partial / PROGRESS).write_text(
+        json.dumps({'format': 'gptcourse-shards-2', 'shards': 'three', 'position': 7})
+    )
     assert prepare(src, tmp_path / 'out', shard_size=100, progress=False) == full

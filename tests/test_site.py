@@ -1,12 +1,14 @@
-"""The course's website (`.ci/site.py`), built from the committed notebooks and read in a real browser: headless
-Chromium driven by Playwright, over the site served on the loopback address. Every lesson page loads with no console
-error, no failed request and no request to another host; shows its title, its plots (images that really loaded) and
-its math (MathJax's output, no raw `$...$`); its next link leads to the next lesson; search finds the LayerNorm
-lesson, over HTTP and from disk. Screenshots of three pages go to build/site-screenshots/.
+"""The course's website (`.ci/site.py`), built from the committed notebooks and read in a real browser:
+headless Chromium driven by Playwright, over the site served on the loopback address. Every lesson page loads
+with no console error, no failed request and no request to another host; shows its title, its plots (images
+that really loaded) and its math (MathJax's output, no raw `$...$`); its next link leads to the next lesson;
+search finds the LayerNorm lesson, over HTTP and from disk. Screenshots of three pages go to
+build/site-screenshots/.
 
 Without Sphinx and myst-nb (`pip install -e ".[docs]"`), MathJax (`npm ci --prefix docs`) or Chromium
-(`apt-get install chromium`) the tests skip and say which is missing; CI sets GPTCOURSE_REQUIRE_SITE=1, which makes
-a missing piece a failure instead."""
+(`apt-get install chromium`) the tests skip and say which is missing; CI sets GPTCOURSE_REQUIRE_SITE=1, which
+makes a missing piece a failure instead."""
+
 import contextlib, functools, http.server, importlib.util, json, os, re, shutil, subprocess, sys, threading
 from pathlib import Path
 import pytest
@@ -14,16 +16,27 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted(ROOT.glob('nbs/[0-9][0-9]_*.ipynb'))
 SHOTS = ROOT / 'build' / 'site-screenshots'
-# Chromium as root in a closed network: no sandbox, and none of its own calls home (each would be a failed request)
-FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
+# Chromium as root in a closed network: no sandbox, and none of its own calls home (each would be a failed
+# request)
+FLAGS = [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--disable-dev-shm-usage',
+]
 RAW_MATH = re.compile(r'\$[^$\s][^$]*\$')
 
 
 def need(ok, why: str):
     "Skip, saying why, unless CI requires the site tests to run."
-    if ok: return
-    if os.environ.get('GPTCOURSE_REQUIRE_SITE') == '1': pytest.fail(f'{why} (GPTCOURSE_REQUIRE_SITE=1)')
+    if ok:
+        return
+    if os.environ.get('GPTCOURSE_REQUIRE_SITE') == '1':
+        pytest.fail(f'{why} (GPTCOURSE_REQUIRE_SITE=1)')
     pytest.skip(why)
 
 
@@ -31,20 +44,30 @@ def expected(nb: Path) -> dict:
     "What a lesson's page must show, read from its notebook: title, plots, math."
     cells = json.loads(nb.read_text(encoding='utf-8'))['cells']
     md = '\n'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'markdown')
-    plots = sum('image/png' in o.get('data', {}) for c in cells if c['cell_type'] == 'code' for o in c['outputs'])
+    plots = sum(
+        'image/png' in o.get('data', {}) for c in cells if c['cell_type'] == 'code' for o in c['outputs']
+    )
     title = re.search(r'^# (.+)$', md, re.M)[1].replace('`', '').strip()
     return dict(title=title, plots=plots, math=bool(RAW_MATH.search(md)))
 
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
-    need(importlib.util.find_spec('sphinx') and importlib.util.find_spec('myst_nb'),
-         'Sphinx and myst-nb are not installed: pip install -e ".[docs]"')
-    need((ROOT / 'docs' / 'node_modules' / 'mathjax' / 'es5' / 'tex-svg.js').is_file(),
-         'MathJax is not installed: npm ci --prefix docs')
+    need(
+        importlib.util.find_spec('sphinx') and importlib.util.find_spec('myst_nb'),
+        'Sphinx and myst-nb are not installed: pip install -e ".[docs]"',
+    )
+    need(
+        (ROOT / 'docs' / 'node_modules' / 'mathjax' / 'es5' / 'tex-svg.js').is_file(),
+        'MathJax is not installed: npm ci --prefix docs',
+    )
     out = tmp_path_factory.mktemp('site') / 'site'
-    r = subprocess.run([sys.executable, str(ROOT / '.ci' / 'site.py'), '--out', str(out)], capture_output=True,
-                       text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / '.ci' / 'site.py'), '--out', str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
 
@@ -54,9 +77,12 @@ def check_files(site: Path):
     assert sorted(p.stem for p in site.glob('[0-9][0-9]_*.html')) == [nb.stem for nb in LESSONS]
     assert (site / 'index.html').is_file() and (site / 'search.html').is_file()
     from gptcourse._modidx import d
+
     modules = {m for m in d['syms'] if m != 'gptcourse'}
     assert {p.stem for p in (site / 'api').glob('gptcourse.*.html')} == modules
-    loads = re.compile(r'<(?:script|link|img|iframe|source|audio|video)\b[^>]*\b(?:src|href)="(https?:)?//', re.I)
+    loads = re.compile(
+        r'<(?:script|link|img|iframe|source|audio|video)\b[^>]*\b(?:src|href)="(https?:)?//', re.I
+    )
     for page in site.rglob('*.html'):
         text = page.read_text(encoding='utf-8')
         assert not loads.search(text), (page, loads.search(text)[0])
@@ -71,28 +97,36 @@ def browser(site: Path):
     need(chromium, 'no Chromium to drive: apt-get install chromium')
     need(importlib.util.find_spec('playwright'), 'Playwright is not installed: pip install -e ".[docs]"')
     from playwright.sync_api import sync_playwright
+
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Quiet, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=chromium, args=FLAGS)
-            try: yield b, f'http://127.0.0.1:{server.server_port}/'
-            finally: b.close()
-    finally: server.shutdown()
+            try:
+                yield b, f'http://127.0.0.1:{server.server_port}/'
+            finally:
+                b.close()
+    finally:
+        server.shutdown()
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args): pass
+    def log_message(self, *args):
+        pass
 
 
 def visit(browser, base: str, path: str):
-    "Open `path`; the page and the list of what went wrong while it loaded (errors, failed or remote requests)."
+    """Open `path`; the page and the list of what went wrong while it loaded (errors, failed or remote
+    requests)."""
     page, problems = browser.new_page(viewport={'width': 1280, 'height': 900}), []
     page.on('console', lambda m: m.type == 'error' and problems.append(f'console error: {m.text}'))
     page.on('pageerror', lambda e: problems.append(f'script error: {e}'))
     page.on('requestfailed', lambda r: problems.append(f'failed request: {r.url}'))
     page.on('response', lambda r: r.status >= 400 and problems.append(f'HTTP {r.status}: {r.url}'))
-    page.on('request', lambda r: r.url.startswith((base, 'data:', 'blob:')) or problems.append(f'remote: {r.url}'))
+    page.on(
+        'request', lambda r: r.url.startswith((base, 'data:', 'blob:')) or problems.append(f'remote: {r.url}')
+    )
     page.goto(base + path, wait_until='load')
     return page, problems
 
@@ -100,28 +134,42 @@ def visit(browser, base: str, path: str):
 def content_problems(page, want: dict) -> list[str]:
     "What a lesson page lacks: its title, loaded plots, rendered math."
     out = []
-    plain = str.maketrans('‘’“”', '\'\'""')       # the site's typographic quotes, the notebook's plain ones
+    plain = str.maketrans('‘’“”', '\'\'""')  # the site's typographic quotes, the notebook's plain ones
     title = page.inner_text('article h1').strip().rstrip('#¶ ').strip().translate(plain)
-    if title != want['title']: out.append(f'title {title!r}, not {want["title"]!r}')
-    broken = page.eval_on_selector_all('article img', 'els => els.filter(e => !e.complete || !e.naturalWidth)'
-                                       '.map(e => e.getAttribute("src"))')
-    if broken: out.append(f'images not shown: {broken}')                # the lesson's diagrams, the badge
+    if title != want['title']:
+        out.append(f'title {title!r}, not {want["title"]!r}')
+    broken = page.eval_on_selector_all(
+        'article img',
+        'els => els.filter(e => !e.complete || !e.naturalWidth).map(e => e.getAttribute("src"))',
+    )
+    if broken:
+        out.append(f'images not shown: {broken}')  # the lesson's diagrams, the badge
     if want['plots']:
-        widths = page.eval_on_selector_all('article .cell_output img',
-                                           'els => els.map(e => e.complete ? e.naturalWidth : 0)')
-        if len(widths) < want['plots'] or 0 in widths: out.append(f'plots not all shown: natural widths {widths}')
-    if want['math']:     # MathJax typesets after the page loads: every formula gets its own rendered SVG
-        every = ("() => { const m = [...document.querySelectorAll('article .math')]; "
-                 "return m.length > 0 && m.every(e => e.querySelector('mjx-container svg')); }")
-        try: page.wait_for_function(every, timeout=15_000)
-        except Exception: out.append('math not rendered: a formula without its mjx-container')
-        prose = ' '.join(page.eval_on_selector_all('article p, article li', 'els => els.map(e => e.innerText)'))
-        if RAW_MATH.search(prose): out.append(f'raw math left: {RAW_MATH.search(prose)[0]!r}')
+        widths = page.eval_on_selector_all(
+            'article .cell_output img', 'els => els.map(e => e.complete ? e.naturalWidth : 0)'
+        )
+        if len(widths) < want['plots'] or 0 in widths:
+            out.append(f'plots not all shown: natural widths {widths}')
+    if want['math']:  # MathJax typesets after the page loads: every formula gets its own rendered SVG
+        every = (
+            "() => { const m = [...document.querySelectorAll('article .math')]; "
+            "return m.length > 0 && m.every(e => e.querySelector('mjx-container svg')); }"
+        )
+        try:
+            page.wait_for_function(every, timeout=15_000)
+        except Exception:
+            out.append('math not rendered: a formula without its mjx-container')
+        prose = ' '.join(
+            page.eval_on_selector_all('article p, article li', 'els => els.map(e => e.innerText)')
+        )
+        if RAW_MATH.search(prose):
+            out.append(f'raw math left: {RAW_MATH.search(prose)[0]!r}')
     return out
 
 
 def check_lessons(b, base: str) -> list[str]:
-    "Every lesson page: loads cleanly, shows what its notebook holds, and its next link leads to the next lesson."
+    """Every lesson page: loads cleanly, shows what its notebook holds, and its next link leads to the next
+    lesson."""
     out = []
     for i, nb in enumerate(LESSONS):
         page, problems = visit(b, base, nb.stem + '.html')
@@ -129,7 +177,8 @@ def check_lessons(b, base: str) -> list[str]:
         if i + 1 < len(LESSONS):
             page.click('a.next-page')
             page.wait_for_load_state('load')
-            if not page.url.endswith(LESSONS[i + 1].stem + '.html'): problems.append(f'next link went to {page.url}')
+            if not page.url.endswith(LESSONS[i + 1].stem + '.html'):
+                problems.append(f'next link went to {page.url}')
         page.close()
         out += [f'{nb.stem}: {p}' for p in problems]
     return out
@@ -139,9 +188,13 @@ def check_api_link(b, base: str):
     page, problems = visit(b, base, '11_shards.html')
     link = page.locator('article a.api-link', has_text='DataLoaderLite').first
     href = link.get_attribute('href')
-    link.click(); page.wait_for_load_state('load')
+    link.click()
+    page.wait_for_load_state('load')
     anchor = href.split('#', 1)[1]
-    assert 'api/gptcourse.shards' in page.url and page.locator(f'[id="{anchor}"]').count() == 1, (page.url, href)
+    assert 'api/gptcourse.shards' in page.url and page.locator(f'[id="{anchor}"]').count() == 1, (
+        page.url,
+        href,
+    )
     assert not problems, problems
 
 
@@ -150,8 +203,10 @@ def check_search(site: Path, b, base: str):
     for root in (base, site.as_uri() + '/'):
         page, problems = visit(b, root, 'search.html?q=LayerNorm')
         page.wait_for_selector('#search-results li a', timeout=30_000)
-        page.wait_for_timeout(500)                                 # anything it fetches after listing would fail
-        hrefs = page.eval_on_selector_all('#search-results li a', 'els => els.map(e => e.getAttribute("href"))')
+        page.wait_for_timeout(500)  # anything it fetches after listing would fail
+        hrefs = page.eval_on_selector_all(
+            '#search-results li a', 'els => els.map(e => e.getAttribute("href"))'
+        )
         assert any(h.startswith('06_blocks.html') for h in hrefs), (root, hrefs)
         assert not problems, (root, problems)
         page.close()
@@ -160,9 +215,13 @@ def check_search(site: Path, b, base: str):
 def take_screenshots(b, base: str):
     "Three pages a person can look at: the home page, a lesson with plots and math, and an API page."
     SHOTS.mkdir(parents=True, exist_ok=True)
-    for path, name in (('index.html', 'home'), ('14_optim.html', 'lesson-12'), ('api/gptcourse.shards.html', 'api')):
+    for path, name in (
+        ('index.html', 'home'),
+        ('14_optim.html', 'lesson-12'),
+        ('api/gptcourse.shards.html', 'api'),
+    ):
         page, problems = visit(b, base, path)
-        if path.startswith('14'):                                  # the schedule's formula and its plot
+        if path.startswith('14'):  # the schedule's formula and its plot
             page.wait_for_selector('article div.math mjx-container svg', timeout=15_000)
             page.locator('article div.math').first.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / f'{name}.png'))
@@ -171,13 +230,18 @@ def take_screenshots(b, base: str):
 
 
 def check_the_checks(site: Path, b, base: str):
-    "A planted fault, once: a lesson page whose plot file is gone and whose MathJax is gone fails both checks."
+    """A planted fault, once: a lesson page whose plot file is gone and whose MathJax is gone fails both
+    checks."""
     good = (site / '14_optim.html').read_text(encoding='utf-8')
-    broken = re.sub(r'src="_images/[^"]+"', 'src="_images/missing.png"', good).replace('tex-svg.js', 'missing.js')
+    broken = re.sub(r'src="_images/[^"]+"', 'src="_images/missing.png"', good).replace(
+        'tex-svg.js', 'missing.js'
+    )
     (site / 'planted.html').write_text(broken, encoding='utf-8')
     page, problems = visit(b, base, 'planted.html')
     found = content_problems(page, expected(ROOT / 'nbs' / '14_optim.ipynb'))
-    assert any('plots not all shown' in p for p in found) and any('math not rendered' in p for p in found), found
+    assert any('plots not all shown' in p for p in found) and any('math not rendered' in p for p in found), (
+        found
+    )
     assert any('HTTP 404' in p and 'missing.png' in p for p in problems), problems
     ok, _ = visit(b, base, '14_optim.html')
     assert content_problems(ok, expected(ROOT / 'nbs' / '14_optim.ipynb')) == []
