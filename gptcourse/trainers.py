@@ -492,10 +492,10 @@ def _train(job: Job, out_dir, resume: bool, overwrite: bool, stop_after: int | N
         save = _saver(res, job, folder, precision) if folder is not None else None
         report = TrainerReport(res, range(start, end), job, say, progress and di.master, save)
         model = di.wrap(job.policy.compiled(job.model))
-        train_loop(
-            model, job.optimizer, job.batches, run, precision, range(start, end), report, job.micro_steps
-        )
-        report.bar.close()
+        with report.bar:  # closed however the loop ends: what is said next starts on a line of its own
+            train_loop(
+                model, job.optimizer, job.batches, run, precision, range(start, end), report, job.micro_steps
+            )
         if save is not None:
             save(end)
         if end == run.max_steps:

@@ -348,7 +348,7 @@ def test_cuda_without_cuda_is_one_line(capsys):
         main(['train', '--device', 'cuda'])
     assert (
         e.value.code == 2
-        and "'cuda': this machine has no cuda device; available: cpu" in capsys.readouterr().err
+        and "'cuda': this machine has no cuda device; it has cpu" in capsys.readouterr().err
     )
 
 
@@ -363,9 +363,15 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(run, tmp_path, monkeypatch, ca
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tr, 'fit', interrupted)
-    msg = fails(capsys, 'train', '--max-steps', '300', '--out', str(copy), '--resume', code=130)
-    assert f'interrupted; the last good checkpoint is {copy}/step_0000200.safetensors' in msg
+    monkeypatch.setattr(tr, 'train_loop', interrupted)
+    # with the progress bar on: the message must start a line of its own, not trail the bar's
+    code = main(['train', '--max-steps', '300', '--out', str(copy), '--resume'])
+    err = capsys.readouterr().err
+    msg = err.strip().splitlines()[-1]
+    assert code == 130 and 'Traceback' not in err, (code, err)
+    assert msg.startswith(
+        f'gptcourse train: interrupted; the last good checkpoint is {copy}/step_0000200.safetensors'
+    ), err
     assert f'gptcourse train --out {copy} --resume' in msg
 
 
