@@ -1,9 +1,9 @@
 """One command that checks the course on a GPU in one run, and writes what it saw to bench/results/.
 
-    python bench/gpu.py              # on a CUDA machine: about 13 minutes on an H100 (measured
-    2026-11-25) # before lesson 14 and the side-by-side runs (refs/, below) were added python bench/gpu.py
-    --only lesson07,chargpt            # 8.5 minutes on an H100: one call of at most 10 python
-    bench/gpu.py --only lesson16,gpt2train,sample   # 5 minutes on an H100 (as lesson 10, 2626-11-25)
+    python bench/gpu.py              # on a CUDA machine: about 13 minutes on an H100 (measured 2026-11-25,
+                                     # before lesson 14 and the side-by-side runs of refs/, below)
+    python bench/gpu.py --only lesson07,chargpt            # 8.5 minutes on an H100: one call of at most 10
+    python bench/gpu.py --only lesson16,gpt2train,sample   # 5 minutes on an H100 (2026-11-25)
     python bench/gpu.py --dry-run    # the same steps at toy sizes on this machine: what CI runs
 
 The lessons run with `--keep-going`: every cell runs even after one fails, the report lists each failing cell,

@@ -4,12 +4,12 @@ Hugging Face transformers' `generate` with and without its cache, on the same ra
 against the floor (the bytes of weights a token reads over the speed at which this machine reads memory,
 measured here).
 
-# GPT-2 124M config, batch 1, 8-token prompt, 256 new tokens, greedy python bench/sample.py python
-bench/sample.py --small         # a small GPT-2-shaped config (quick) python bench/sample.py --new-tokens 50
---device cuda
+    python bench/sample.py               # GPT-2 124M config, batch 1, 8-token prompt, 256 new tokens, greedy
+    python bench/sample.py --small       # a small GPT-2-shaped config (quick)
+    python bench/sample.py --new-tokens 50 --device cuda
 
 A `GPT2LMHeadModel` with random weights is saved with `save_pretrained` to a temporary folder and loaded back
-with `gptcourse.gpt2.GPT.from_pretrained`, so both libraries run identical weights; decoding is greedy, so
+with `gptcourse.pretrained.from_pretrained`, so both libraries run identical weights; decoding is greedy, so
 both must produce the same tokens (printed: match or the first position where they differ)."""
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ def main(argv=None):
 
     import transformers
     from transformers import GPT2Config, GPT2LMHeadModel
-    from gptcourse.gpt2 import GPT
+    from gptcourse.pretrained import from_pretrained
     from gptcourse.train import generate
-    from gptcourse.kv_cache import cached_next_logits
+    from gptcourse.kv_cache import generate_cached
     from gptcourse.decode import DecodeLinear, bytes_per_token, gemv_kernel, read_gb_per_s, use_decode_kernel
 
     dims = dict(n_layer=4, n_head=4, n_embd=256) if args.small else dict(n_layer=12, n_head=12, n_embd=768)
@@ -82,7 +82,7 @@ def main(argv=None):
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=1024, **dims)).eval()
     with tempfile.TemporaryDirectory() as folder:
         hf.save_pretrained(folder)
-        ours = GPT.from_pretrained(folder)
+        ours = from_pretrained(folder)
     hf.to(args.device)
     ours.to(args.device).eval()
     hf.generation_config.eos_token_id = None  # never stop early: both produce exactly --new-tokens tokens
@@ -93,12 +93,12 @@ def main(argv=None):
     mask = torch.ones_like(idx)
     n = args.new_tokens
 
-    use_decode_kernel(ours)  # lesson 11's DecodeLinear: max_rows 0 keeps nn.Linear's path, 8 takes the kernel
+    use_decode_kernel(ours)  # lesson 22's DecodeLinear: max_rows 0 keeps nn.Linear's path, 8 takes the kernel
     kernel_rows = DecodeLinear.max_rows
 
     def ours_fn(cache, k=n, kernel=False):
         DecodeLinear.max_rows = kernel_rows if kernel else 0
-        return generate(ours, idx, k, temperature=0, next_logits=cached_next_logits(ours) if cache else None)
+        return (generate_cached if cache else generate)(ours, idx, k, temperature=0)
 
     def hf_fn(cache, k=n):
         with torch.inference_mode():
@@ -129,7 +129,7 @@ def main(argv=None):
     print(f'machine load before: {" ".join(f"{x:.2f}" for x in os.getloadavg())} (1/5/15-min load average)')
     on_cpu = torch.device(args.device).type == 'cpu'
     if on_cpu:
-        print(f'lesson 11\'s kernel: {gemv_kernel()[1]}')
+        print(f'lesson 22\'s kernel: {gemv_kernel()[1]}')
         bw = read_gb_per_s()
         floor = bytes_per_token(ours) / (bw * 1e9)  # seconds per token at the memory's read speed
         print(
