@@ -42,7 +42,7 @@ def test_gpu_check_runs_only_the_steps_asked_for(tmp_path):
         text=True,
         timeout=300,
     )
-    assert r.returncode != 0 and 'unknown step lesson7' in r.stderr and 'lesson07, lesson16' in r.stderr, (
+    assert r.returncode != 0 and 'unknown step lesson7' in r.stderr and 'lesson07, lesson19' in r.stderr, (
         r.stderr
     )
     r = subprocess.run(

@@ -38,9 +38,9 @@ def test_every_lesson_installs_the_lessons_extra_first():
 
 
 def test_the_imports_are_found_by_this_reader():
-    "The reader sees the imports a lesson makes: lesson 08 imports transformers, lesson 07 fastcore.test."
+    "The reader sees the imports a lesson makes: lesson 09 imports transformers, lesson 07 fastcore.test."
     assert 'from transformers import GPT2Config, GPT2LMHeadModel' in lesson_imports(
-        ROOT / 'nbs' / '08_gpt2.ipynb'
+        ROOT / 'nbs' / '09_pretrained.ipynb'
     )
     assert 'from fastcore.test import test_fail' in lesson_imports(ROOT / 'nbs' / '07_chargpt.ipynb')
 

@@ -89,7 +89,8 @@ def test_readme_commands_then_library_snippet(user):
     ]
     assert (work / 'runs' / 'char' / 'loss.png').stat().st_size > 10_000
     plotted = next(v for k, v in outputs.items() if k.startswith('gptcourse plot'))
-    assert 'val loss 1.9' in plotted and 'at step 3000: in the reference range 1.83-1.96' in plotted, plotted
+    assert 'val loss 1.9' in plotted and 'at step 3000 (the preset' in plotted, plotted
+    assert 'in the reference range 1.83-1.96' in plotted, plotted
     resumed = next(v for k, v in outputs.items() if k.startswith('gptcourse gpt2-train') and '--resume' in k)
     assert 'continuing its schedule' in resumed, resumed
     assert not (work / 'data').exists() and not (Path(env['TIKTOKEN_CACHE_DIR']) / 'gpt2').exists()
