@@ -1,10 +1,10 @@
 """Run the lessons as a reader does: each notebook top to bottom ("Run All") in a real Jupyter kernel.
 
-    python .ci/notebooks.py run [NB ...]     # run, and fail on the first error (what the tests do) python
-    .ci/notebooks.py write [NB ...]   # run, and save the outputs into the notebooks (then nbdev_clean)
-    python .ci/notebooks.py run --keep-going --save DIR 07   # run every cell even past a failure, list
-    the # failures, and keep the executed notebook in DIR (bench/gpu.py) python .ci/notebooks.py check
-    # every lesson's outputs are there and were made from its current code
+    python .ci/notebooks.py run [NB ...]     # run, and fail on the first error (what the tests do)
+    python .ci/notebooks.py write [NB ...]   # run, and save the outputs into the notebooks (then nbdev_clean)
+    python .ci/notebooks.py run --keep-going --save DIR 07   # run every cell even past a failure, list the
+                                             # failures, and keep the executed notebook in DIR (bench/gpu.py)
+    python .ci/notebooks.py check            # every lesson's outputs are there, made from its current code
 
 `write` is the one command that regenerates what a reader sees on GitHub, Colab's preview and in Jupyter. It
 records in each code cell's metadata the sha256 of the source that made its outputs (`gptcourse.source`), and

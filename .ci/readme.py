@@ -1,7 +1,7 @@
 """Make README.md from nbs/index.ipynb (nbdev_readme needs quarto, which this project does not require).
 
-    python .ci/readme.py           # write README.md python .ci/readme.py --check   # exit 1 if README.md
-    differs from what index.ipynb makes
+    python .ci/readme.py           # write README.md
+    python .ci/readme.py --check   # exit 1 if README.md differs from what index.ipynb makes
 
 The README is the index notebook's markdown cells, in order, separated by blank lines; code cells (the Colab
 install cell, hidden cells) are left out."""

@@ -1,8 +1,8 @@
 """Build the course's website from the committed notebooks, offline, into a folder that loads nothing from
 elsewhere.
 
-    npm ci --prefix docs            # once: MathJax, pinned in docs/package-lock.json (the site's only
-    non-Python part) python .ci/site.py              # writes _site/; open _site/index.html in a browser
+    npm ci --prefix docs     # once: MathJax, pinned in docs/package-lock.json (the one non-Python part)
+    python .ci/site.py       # writes _site/; open _site/index.html in a browser
     python .ci/site.py --out DIR
 
 Pages: the home page (the index notebook's text, as the README), every lesson in reading order with its

@@ -3,9 +3,9 @@
 path (one fused qkv projection per block, `F.scaled_dot_product_attention`, autocast where available — bf16,
 or fp16 + GradScaler — TF32 on CUDA, and optionally `torch.compile`).
 
-    python bench/chargpt.py                          # --preset cpu without CUDA, lecture with CUDA python
-    bench/chargpt.py --preset lecture --steps 300 --compile python bench/chargpt.py --preset cpu --steps
-    200 --threads 1
+    python bench/chargpt.py                          # --preset cpu without CUDA, lecture with CUDA
+    python bench/chargpt.py --preset lecture --steps 300 --compile
+    python bench/chargpt.py --preset cpu --steps 200 --threads 1
 
 Both start from the same initial weights (the GPT gets the reference's weights through `GPT.from_chargpt`) and
 see the same batches, for the same number of steps with the same optimizer settings. Printed: the device,

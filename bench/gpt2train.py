@@ -8,8 +8,8 @@ models (so a noisy, shared machine slows both alike) and the median step time of
 tokens/s, MFU (GPUs of known peak) and the ratio ours / transformers.
 
     python bench/gpt2train.py                       # CPU, a small GPT-2-shaped config (about a minute)
-    python bench/gpt2train.py --preset gpu          # GPT-2 124M, B=16, T=1024, bf16 (CUDA) python
-    bench/gpt2train.py --preset gpu --compile"""
+    python bench/gpt2train.py --preset gpu          # GPT-2 124M, B=16, T=1024, bf16 (CUDA)
+    python bench/gpt2train.py --preset gpu --compile"""
 
 import argparse, statistics, sys, time
 import torch

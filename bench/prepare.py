@@ -2,8 +2,9 @@
 
 The reference is never committed: fetch it into the git-ignored refs/ folder first.
 
-    git clone https://github.com/karpathy/build-nanogpt refs/build-nanogpt python bench/prepare.py
-    # 1x and 4x corpora, 2 rounds, a process per core python bench/prepare.py --mb 8 --rounds 1    # quick
+    git clone https://github.com/karpathy/build-nanogpt refs/build-nanogpt
+    python bench/prepare.py                      # 1x and 4x corpora, 2 rounds, a process per core
+    python bench/prepare.py --mb 8 --rounds 1    # quick
 
 The corpus: one local Parquet file with a `text` column, made here from Tiny Shakespeare (documents of 1 to 60
 consecutive paragraphs, drawn with a fixed seed, until it holds `--mb` megabytes of text), and a second one

@@ -2,11 +2,11 @@
 
 The reference code is never committed: fetch it into the git-ignored refs/ folder first.
 
-    git clone https://github.com/karpathy/ng-video-lecture refs/ng-video-lecture git clone
-    https://github.com/karpathy/build-nanogpt refs/build-nanogpt python bench/refs.py gptpy
-    # the lecture's gpt.py vs the course, lecture char preset (a GPU) python bench/refs.py train_gpt2
-    # build-nanogpt's train_gpt2.py vs the course's trainer (a GPU) python bench/refs.py gptpy --dry-run
-    # toy sizes, any machine (what CI would run if refs/ were there)
+    git clone https://github.com/karpathy/ng-video-lecture refs/ng-video-lecture
+    git clone https://github.com/karpathy/build-nanogpt refs/build-nanogpt
+    python bench/refs.py gptpy             # the lecture's gpt.py vs the course, lecture char preset (a GPU)
+    python bench/refs.py train_gpt2        # build-nanogpt's train_gpt2.py vs the course's trainer (a GPU)
+    python bench/refs.py gptpy --dry-run   # toy sizes, any machine (what CI would run if refs/ were there)
 
 gptpy: the lecture's gpt.py runs as written (float32, eager) except for its hyper-parameters (the steps;
 evaluations only at the first and last step, as gpt.py does when eval_interval equals the steps), a timer
