@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from .files import atomic_write
 
 # %% auto #0
-__all__ = ['GEMV_C', 'KERNEL_FLAGS', 'best_time', 'read_gb_per_s', 'bytes_per_token', 'gemv_kernel', 'DecodeLinear',
+__all__ = ['GEMV_C', 'KERNEL_FLAGS', 'CC_TIMEOUT', 'best_time', 'read_gb_per_s', 'bytes_per_token', 'gemv_kernel', 'DecodeLinear',
            'use_decode_kernel']
 
 # %% ../nbs/22_decode.ipynb #f506abe5
@@ -81,7 +81,7 @@ KERNEL_FLAGS = (
     ('-O3', '-mcpu=native'),
     ('-O3',),
 )  # the CPU's own instructions, else any
-
+CC_TIMEOUT = 30  # seconds for `cc --version`; a build may take ten times that
 
 def _cpu_id() -> str:
     "The CPU's model and instruction sets (a library built with -march=native may run only there)."
@@ -131,10 +131,11 @@ def gemv_kernel():
     cc = os.environ.get('CC') or 'cc'
     if shutil.which(cc) is None:
         return None, f'no C compiler ({cc}) found'
-    version, folder = (
-        subprocess.run([cc, '--version'], capture_output=True, text=True).stdout,
-        _kernel_folder(),
-    )
+    try:
+        version = subprocess.run([cc, '--version'], capture_output=True, text=True, timeout=CC_TIMEOUT).stdout
+    except (OSError, subprocess.SubprocessError) as e:  # a compiler that hangs or cannot start
+        return None, f'no kernel ({cc} --version: {e})'
+    folder = _kernel_folder()
     for flags in KERNEL_FLAGS:
         key = '\0'.join((GEMV_C, cc, version, platform.machine(), _cpu_id(), *flags))
         lib = folder / f'gemv-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
@@ -148,7 +149,7 @@ def gemv_kernel():
                         capture_output=True,
                         text=True,
                         check=True,
-                        timeout=300,
+                        timeout=10 * CC_TIMEOUT,
                     )
                 with atomic_write(built, 'w') as f:
                     f.write(_sha256(lib))
@@ -186,6 +187,7 @@ class DecodeLinear(nn.Linear):
             or torch.is_grad_enabled()
             or x.device.type != 'cpu'
             or w.device.type != 'cpu'
+            or x.size(-1) != w.size(1)  # a wrong width: F.linear refuses it (the kernel would read past x)
             or x.dtype != torch.float32
             or w.dtype != torch.float32
             or not w.is_contiguous()

@@ -215,3 +215,29 @@ def test_a_kernel_folder_others_can_write_into_is_not_used(kernel_cache):
     if kernel is None:
         pytest.skip(note)
     assert str(kernel_cache) not in note and not any(kernel_cache.iterdir())
+
+
+def test_an_input_of_the_wrong_width_is_refused_as_linear_refuses_it():
+    "The kernel would read past a narrower x (or ignore the rest of a wider one): F.linear's error instead."
+    from gptcourse.decode import DecodeLinear
+
+    lin = DecodeLinear(16, 4)
+    for width in (8, 32):
+        with torch.no_grad(), pytest.raises(RuntimeError, match='cannot be multiplied'):
+            lin(torch.randn(1, width))
+
+
+def test_a_compiler_that_never_answers_is_given_up_on(kernel_cache, monkeypatch, tmp_path):
+    "`cc --version` that hangs: gemv_kernel() returns within its timeout, no kernel, and says why."
+    import time
+    import gptcourse.decode as decode
+
+    cc = tmp_path / 'hanging-cc'
+    cc.write_text('#!/bin/sh\nsleep 60\n')
+    cc.chmod(0o755)
+    monkeypatch.setenv('CC', str(cc))
+    monkeypatch.setattr(decode, 'CC_TIMEOUT', 1)
+    t0 = time.perf_counter()
+    kernel, note = decode.gemv_kernel()
+    assert time.perf_counter() - t0 < 10 and kernel is None, note
+    assert note.startswith('no kernel (') and 'timed out' in note, note
