@@ -1,0 +1,85 @@
+"""Every exercise's check, tested three ways: on its solution (nbs/solutions.ipynb) it passes, on its starter
+(the lesson's own cell) it says "not done yet", and on a planted wrong answer it fails with a message that
+says what is wrong. A check that passed a wrong answer would be a defect, so every exercise has one here."""
+
+import json, math, re
+from pathlib import Path
+import pytest, torch
+import torch.nn as nn
+from torch.nn import functional as F
+from gptcourse.exercises import EXERCISES, check
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK = re.compile(r"^check\('(\d\d\.\d)', (\w+)\)$", re.M)
+
+
+def answers(nb: Path) -> dict:
+    "{exercise: the answer its cell passes to `check`}, each cell run without its `check` line."
+    found = {}
+    for c in json.loads(nb.read_text(encoding='utf-8'))['cells']:
+        src = ''.join(c['source'])
+        if c['cell_type'] != 'code' or not (m := CHECK.search(src)):
+            continue
+        ns = {'torch': torch, 'nn': nn, 'F': F, 'math': math}
+        exec(CHECK.sub('', src), ns)
+        found[m[1]] = ns[m[2]]
+    return found
+
+
+SOLUTIONS = answers(ROOT / 'nbs' / 'solutions.ipynb')
+STARTERS = {k: v for nb in sorted((ROOT / 'nbs').glob('[0-9]*.ipynb')) for k, v in answers(nb).items()}
+
+
+class WrongHeads(nn.Module):  # 05.1 planted: the heads' outputs averaged instead of placed side by side
+    def __init__(self, n_embd, n_head, block_size):
+        super().__init__()
+        self.n_head = n_head
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
+        self.proj = nn.Linear(n_embd, n_embd)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        return self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True))  # one head of width C
+
+
+WRONG = {  # exercise: (a wrong answer, what the check must say)
+    '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
+    '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
+    '01.1': (lambda v: 1 / v, 'uniform predictions give'),
+    '01.2': (lambda ids, v: torch.bincount(ids[1:] * v + ids[:-1], minlength=v * v).view(v, v), 'follows'),
+    '02.1': (lambda logits, t: F.softmax(logits * t, dim=-1), 'at temperature 0.5'),
+    '02.2': (lambda ps, lr: [p.data.add_(lr * p.grad) for p in ps], 'differs from torch.optim.SGD'),
+    '03.1': (lambda x: x.cumsum(1), 'is not the mean'),
+    '03.2': (lambda T: torch.full((T, T), 1 / T), 'the future must get exactly 0'),
+    '04.1': (lambda q, k, v: F.softmax(q @ k.transpose(-2, -1), dim=-1) @ v, 'sees only itself'),
+    '04.2': (lambda q, k: q @ k.transpose(-2, -1), 'times q·k/√head_size'),
+    '05.1': (WrongHeads, 'outputs differ from MultiHeadAttention'),
+    '05.2': (lambda c, h: 4 * c * c, 'the module has'),
+}
+
+
+def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
+    assert set(EXERCISES) == set(SOLUTIONS) == set(STARTERS) == set(WRONG), (
+        set(EXERCISES) ^ set(SOLUTIONS),
+        set(EXERCISES) ^ set(STARTERS),
+    )
+    assert len(EXERCISES) >= 12
+
+
+@pytest.mark.parametrize('ex', sorted(EXERCISES))
+def test_the_check_passes_the_solution_waits_for_the_starter_and_fails_a_wrong_answer(ex, capsys):
+    assert check(ex, SOLUTIONS[ex]) is True, capsys.readouterr().out
+    assert check(ex, STARTERS[ex]) is None
+    assert 'not done yet' in capsys.readouterr().out
+    wrong, says = WRONG[ex]
+    assert check(ex, wrong) is False
+    out = capsys.readouterr().out
+    assert out.startswith(f'✗ exercise {ex}: ') and says in out and len(out.strip().splitlines()) == 1, out
+
+
+def test_an_answer_that_raises_is_one_line_and_an_unknown_exercise_is_refused(capsys):
+    assert check('03.2', lambda T: torch.zeros(T)[T]) is False
+    assert 'your answer raised IndexError' in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no exercise '99.9'; there are 00.1, 00.2"):
+        check('99.9', None)
