@@ -9,6 +9,7 @@ from pathlib import Path
 import torch, torch.nn as nn
 from torch.nn import functional as F
 from .files import atomic_write
+from .train import patch
 
 # %% auto #0
 __all__ = ['GEMV_C', 'KERNEL_FLAGS', 'CC_TIMEOUT', 'best_time', 'read_gb_per_s', 'bytes_per_token', 'gemv_kernel', 'DecodeLinear',
@@ -122,6 +123,23 @@ def _kernel_folder() -> Path:
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
+# %% ../nbs/22_decode.ipynb #75db41c1
+def _build(lib: Path, cc: str, flags):
+    "Compile `GEMV_C` with `cc` and `flags` into `lib`, unless the library there is the one built before."
+    built = lib.with_suffix('.sha256')  # the library's sha256, written when it was built
+    if not (lib.is_file() and built.is_file() and built.read_text().strip() == _sha256(lib)):
+        with atomic_write(lib) as f:  # not built here (or changed since): build it, over it
+            subprocess.run(
+                [cc, *flags, '-shared', '-fPIC', '-x', 'c', '-', '-o', f.name],
+                input=GEMV_C,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10 * CC_TIMEOUT,
+            )
+        with atomic_write(built, 'w') as f:
+            f.write(_sha256(lib))
+
 # %% ../nbs/22_decode.ipynb #c12d0005
 @functools.cache
 def gemv_kernel():
@@ -139,20 +157,8 @@ def gemv_kernel():
     for flags in KERNEL_FLAGS:
         key = '\0'.join((GEMV_C, cc, version, platform.machine(), _cpu_id(), *flags))
         lib = folder / f'gemv-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
-        built = lib.with_suffix('.sha256')  # the library's sha256, written when it was built
         try:
-            if not (lib.is_file() and built.is_file() and built.read_text().strip() == _sha256(lib)):
-                with atomic_write(lib) as f:  # not built here (or changed since): build it, over it
-                    subprocess.run(
-                        [cc, *flags, '-shared', '-fPIC', '-x', 'c', '-', '-o', f.name],
-                        input=GEMV_C,
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                        timeout=10 * CC_TIMEOUT,
-                    )
-                with atomic_write(built, 'w') as f:
-                    f.write(_sha256(lib))
+            _build(lib, cc, flags)
             fn = ctypes.CDLL(str(lib)).gemv
         except subprocess.CalledProcessError as e:  # these flags do not work here: try the next ones
             why = f'{cc} {" ".join(flags)} failed: {(e.stderr.strip().splitlines() or ["no message"])[-1]}'
@@ -180,37 +186,39 @@ class DecodeLinear(nn.Linear):
 
     max_rows = 8
 
-    def forward(self, x):
-        w, b, rows = self.weight, self.bias, x.numel() // max(x.size(-1), 1)
-        if (
-            rows > self.max_rows
-            or torch.is_grad_enabled()
-            or x.device.type != 'cpu'
-            or w.device.type != 'cpu'
-            or x.size(-1) != w.size(1)  # a wrong width: F.linear refuses it (the kernel would read past x)
-            or x.dtype != torch.float32
-            or w.dtype != torch.float32
-            or not w.is_contiguous()
-            or (b is not None and (b.dtype != torch.float32 or not b.is_contiguous()))
-            or _cpu_autocast()
-        ):
-            return F.linear(x, w, b)
-        kernel = gemv_kernel()[0]
-        if kernel is None:
-            return F.linear(x, w, b)
-        x = x.contiguous()
-        y = x.new_empty(*x.shape[:-1], w.size(0))
-        kernel(
-            x.data_ptr(),
-            w.data_ptr(),
-            None if b is None else b.data_ptr(),
-            y.data_ptr(),
-            rows,
-            *reversed(w.shape),
-        )
-        return y
+# %% ../nbs/22_decode.ipynb #cce0323a
+@patch
+def forward(self: DecodeLinear, x):
+    w, b, rows = self.weight, self.bias, x.numel() // max(x.size(-1), 1)
+    if (
+        rows > self.max_rows
+        or torch.is_grad_enabled()
+        or x.device.type != 'cpu'
+        or w.device.type != 'cpu'
+        or x.size(-1) != w.size(1)  # a wrong width: F.linear refuses it (the kernel would read past x)
+        or x.dtype != torch.float32
+        or w.dtype != torch.float32
+        or not w.is_contiguous()
+        or (b is not None and (b.dtype != torch.float32 or not b.is_contiguous()))
+        or _cpu_autocast()
+    ):
+        return F.linear(x, w, b)
+    kernel = gemv_kernel()[0]
+    if kernel is None:
+        return F.linear(x, w, b)
+    x = x.contiguous()
+    y = x.new_empty(*x.shape[:-1], w.size(0))
+    kernel(
+        x.data_ptr(),
+        w.data_ptr(),
+        None if b is None else b.data_ptr(),
+        y.data_ptr(),
+        rows,
+        *reversed(w.shape),
+    )
+    return y
 
-
+# %% ../nbs/22_decode.ipynb #153ad2e6
 def use_decode_kernel(model, on: bool = True):
     """Give every `nn.Linear` of `model` the decoding path of `DecodeLinear` (`on=False`: take it back);
     returns `model`."""

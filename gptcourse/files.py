@@ -35,7 +35,7 @@ def remove_stale_temps(folder) -> list[Path]:
             removed.append(t)
     return removed
 
-
+# %% ../nbs/10_files.ipynb #a17b0839
 @contextlib.contextmanager
 def atomic_write(path, mode: str = 'wb'):
     """Write `path` all or nothing: yield a temporary file beside it, then flush, fsync and rename it over
