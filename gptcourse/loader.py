@@ -54,7 +54,7 @@ def read_manifest(folder: Path) -> dict:
                 )
     return manifest
 
-
+# %% ../nbs/12_loader.ipynb #2d12fb42
 def read_split(folder, split: str) -> np.ndarray:
     "Every token of `split` in the shard folder, in order, in memory (for small folders, and for checks)."
     parts = [
