@@ -14,6 +14,27 @@ from .shards import MANIFEST, _well_formed
 # %% auto #0
 __all__ = ['read_manifest', 'read_split', 'DataLoaderLite', 'Batches']
 
+# %% ../nbs/12_loader.ipynb #2d12fb3f
+def _check_part(folder: Path, s: dict, want: int):
+    """One part `s` of a split against its shard: a regular file holding a 1-D integer array of `want` ids,
+    the part's slice inside it."""
+    f, start = folder / s['file'], s.get('start', 0)
+    if not f.is_file():
+        raise ValueError(f'{f}: listed in {MANIFEST}, but not a regular file')
+    try:
+        a = np.load(f, mmap_mode='r')
+    except Exception as e:
+        raise ValueError(f'{f} is not a readable .npy file ({e})') from None
+    if a.dtype.kind not in 'iu' or a.ndim != 1 or len(a) != want:
+        raise ValueError(
+            f'{f} holds a {a.ndim}-D {a.dtype} array of {a.size:,} values, not the '
+            f'{want:,} token ids its manifest says'
+        )
+    if not 0 <= start <= start + s['tokens'] <= want:
+        raise ValueError(
+            f'{MANIFEST} reads tokens {start:,}..{start + s["tokens"]:,} of {f.name}, which holds {want:,}'
+        )
+
 # %% ../nbs/12_loader.ipynb #2d12fb41
 def read_manifest(folder: Path) -> dict:
     """The manifest of a shard folder, its shards checked against it (regular files, 1-D integer arrays,
@@ -33,28 +54,12 @@ def read_manifest(folder: Path) -> dict:
             f'{folder / MANIFEST} is not a well-formed manifest of gptcourse shards ({hint} --overwrite)'
         )
     sizes = {s['file']: s['tokens'] for s in manifest.get('shards', [])}
-    for split, shards in manifest.get('splits', {}).items():
+    for shards in manifest.get('splits', {}).values():
         for s in shards:
-            f, start, want = folder / s['file'], s.get('start', 0), sizes.get(s['file'], s['tokens'])
-            if not f.is_file():
-                raise ValueError(f'{f}: listed in {MANIFEST}, but not a regular file')
-            try:
-                a = np.load(f, mmap_mode='r')
-            except Exception as e:
-                raise ValueError(f'{f} is not a readable .npy file ({e})') from None
-            if a.dtype.kind not in 'iu' or a.ndim != 1 or len(a) != want:
-                raise ValueError(
-                    f'{f} holds a {a.ndim}-D {a.dtype} array of {a.size:,} values, not the '
-                    f'{want:,} token ids its manifest says'
-                )
-            if not 0 <= start <= start + s['tokens'] <= want:
-                raise ValueError(
-                    f'{MANIFEST} reads tokens {start:,}..{start + s["tokens"]:,} of {f.name}, which '
-                    f'holds {want:,}'
-                )
+            _check_part(folder, s, sizes.get(s['file'], s['tokens']))
     return manifest
 
-# %% ../nbs/12_loader.ipynb #2d12fb42
+
 def read_split(folder, split: str) -> np.ndarray:
     "Every token of `split` in the shard folder, in order, in memory (for small folders, and for checks)."
     parts = [
@@ -62,6 +67,29 @@ def read_split(folder, split: str) -> np.ndarray:
         for s in read_manifest(folder)['splits'].get(split, [])
     ]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint16)
+
+# %% ../nbs/12_loader.ipynb #63a14184
+def _walk(data, split: str, tokens_per_step: int) -> tuple[list, list, list]:
+    """The shards of `split` in a folder (or one token array), the slice (start, tokens) of each, and its
+    number of steps; a slice too short for one step is left out."""
+    if isinstance(data, (str, os.PathLike)):
+        parts = read_manifest(Path(data))['splits'].get(split) or []
+        if not parts:
+            raise ValueError(f'{data} has no {split} shards (prepare with a val_frac above 0 for val)')
+        shards = [Path(data) / s['file'] for s in parts]
+        slices = [(s.get('start', 0), s['tokens']) for s in parts]
+    else:
+        shards = [torch.as_tensor(np.asarray(data)).long().reshape(-1)]
+        slices = [(0, len(shards[0]))]
+    steps = [(n - 1) // tokens_per_step for _, n in slices]  # too short for one step: left out
+    if not any(steps):
+        raise ValueError(
+            f'{getattr(data, "name", "the token array")} has no {split} shard of '
+            f'world_size·B·T + 1 = {tokens_per_step + 1:,} tokens or more: too '
+            f'few for one step (the longest holds {max(n for _, n in slices):,})'
+        )
+    keep = [i for i, k in enumerate(steps) if k]
+    return [shards[i] for i in keep], [slices[i] for i in keep], [steps[i] for i in keep]
 
 # %% ../nbs/12_loader.ipynb #63a14186
 class DataLoaderLite:
@@ -84,30 +112,19 @@ class DataLoaderLite:
             raise ValueError(f'rank must be in [0, world_size={world_size}), got {rank}')
         self.B, self.T, self.split, self.rank, self.world_size = B, T, split, rank, world_size
         self.vocab_size, self._checked = vocab_size, set()
-        if isinstance(data, (str, os.PathLike)):
-            parts = read_manifest(Path(data))['splits'].get(split) or []
-            if not parts:
-                raise ValueError(f'{data} has no {split} shards (prepare with a val_frac above 0 for val)')
-            self.shards = [Path(data) / s['file'] for s in parts]
-            self.slices = [(s.get('start', 0), s['tokens']) for s in parts]
-        else:
-            self.shards = [torch.as_tensor(np.asarray(data)).long().reshape(-1)]
-            self.slices = [(0, len(self.shards[0]))]
-        steps = [(n - 1) // self.tokens_per_step for _, n in self.slices]  # too short for one step: left out
-        if not any(steps):
-            raise ValueError(
-                f'{getattr(data, "name", "the token array")} has no {split} shard of '
-                f'world_size·B·T + 1 = {self.tokens_per_step + 1:,} tokens or more: too '
-                f'few for one step (the longest holds {max(n for _, n in self.slices):,})'
-            )
-        keep = [i for i, k in enumerate(steps) if k]
-        self.shards, self.slices = [self.shards[i] for i in keep], [self.slices[i] for i in keep]
-        self.steps_per_shard = [steps[i] for i in keep]
+        self.shards, self.slices, self.steps_per_shard = _walk(data, split, self.tokens_per_step)
         self.reset()
 
     @property
     def tokens_per_step(self) -> int:
         return self.world_size * self.B * self.T
+
+
+@patch
+def reset(self: DataLoaderLite):
+    "Back to the first batch of the first shard."
+    self.shard, self.step = 0, 0
+    self._load(0)
 
 # %% ../nbs/12_loader.ipynb #bdb4605e
 @patch
@@ -122,13 +139,6 @@ def _load(self: DataLoaderLite, i: int):
                 f'{self.vocab_size} (ids 0..{self.vocab_size - 1})'
             )
         self._checked.add(i)
-
-
-@patch
-def reset(self: DataLoaderLite):
-    "Back to the first batch of the first shard."
-    self.shard, self.step = 0, 0
-    self._load(0)
 
 
 @patch
