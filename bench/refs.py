@@ -192,7 +192,8 @@ def gptpy(dry: bool, steps: int | None, device: str):
 def train_gpt2_ref(dry: bool, steps: int | None, device: str):
     from gptcourse.gpt2 import GPTConfig
     from gptcourse.speed import flops_per_token, mfu, peak_flops
-    from gptcourse.shards import prepare, read_split
+    from gptcourse.loader import read_split
+    from gptcourse.shards import prepare
     from gptcourse.trainers import train_gpt2
 
     if not TRAIN_GPT2.exists():

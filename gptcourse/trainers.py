@@ -15,7 +15,8 @@ from .train import History, get_preset, patch, set_seed
 from .chargpt import CharTraining, PRESETS as CHAR_TRAINING
 from .gpt2 import GPT, GPTConfig, char_config
 from .pretrained import from_pretrained
-from .shards import MANIFEST, Batches, DataLoaderLite, default_data_dir, prepare, read_manifest
+from .shards import MANIFEST, default_data_dir, prepare
+from .loader import Batches, DataLoaderLite, read_manifest
 from .speed import device_policy, flops_per_token, mfu, padded_vocab_size, peak_flops
 from .optim import configure_adamw, get_lr, grad_accum_steps, micro_batch_that_fits
 from .distributed import DistInfo, setup_distributed

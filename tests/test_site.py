@@ -185,13 +185,13 @@ def check_lessons(b, base: str) -> list[str]:
 
 
 def check_api_link(b, base: str):
-    page, problems = visit(b, base, '11_shards.html')
+    page, problems = visit(b, base, '12_loader.html')
     link = page.locator('article a.api-link', has_text='DataLoaderLite').first
     href = link.get_attribute('href')
     link.click()
     page.wait_for_load_state('load')
     anchor = href.split('#', 1)[1]
-    assert 'api/gptcourse.shards' in page.url and page.locator(f'[id="{anchor}"]').count() == 1, (
+    assert 'api/gptcourse.loader' in page.url and page.locator(f'[id="{anchor}"]').count() == 1, (
         page.url,
         href,
     )

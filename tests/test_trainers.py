@@ -9,7 +9,8 @@ import torch
 
 from gptcourse.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest
 from gptcourse.files import FolderBusy
-from gptcourse.shards import DataLoaderLite, prepare
+from gptcourse.loader import DataLoaderLite
+from gptcourse.shards import prepare
 from gptcourse.trainers import CHAR_PRESETS, train_char, train_gpt2
 
 QUIET = dict(progress=False, log=lambda *a: None)
