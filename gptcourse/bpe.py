@@ -62,31 +62,34 @@ class BasicTokenizer:
     def __repr__(self):
         return f'BasicTokenizer(vocab_size={self.vocab_size})'
 
-    def train(self, text: str, vocab_size: int, verbose: bool = False):
-        "Learn `vocab_size - 256` merges from `text` (stops early if no pair is left); returns self."
-        if vocab_size < 256:
-            raise ValueError(f'vocab_size must be at least 256 (the byte tokens), got {vocab_size}')
-        ids = list(text.encode('utf-8'))
-        self.merges, self.vocab = {}, {i: bytes([i]) for i in range(256)}
-        for i in range(vocab_size - 256):
-            stats = get_stats(ids)
-            if not stats:
-                break  # the text is down to a single token
-            pair = max(stats, key=stats.get)
-            idx = 256 + i
-            ids = merge(ids, pair, idx)
-            self.merges[pair] = idx
-            self.vocab[idx] = self.vocab[pair[0]] + self.vocab[pair[1]]
-            if verbose:
-                print(
-                    f'merge {i + 1}/{vocab_size - 256}: {pair} -> {idx} {self.vocab[idx]!r} had '
-                    f'{stats[pair]} occurrences'
-                )
-        return self
-
     def encode(self, text: str) -> list[int]:
         "Token ids of `text`: its UTF-8 bytes with the learned merges applied in the order they were learned."
         return apply_merges(text.encode('utf-8'), self.merges)
+
+# %% ../nbs/24_bpe.ipynb #6ec8f6b1
+@patch
+def train(self: BasicTokenizer, text: str, vocab_size: int, verbose: bool = False):
+    "Learn `vocab_size - 256` merges from `text` (stops early if no pair is left); returns self."
+    if vocab_size < 256:
+        raise ValueError(f'vocab_size must be at least 256 (the byte tokens), got {vocab_size}')
+    ids = list(text.encode('utf-8'))
+    self.merges, self.vocab = {}, {i: bytes([i]) for i in range(256)}
+    for i in range(vocab_size - 256):
+        stats = get_stats(ids)
+        if not stats:
+            break  # the text is down to a single token
+        pair = max(stats, key=stats.get)
+        idx = 256 + i
+        ids = merge(ids, pair, idx)
+        self.merges[pair] = idx
+        self.vocab[idx] = self.vocab[pair[0]] + self.vocab[pair[1]]
+        if verbose:
+            print(
+                f'merge {i + 1}/{vocab_size - 256}: {pair} -> {idx} {self.vocab[idx]!r} had '
+                f'{stats[pair]} occurrences'
+            )
+    return self
+
 
 # %% ../nbs/24_bpe.ipynb #c5f4001a
 @patch
@@ -108,38 +111,16 @@ def decode(self: BasicTokenizer, ids, errors: str = 'replace') -> str:
 
 # %% ../nbs/24_bpe.ipynb #2c50ced6
 HARD_STRINGS = [
-    '',
-    ' ',
-    '\n',
-    'a',
-    'Hello world',
-    'hello world   ',
-    '  leading spaces',
-    'trailing newline\n\n',
-    'tabs\tand\nnewlines\r\n',
-    '\t\t\n  \n',
-    '    ',
-    "it's don't we're you've I'm we'll he'd",
-    "IT'S DON'T WE'RE YOU'VE I'M WE'LL HE'D",
-    "It'S 'twas o'er",
-    'naïve café résumé',
-    'cafe\u0301 (combining acute)',
-    'Ångström Ω ≈ ∑',
-    'straße ΣΊΣΥΦΟΣ',
-    '你好，世界！ 日本語のテキスト 한국어',
-    'مرحبا بالعالم',
-    'שלום',
-    '👍 👍🏽 👩‍👩‍👧‍👦 🏳️‍🌈 🧑🏿‍💻',
-    '🇫🇷🇯🇵',
-    '☃️❄️',
-    'numbers 123 4567 3.14159 1,000,000 0x1F 2024-01-01',
-    '1234567890123',
-    'def f(x):\n    if x:\n        return x ** 2  # comment\n\treturn None\n',
-    'for (int i = 0; i < n; i++) {\n  a[i] += 1;\n}',
-    '!!!??? ... --- ***',
-    '\x00\x01\x1f control \x7f',
-    '\u200b\u200d\ufeff zero-width',
-    '\xa0non-breaking\u3000ideographic',
+    *['', ' ', '\n', 'a', 'Hello world', 'hello world   ', '  leading spaces', 'trailing newline\n\n'],
+    *['tabs\tand\nnewlines\r\n', '\t\t\n  \n', '    ', "it's don't we're you've I'm we'll he'd"],
+    *["IT'S DON'T WE'RE YOU'VE I'M WE'LL HE'D", "It'S 'twas o'er", 'naïve café résumé'],
+    *['cafe\u0301 (combining acute)', 'Ångström Ω ≈ ∑', 'straße ΣΊΣΥΦΟΣ'],
+    *['你好，世界！ 日本語のテキスト 한국어', 'مرحبا بالعالم', 'שלום'],
+    *['👍 👍🏽 👩‍👩‍👧‍👦 🏳️‍🌈 🧑🏿‍💻', '🇫🇷🇯🇵', '☃️❄️'],
+    *['numbers 123 4567 3.14159 1,000,000 0x1F 2024-01-01', '1234567890123'],
+    *['def f(x):\n    if x:\n        return x ** 2  # comment\n\treturn None\n'],
+    *['for (int i = 0; i < n; i++) {\n  a[i] += 1;\n}', '!!!??? ... --- ***', '\x00\x01\x1f control \x7f'],
+    *['\u200b\u200d\ufeff zero-width', '\xa0non-breaking\u3000ideographic'],
 ]
 
 
