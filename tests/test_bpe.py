@@ -1,42 +1,20 @@
-"""gptcourse.bpe beyond its lesson: BPE of a long piece takes about linear work, not quadratic."""
+"""gptcourse.bpe beyond its lesson: the error paths of `BasicTokenizer` and `apply_merges` at the edges."""
 
-import random
-from gptcourse.bpe import GPT2Tokenizer, apply_merges, apply_merges_fast
-
-
-class CountingRanks(dict):
-    "A ranks dict that counts its look-ups: the work BPE does, independent of the machine's speed."
-
-    lookups = 0
-
-    def get(self, key, default=None):
-        CountingRanks.lookups += 1
-        return super().get(key, default)
-
-    def __contains__(self, key):
-        CountingRanks.lookups += 1
-        return super().__contains__(key)
-
-    def __getitem__(self, key):
-        CountingRanks.lookups += 1
-        return super().__getitem__(key)
+import pytest
+from gptcourse.bpe import BasicTokenizer, apply_merges
 
 
-def test_long_piece_takes_linear_work():
-    tok = GPT2Tokenizer.load()
-    ranks = CountingRanks(tok.ranks)
-    rng = random.Random(0)
-    n = 2000
-    piece = [tok.byte_ids[b] for b in bytes(rng.choice(b'abcdefghijklmnopqrstuvwxyz') for _ in range(n))]
-    CountingRanks.lookups = 0
-    fast = apply_merges_fast(piece, ranks, tok.merges)
-    assert CountingRanks.lookups < 20 * n, CountingRanks.lookups  # O(n log n) with a tiny log: a few per byte
-    assert fast == apply_merges(piece, tok.ranks, tok.merges)
+def test_too_small_a_vocabulary_is_refused():
+    with pytest.raises(ValueError, match='at least 256'):
+        BasicTokenizer().train('abc', 255)
 
 
-def test_tokenizer_uses_the_fast_merges():
-    tok = GPT2Tokenizer.load(cache_size=0)
-    tok.ranks = CountingRanks(tok.ranks)
-    CountingRanks.lookups = 0
-    ids = tok.encode_ordinary('x' * 3000 + 'y' * 3000)
-    assert CountingRanks.lookups < 20 * 6000 and tok.decode(ids) == 'x' * 3000 + 'y' * 3000
+def test_decoding_an_id_outside_the_vocabulary_says_which_are_valid():
+    tok = BasicTokenizer().train('aaabdaaabac', 259)
+    with pytest.raises(ValueError, match=r'0\.\.258'):
+        tok.decode([259])
+
+
+def test_apply_merges_leaves_short_and_unmergeable_pieces_alone():
+    assert apply_merges([], {}) == [] and apply_merges([7], {(7, 7): 0}) == [7]
+    assert apply_merges([1, 2], {(2, 3): 0}) == [1, 2]

@@ -28,7 +28,7 @@ DIAGRAMS = {
     '14': ['lr_schedule'],
     '15': ['ddp_timeline'],
     '21': ['kv_cache_cases'],
-    '24': ['bpe_tree'],
+    '25': ['bpe_tree'],
 }
 VISIBLE = {'stream', 'execute_result', 'display_data'}
 

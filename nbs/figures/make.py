@@ -405,7 +405,7 @@ def lr_schedule(path: Path, max_lr: float = 6e-4, warmup: int = 715, steps: int 
 
 
 def bpe_tree(path: Path, word: str = ' Shakespeare'):
-    "Lesson 24: how GPT-2's merges, lowest rank first, build one word out of its bytes."
+    "Lesson 25: how GPT-2's merges, lowest rank first, build one word out of its bytes."
     sys.path.insert(0, str(HERE.parent.parent))
     from gptcourse.pretrained import gpt2_tokenizer
 
