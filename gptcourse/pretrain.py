@@ -54,15 +54,6 @@ class GPT2Run(Run):
     fixed += ("init", "data", "batch_size", "seq_len", "total_batch")  # what a resumed run keeps
     may_be_zero: ClassVar[tuple] = ('seed', 'warmup_steps', 'eval_interval', 'checkpoint_interval')
 
-# %% ../nbs/20_pretrain.ipynb #bb73aec3
-@patch
-def lr_at(self: GPT2Run, step: int) -> float:
-    "Lesson 14's schedule: warm-up to `lr`, cosine decay to a tenth of it at `max_steps`."
-    return get_lr(step, self.lr, 0.1 * self.lr, self.warmup_steps, self.max_steps)
-
-
-GPT2Run.save_every = property(lambda self: self.checkpoint_interval, doc="Steps between checkpoints.")
-
 # %% ../nbs/20_pretrain.ipynb #c10d0002
 # fmt: off
 GPT2_PRESETS = {
@@ -74,6 +65,15 @@ GPT2_PRESETS = {
                        eval_interval=250, eval_iters=20, checkpoint_interval=1000),
 }
 # fmt: on
+
+# %% ../nbs/20_pretrain.ipynb #bb73aec3
+@patch
+def lr_at(self: GPT2Run, step: int) -> float:
+    "Lesson 14's schedule: warm-up to `lr`, cosine decay to a tenth of it at `max_steps`."
+    return get_lr(step, self.lr, 0.1 * self.lr, self.warmup_steps, self.max_steps)
+
+
+GPT2Run.save_every = property(lambda self: self.checkpoint_interval, doc="Steps between checkpoints.")
 
 # %% ../nbs/20_pretrain.ipynb #06644f9c
 KIND_PRESETS["gpt2"] = GPT2_PRESETS
