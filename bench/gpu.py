@@ -3,7 +3,7 @@
     python bench/gpu.py              # on a CUDA machine: about 13 minutes on an H100 (measured 2026-11-25,
                                      # before lesson 14 and the side-by-side runs of refs/, below)
     python bench/gpu.py --only lesson07,chargpt            # 8.5 minutes on an H100: one call of at most 10
-    python bench/gpu.py --only lesson16,gpt2train,sample   # 5 minutes on an H100 (2026-11-25)
+    python bench/gpu.py --only lesson20,gpt2train,sample   # 5 minutes on an H100 (2026-11-25)
     python bench/gpu.py --dry-run    # the same steps at toy sizes on this machine: what CI runs
 
 The lessons run with `--keep-going`: every cell runs even after one fails, the report lists each failing cell,
@@ -12,7 +12,7 @@ and the executed notebooks are saved beside the report.
 Steps, each timed; a failing step is reported and the others still run; the exit status is 1 if any failed:
 1. the device, the versions, and the course's device policy for it (gptcourse.speed.device_policy);
 2. the lessons whose cells check lecture-scale claims on a GPU (07: the lecture's char model to val <= 1.50;
-   16: 300 steps of GPT-2 124M; 20: the modern configuration against the lecture's at its sizes, not yet run
+   20: 300 steps of GPT-2 124M; 26: the modern configuration against the lecture's at its sizes, not yet run
    on a GPU), top to bottom in a real kernel at the `lecture` preset (dry run: `cpu`, where those cells say
    they skipped);
 3. the three benchmarks at their GPU sizes (dry run: toy sizes): bench/chargpt.py, bench/gpt2train.py,
@@ -60,7 +60,7 @@ def steps(dry: bool, out: Path | None = None) -> list[tuple[str, list[str], dict
     return [
         ('device and versions', [py, '-c', DEVICE], {}, 120),
         ('lesson 07 (char GPT)', [py, '.ci/notebooks.py', 'run', *keep, '07'], lesson_env, 1500),
-        ('lesson 19 (the trainers: GPT-2)', [py, '.ci/notebooks.py', 'run', *keep, '19'], lesson_env, 1200),
+        ('lesson 20 (pretraining GPT-2)', [py, '.ci/notebooks.py', 'run', *keep, '20'], lesson_env, 1200),
         (
             'lesson 26 (after GPT-2: the ablation)',
             [py, '.ci/notebooks.py', 'run', *keep, '26'],
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         '--only',
         default=None,
         metavar='KEYS',
-        help='comma-separated steps to run: device, lesson07, lesson16, lesson20, chargpt, gpt2train, '
+        help='comma-separated steps to run: device, lesson07, lesson20, lesson26, chargpt, gpt2train, '
         'sample, gptpy, train_gpt2 (default: all; the device step always runs)',
     )
     ap.add_argument(

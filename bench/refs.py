@@ -194,14 +194,14 @@ def train_gpt2_ref(dry: bool, steps: int | None, device: str):
     from gptcourse.speed import flops_per_token, mfu, peak_flops
     from gptcourse.loader import read_split
     from gptcourse.shards import prepare
-    from gptcourse.trainers import train_gpt2
+    from gptcourse.pretrain import train_gpt2
 
     if not TRAIN_GPT2.exists():
         sys.exit(
             f'bench/refs.py: {TRAIN_GPT2} not found; git clone '
             'https://github.com/karpathy/build-nanogpt refs/build-nanogpt'
         )
-    from gptcourse.trainers import GPT2_PRESETS
+    from gptcourse.pretrain import GPT2_PRESETS
 
     preset = 'cpu' if dry else 'lecture'
     B, T, accum, warm = (2, 32, 2, 2) if dry else (16, 1024, 4, 5)

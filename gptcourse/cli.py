@@ -21,15 +21,13 @@ from .loop import TrainHistory
 from gptcourse.trainers import (
     CHAR_PRESETS,
     CHAR_RUN,
-    GPT2_PRESETS,
     REFERENCE,
     CharRun,
-    GPT2Run,
     compare,
     train_char,
 )
 from .trainers import LECTURE, run_of
-from .trainers import train_gpt2
+from .pretrain import GPT2_PRESETS, GPT2Run, train_gpt2
 from .kv_cache import generate_cached
 from .decode import use_decode_kernel
 from .modern import ARCHS

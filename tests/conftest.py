@@ -15,6 +15,7 @@ SLOW_FIRST = (
     '07_chargpt',
     'test_gpu_check',
     '19_trainers',
+    '20_pretrain',
     'test_ddp',
     '04_self_attention',
     '22_decode',

@@ -21,7 +21,7 @@ def test_gpu_check_dry_run_writes_a_report(tmp_path):
     for step in (
         'device and versions',
         'lesson 07',
-        'lesson 19',
+        'lesson 20',
         'bench/chargpt.py',
         'bench/gpt2train.py',
         'bench/sample.py',
@@ -42,7 +42,7 @@ def test_gpu_check_runs_only_the_steps_asked_for(tmp_path):
         text=True,
         timeout=300,
     )
-    assert r.returncode != 0 and 'unknown step lesson7' in r.stderr and 'lesson07, lesson19' in r.stderr, (
+    assert r.returncode != 0 and 'unknown step lesson7' in r.stderr and 'lesson07, lesson20' in r.stderr, (
         r.stderr
     )
     r = subprocess.run(

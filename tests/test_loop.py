@@ -93,12 +93,13 @@ def test_a_resumed_loop_does_not_evaluate_its_first_step_twice():
 
 def test_both_trainers_run_lesson_18s_loop(monkeypatch, tmp_path):
     import gptcourse.trainers as T
+    from gptcourse.pretrain import train_gpt2
 
     seen = []
     real = T.train_loop
     monkeypatch.setattr(T, 'train_loop', lambda *a, **k: (seen.append(type(a[3]).__name__), real(*a, **k))[1])
     T.train_char('cpu', None, max_steps=2, eval_interval=0, eval_iters=1, device='cpu', **QUIET)
-    T.train_gpt2('cpu', None, max_steps=2, eval_interval=0, batch_size=2, seq_len=32, total_batch=64, **QUIET)
+    train_gpt2('cpu', None, max_steps=2, eval_interval=0, batch_size=2, seq_len=32, total_batch=64, **QUIET)
     assert seen == ['CharRun', 'GPT2Run']
 
 
@@ -114,8 +115,9 @@ def test_the_time_left_counts_only_the_steps_still_to_run():
 def test_mfu_counts_attention_over_the_sequence_trained_not_the_context():
     "flops per token, by hand: 6·N + 12·L·H·Q·T, T the run's seq_len (32), not the block size (64)."
     import gptcourse.trainers as T
+    from gptcourse.pretrain import train_gpt2
 
-    res = T.train_gpt2(
+    res = train_gpt2(
         'cpu', None, max_steps=1, eval_interval=0, batch_size=2, seq_len=32, total_batch=64, **QUIET
     )
     cfg, n = res.model.config, res.model.num_params(non_embedding=True)
