@@ -84,8 +84,8 @@ HELP = {  # one text per field of the run configurations, in `train` and `gpt2-t
     'warmup_steps': 'steps of linear warm-up', 'weight_decay': "AdamW's weight decay of the matrices",
     'grad_clip': "the bound of the gradient's norm; 0: no clipping",
     'checkpoint_interval': 'steps between checkpoints; 0: only at the end',
-    'hellaswag': "'val' (HellaSwag's validation set, downloaded once) or a .jsonl file, scored at every "
-                 "evaluation",
+    'hellaswag': "'val' (HellaSwag's validation set, downloaded once) or a .jsonl file, "
+                 'scored at every evaluation',
     'device': 'cuda, cuda:N, mps or cpu (default: the best there is)', 'keep': 'checkpoints to keep in --out',
     'auto_batch': 'the largest micro-batch that fits the GPU, the total batch kept by accumulation '
                   '(auto: on CUDA)',
