@@ -8,9 +8,8 @@ import argparse, dataclasses, math, os, sys, typing
 from pathlib import Path
 import torch
 import gptcourse
-from .data import DownloadError
+from .data import CharTokenizer, DownloadError
 from .train import PRESET_ENV, default_device
-from .data import CharTokenizer
 from .gpt2 import GPT
 from .pretrained import EOT, HF_REPOS, gpt2_tokenizer
 from .files import FolderBusy
@@ -18,15 +17,7 @@ from .shards import default_data_dir, prepare
 from .speed import check_device
 from .checkpoint import CheckpointError, list_checkpoints, load_latest, load_model
 from .loop import TrainHistory
-from gptcourse.trainers import (
-    CHAR_PRESETS,
-    CHAR_RUN,
-    REFERENCE,
-    CharRun,
-    compare,
-    train_char,
-)
-from .trainers import LECTURE, run_of
+from .trainers import CHAR_PRESETS, CHAR_RUN, REFERENCE, CharRun, compare, run_of, train_char
 from .pretrain import GPT2_PRESETS, GPT2Run, train_gpt2
 from .kv_cache import generate_cached
 from .decode import use_decode_kernel
@@ -34,52 +25,37 @@ from .modern import ARCHS
 
 # %% auto #0
 __all__ = ['HELP', 'SET_ELSEWHERE', 'MODELS', 'PRESET_COST', 'TRAINERS', 'add_run_options', 'run_changes', 'add_folder_options',
-           'Stopped', 'train_command', 'sample_command', 'add_sampling_options', 'add_char_commands',
+           'Stopped', 'train_command', 'add_sampling_options', 'sample_command', 'add_char_commands',
            'gpt2_sample_command', 'add_gpt2_sample_command', 'prepare_command', 'add_prepare_command',
            'gpt2_train_command', 'add_gpt2_train_command', 'presets_command', 'plot_command', 'add_run_commands',
            'default_threads', 'build_parser', 'main']
 
 # %% ../nbs/27_cli.ipynb #e6ae9181
+def _number(low: float = 0, high: float = math.inf, low_open=False, high_closed=False, whole=False):
+    """An argparse type: a finite number (`whole`: a whole number) from `low` (`low_open`: excluded) to `high`
+    (`high_closed`: included)."""
+    what = 'a whole number' if whole else 'a number'
+    upto = f' and {"<=" if high_closed else "<"} {high:g}' if high < 2**63 - 1 else ''
+    bounds = f'{">" if low_open else ">="} {low:g}{upto}'
+
+    def parse(s):
+        try:
+            v = (int if whole else float)(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{s!r} is not {what}') from None
+        above = v > low if low_open else v >= low
+        if not (above and (v <= high if high_closed else v < high)):  # nan is neither, inf above any bound
+            raise argparse.ArgumentTypeError(f'must be {what} {bounds}, got {s}')
+        return v
+
+    return parse
+
+
 def _int_at_least(low: int, high: int = 2**63 - 1):
     "An argparse type: a whole number in [low, high]."
+    return _number(low, high, high_closed=True, whole=True)
 
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{s!r} is not a whole number') from None
-        if not low <= v <= high:
-            below = f' and <= {high}' if high < 2**63 - 1 else ''
-            raise argparse.ArgumentTypeError(f'must be a whole number >= {low}{below}, got {v}')
-        return v
 
-    return parse
-
-# %% ../nbs/27_cli.ipynb #2ca47d37
-def _number(low: float = 0.0, high: float = math.inf, low_open: bool = False, high_closed: bool = False):
-    """An argparse type: a finite number from `low` (excluded if `low_open`) to `high` (included if
-    `high_closed`)."""
-
-    def parse(s):
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{s!r} is not a number') from None
-        if not (
-            math.isfinite(v)
-            and (v > low if low_open else v >= low)
-            and (v <= high if high_closed else v < high)
-        ):
-            raise argparse.ArgumentTypeError(
-                f'must be a number {">" if low_open else ">="} {low:g}'
-                + (f' and {"<=" if high_closed else "<"} {high:g}' if high < math.inf else '')
-                + f', got {s}'
-            )
-        return v
-
-    return parse
-
-# %% ../nbs/27_cli.ipynb #c15d0003
 def _device(s: str) -> str:
     "An argparse type: a device this machine has (cpu, cuda, cuda:N, mps): lesson 13's `check_device`."
     try:
@@ -108,18 +84,18 @@ HELP = {  # one text per field of the run configurations, in `train` and `gpt2-t
     'warmup_steps': 'steps of linear warm-up', 'weight_decay': "AdamW's weight decay of the matrices",
     'grad_clip': "the bound of the gradient's norm; 0: no clipping",
     'checkpoint_interval': 'steps between checkpoints; 0: only at the end',
-    'hellaswag': "'val' (HellaSwag's validation set, downloaded once) or a .jsonl file, scored at every "
-                 "evaluation",
+    'hellaswag': "'val' (HellaSwag's validation set, downloaded once) or a .jsonl file, "
+                 'scored at every evaluation',
     'device': 'cuda, cuda:N, mps or cpu (default: the best there is)', 'keep': 'checkpoints to keep in --out',
     'auto_batch': 'the largest micro-batch that fits the GPU, the total batch kept by accumulation '
                   '(auto: on CUDA)',
 }
 # fmt: on
 
-# %% ../nbs/27_cli.ipynb #4c1a0002
+# %% ../nbs/27_cli.ipynb #c15d0005
 SET_ELSEWHERE = {'name', 'arch'}  # the preset, and the architecture (--arch)
 
-# %% ../nbs/27_cli.ipynb #c15d0005
+
 def add_run_options(p, run_cls, presets: dict):
     "A flag for every field of `run_cls` (a run configuration of lesson 19), each defaulting to 'not given'."
     hints = typing.get_type_hints(run_cls)
@@ -132,9 +108,8 @@ def add_run_options(p, run_cls, presets: dict):
         if t is int:
             kw['type'] = _int_at_least(0 if f.name in run_cls.may_be_zero else 1)
         elif t is float:
-            kw.update(
-                type=_number(0, 1 if f.name == 'dropout' else math.inf, low_open=f.name == 'lr'), metavar='X'
-            )
+            high = 1 if f.name == 'dropout' else math.inf
+            kw.update(type=_number(0, high, low_open=f.name == 'lr'), metavar='X')
         elif t == bool | None:
             kw['action'] = argparse.BooleanOptionalAction
         elif f.name == 'dtype':
@@ -146,79 +121,56 @@ def add_run_options(p, run_cls, presets: dict):
 
 def run_changes(args, run_cls) -> dict:
     "The fields of `run_cls` that the command line gave."
-    return {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(run_cls)
-        if f.name not in SET_ELSEWHERE and getattr(args, f.name, None) is not None
-    }
+    given = lambda f: f.name not in SET_ELSEWHERE and getattr(args, f.name, None) is not None
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(run_cls) if given(f)}
 
 # %% ../nbs/27_cli.ipynb #e77f39b7
 def add_folder_options(p, default_out):
     "The run folder and the running of a training command, the same for `train` and `gpt2-train`."
-    p.add_argument(
-        '--preset',
-        choices=['cpu', 'lecture'],
-        default=None,
-        help=f'the sizes to start from (default: ${PRESET_ENV}, else lecture with CUDA and cpu without)',
-    )
-    p.add_argument(
-        '--out',
-        default=default_out,
-        help=f'the run folder (default: {default_out or "none: no checkpoints"})',
-    )
-    p.add_argument(
-        '--resume', action='store_true', help='continue the run in --out from its newest good checkpoint'
-    )
-    p.add_argument(
-        '--overwrite',
-        action='store_true',
-        help='replace the run in --out (once the new one has a checkpoint)',
-    )
-    p.add_argument(
-        '--stop-after',
-        type=_int_at_least(1),
-        default=None,
-        help='stop after this step, keeping the schedule of --max-steps, to resume later '
-        '(default: run to the end)',
-    )
+    # fmt: off
+    p.add_argument('--preset', choices=['cpu', 'lecture'], default=None,
+                   help=f'the sizes to start from (default: ${PRESET_ENV}, else lecture '
+                        'with CUDA and cpu without)')
+    p.add_argument('--out', default=default_out,
+                   help=f'the run folder (default: {default_out or "none: no checkpoints"})')
+    p.add_argument('--resume', action='store_true',
+                   help='continue the run in --out from its newest good checkpoint')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace the run in --out (once the new one has a checkpoint)')
+    p.add_argument('--stop-after', type=_int_at_least(1), default=None,
+                   help='stop after this step, keeping the schedule of --max-steps, to resume later '
+                        '(default: run to the end)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar (for logs)')
+    # fmt: on
 
 # %% ../nbs/27_cli.ipynb #4c1a0004
 class Stopped(Exception):
     "A training command that stopped early (a diverging loss, Ctrl-C): what to say, and the exit status."
 
     def __init__(self, cmd: str, out, why: str, code: int = 1):
-        last = (
-            list_checkpoints(out)[-1]
-            if out is not None and Path(out).is_dir() and list_checkpoints(out)
-            else None
-        )
-        go_on = f'; the last good checkpoint is {last}: continue with `gptcourse {cmd} --out {out} --resume`'
+        last = out is not None and Path(out).is_dir() and list_checkpoints(out)
+        resume = f'gptcourse {cmd} --out {out} --resume'
+        go_on = f'; the last good checkpoint is {last and last[-1]}: continue with `{resume}`'
         super().__init__(why + (go_on if last else '; no checkpoint was written'))
         self.code = code
 
-# %% ../nbs/27_cli.ipynb #e4984cce
-def _char_sample(model, meta: dict, prompt: str, n: int, seed=None, **kw) -> str:
-    "`prompt` continued by `n` characters of a character model (with the KV cache and, on a CPU, the kernel)."
-    tok = CharTokenizer.from_dict(meta.get('tokenizer'))
-    device = next(use_decode_kernel(model).parameters()).device
+
+def _train(args, train, run_cls, **kw):
+    "A training command: lesson 19's `train` with the run's changes from the flags; a stop is a `Stopped`."
+    folder = (args.preset, args.out, args.resume, args.overwrite, args.stop_after)
     try:
-        idx = torch.tensor([tok.encode(prompt)], device=device)
-    except ValueError as e:
-        raise ValueError(f'the prompt has {e}') from None
-    return tok.decode(generate_cached(model, idx, n, seed=seed, **kw)[0])
+        return train(*folder, progress=not args.no_progress, **kw, **run_changes(args, run_cls))
+    except FloatingPointError as e:
+        raise Stopped(args.command, args.out, str(e)) from None
+    except KeyboardInterrupt:
+        raise Stopped(args.command, args.out, 'interrupted', 130) from None
 
-
-MODELS = tuple(
-    dict.fromkeys((GPT, *(a.model for a in ARCHS.values())))
-)  # the classes a checkpoint may name (lesson 16's load_model)
-
-
+# %% ../nbs/27_cli.ipynb #4d10a300
 def _arch(args):
     "The architecture `train` trains: --arch's, else (resuming) the run's own, else the lecture's."
-    if args.arch or not args.resume:
-        return ARCHS[args.arch] if args.arch else LECTURE
-    name = load_latest(args.out, log=lambda *a: None)[1].get('run', {}).get('arch', 'lecture')
+    name = args.arch or 'lecture'
+    if args.resume and not args.arch:
+        name = load_latest(args.out, log=lambda *a: None)[1].get('run', {}).get('arch', 'lecture')
     if name not in ARCHS:
         raise CheckpointError(
             f'{args.out} is a run of an architecture this command does not know, '
@@ -226,47 +178,13 @@ def _arch(args):
         )
     return ARCHS[name]
 
-# %% ../nbs/27_cli.ipynb #4d10a300
+
 def train_command(args):
     "Handler of `gptcourse train`."
-    try:
-        res = train_char(
-            args.preset,
-            args.out,
-            args.resume,
-            args.overwrite,
-            args.stop_after,
-            progress=not args.no_progress,
-            arch=_arch(args),
-            **run_changes(args, CharRun),
-        )
-    except FloatingPointError as e:
-        raise Stopped('train', args.out, str(e)) from None
-    except KeyboardInterrupt:
-        raise Stopped('train', args.out, 'interrupted', 130) from None
+    res = _train(args, train_char, CharRun, arch=_arch(args))
     if args.max_new_tokens:
         print(_char_sample(res.model, res.extra, '\n', args.max_new_tokens, res.run.seed))
     return res
-
-# %% ../nbs/27_cli.ipynb #8bf5f6f8
-def sample_command(args):
-    "Handler of `gptcourse sample`."
-    model, meta = load_model(args.model, MODELS)
-    if meta.get('kind') != 'char':
-        raise ValueError(
-            f'{args.model} holds {"a GPT-2-vocabulary model" if meta else "GPT-2"}; sample it with '
-            f'`gptcourse gpt2-sample --model {args.model}`'
-        )
-    text = _char_sample(
-        model.to(args.device or default_device()),
-        meta,
-        args.prompt,
-        args.max_new_tokens,
-        args.seed,
-        **_sampling(args),
-    )
-    sys.stdout.write(text + '\n')
-    return text
 
 # %% ../nbs/27_cli.ipynb #d916b812
 def add_sampling_options(p, max_new_tokens: int, top_k: int | None):
@@ -282,13 +200,43 @@ def add_sampling_options(p, max_new_tokens: int, top_k: int | None):
                    help='sample among the most likely tokens that hold this much probability (default: all)')
     p.add_argument('--seed', type=_int_at_least(0), default=None,
                    help='random seed, for a reproducible sample (default: none)')
-    p.add_argument('--device', type=_device, default=None,
-                   help='cuda, cuda:N, mps or cpu (default: the best there is)')
+    p.add_argument('--device', type=_device, default=None, help=HELP['device'])
     # fmt: on
 
-# %% ../nbs/27_cli.ipynb #c3ff023f
+
 def _sampling(args) -> dict:
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+
+# %% ../nbs/27_cli.ipynb #e4984cce
+MODELS = tuple(dict.fromkeys((GPT, *(a.model for a in ARCHS.values()))))  # what a checkpoint may name
+
+
+def _load(args, char: bool):
+    "The model of --model on --device, if it is of the kind the command samples; else, the command that does."
+    model, meta = load_model(args.model, MODELS)
+    if (meta.get('kind') == 'char') != char:
+        held = ('a GPT-2-vocabulary model' if meta else 'GPT-2') if char else 'a character model'
+        use = f'gptcourse {"gpt2-sample" if char else "sample"} --model {args.model}'
+        raise ValueError(f'{args.model} holds {held}; sample it with `{use}`')
+    return use_decode_kernel(model.to(args.device or default_device())), meta
+
+
+def _char_sample(model, meta: dict, prompt: str, n: int, seed=None, **kw) -> str:
+    "`prompt` continued by `n` characters of a character model (with the KV cache and, on a CPU, the kernel)."
+    tok = CharTokenizer.from_dict(meta.get('tokenizer'))
+    device = next(use_decode_kernel(model).parameters()).device
+    try:
+        idx = torch.tensor([tok.encode(prompt)], device=device)
+    except ValueError as e:
+        raise ValueError(f'the prompt has {e}') from None
+    return tok.decode(generate_cached(model, idx, n, seed=seed, **kw)[0])
+
+
+def sample_command(args):
+    "Handler of `gptcourse sample`."
+    text = _char_sample(*_load(args, True), args.prompt, args.max_new_tokens, args.seed, **_sampling(args))
+    sys.stdout.write(text + '\n')
+    return text
 
 # %% ../nbs/27_cli.ipynb #c15d0009
 def add_char_commands(sub):
@@ -317,19 +265,13 @@ def add_char_commands(sub):
 # %% ../nbs/27_cli.ipynb #9f714d0d
 def gpt2_sample_command(args):
     "Handler of `gptcourse gpt2-sample`."
-    model, meta = load_model(args.model, MODELS)
-    if meta.get('kind') == 'char':
-        raise ValueError(
-            f'{args.model} holds a character model; sample it with `gptcourse sample --model {args.model}`'
-        )
-    use_decode_kernel(model.to(args.device or default_device()))
+    model, _ = _load(args, False)
     enc = gpt2_tokenizer()
     ids = enc.encode(args.prompt, allowed_special={'<|endoftext|>'}) or [EOT]
     idx = torch.tensor([ids] * args.num_samples, device=next(model.parameters()).device)
     out = generate_cached(model, idx, args.max_new_tokens, seed=args.seed, **_sampling(args))
-    texts = [
-        args.prompt + enc.decode([t for t in row[len(ids) :] if t < enc.n_vocab]) for row in out.tolist()
-    ]
+    decode = lambda row: enc.decode([t for t in row[len(ids) :] if t < enc.n_vocab])  # padded ids: no tokens
+    texts = [args.prompt + decode(row) for row in out.tolist()]
     for i, text in enumerate(texts):
         print(f'--- sample {i + 1} ---\n{text}')
     return texts
@@ -337,47 +279,31 @@ def gpt2_sample_command(args):
 # %% ../nbs/27_cli.ipynb #88eb0fe2
 def add_gpt2_sample_command(sub):
     "The `gpt2-sample` command (lessons 08 and 16)."
-    p = sub.add_parser(
-        'gpt2-sample',
-        help='sample text from GPT-2 (a hub name, a folder, or a gpt2-train run)',
-        description="Load GPT-2 (OpenAI's weights by name, a Hugging Face folder, or a gpt2-train run) "
-        'and print samples continuing a prompt.',
-    )
-    p.add_argument(
-        '--model',
-        default='gpt2',
-        help=f'one of {", ".join(HF_REPOS)}, a folder with config.json and '
-        'model.safetensors, or a run folder or checkpoint of `gptcourse gpt2-train` (default: gpt2)',
-    )
-    p.add_argument(
-        '--prompt',
-        default="Hello, I'm a language model,",
-        help='the text to continue (default: "Hello, I\'m a language model,")',
-    )
-    p.add_argument(
-        '--num-samples', type=_int_at_least(1, 64), default=5, help='samples to print, 1 to 64 (default: 5)'
-    )
+    # fmt: off
+    p = sub.add_parser('gpt2-sample',
+                       help='sample text from GPT-2 (a hub name, a folder, or a gpt2-train run)',
+                       description="Load GPT-2 (OpenAI's weights by name, a Hugging Face folder, or a "
+                                   'gpt2-train run) and print samples continuing a prompt.')
+    p.add_argument('--model', default='gpt2',
+                   help=f'one of {", ".join(HF_REPOS)}, a folder with config.json and model.safetensors, '
+                        'or a run folder or checkpoint of `gptcourse gpt2-train` (default: gpt2)')
+    p.add_argument('--prompt', default="Hello, I'm a language model,",
+                   help='the text to continue (default: "Hello, I\'m a language model,")')
+    p.add_argument('--num-samples', type=_int_at_least(1, 64), default=5,
+                   help='samples to print, 1 to 64 (default: 5)')
     add_sampling_options(p, 30, 50)
     p.set_defaults(func=gpt2_sample_command)
+    # fmt: on
 
 # %% ../nbs/27_cli.ipynb #3c586085
 def prepare_command(args):
     "Handler of `gptcourse prepare`."
     out = Path(args.out) if args.out else default_data_dir()
-    m = prepare(
-        args.src,
-        out,
-        val_frac=args.val_frac,
-        shard_size=args.shard_size,
-        workers=args.workers,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
-    )
+    kw = {k: getattr(args, k) for k in ('val_frac', 'shard_size', 'workers', 'overwrite')}
+    m = prepare(args.src, out, progress=not args.no_progress, **kw)
     count = {split: sum(s['tokens'] for s in shards) for split, shards in m['splits'].items()}
-    print(
-        f'{count["train"]:,} train and {count["val"]:,} val tokens from {m["documents"]:,} document(s) in '
-        f'{len(m["shards"])} shard(s) under {out}'
-    )
+    tokens = f'{count["train"]:,} train and {count["val"]:,} val tokens'
+    print(f'{tokens} from {m["documents"]:,} document(s) in {len(m["shards"])} shard(s) under {out}')
     return m
 
 # %% ../nbs/27_cli.ipynb #7df0290d
@@ -409,37 +335,21 @@ def add_prepare_command(sub):
 # %% ../nbs/27_cli.ipynb #bdd1e41c
 def gpt2_train_command(args):
     "Handler of `gptcourse gpt2-train`."
-    rank0 = os.environ.get('RANK', '0') == '0'  # under torchrun, rank 0 speaks
-    try:
-        res = train_gpt2(
-            args.preset,
-            args.out,
-            args.resume,
-            args.overwrite,
-            args.stop_after,
-            progress=not args.no_progress,
-            **run_changes(args, GPT2Run),
-        )
-    except FloatingPointError as e:
-        raise Stopped('gpt2-train', args.out, str(e)) from None
-    except KeyboardInterrupt:
-        raise Stopped('gpt2-train', args.out, 'interrupted', 130) from None
-    if res.history.val_loss and rank0:
-        print(
-            f'done: step {len(res.history.loss)}, val loss {res.history.val_loss[-1]:.4f}'
-            + (f', checkpoint {res.checkpoint}' if res.checkpoint else '')
-        )
+    res = _train(args, train_gpt2, GPT2Run)
+    if res.history.val_loss and os.environ.get('RANK', '0') == '0':  # under torchrun, rank 0 speaks
+        saved = f', checkpoint {res.checkpoint}' if res.checkpoint else ''
+        print(f'done: step {len(res.history.loss)}, val loss {res.history.val_loss[-1]:.4f}{saved}')
     return res
 
-# %% ../nbs/27_cli.ipynb #fbc34c33
+
 def add_gpt2_train_command(sub):
     "The `gpt2-train` command (lesson 19)."
-    p = sub.add_parser(
-        'gpt2-train',
-        help='train GPT-2 on token shards (one process, or under torchrun)',
-        description="Train GPT-2 with the lecture's recipe on shards made by `gptcourse prepare`. Runs "
-        'the same under `torchrun --nproc_per_node N -m gptcourse.cli gpt2-train ...`.',
-    )
+    # fmt: off
+    p = sub.add_parser('gpt2-train', help='train GPT-2 on token shards (one process, or under torchrun)',
+                       description="Train GPT-2 with the lecture's recipe on shards made by `gptcourse "
+                                   'prepare`. Runs the same under `torchrun --nproc_per_node N -m '
+                                   'gptcourse.cli gpt2-train ...`.')
+    # fmt: on
     add_run_options(p, GPT2Run, GPT2_PRESETS)
     add_folder_options(p, None)
     p.set_defaults(func=gpt2_train_command)
@@ -450,7 +360,7 @@ PRESET_COST = {  # what a run of each preset costs; measured where it says so
     (
         'train',
         'lecture',
-    ): '≈7 min on an H100 (measured, 2026-11), ≈15 min on an A100 (the lecture\'s); hours on a CPU',
+    ): "≈7 min on an H100 (measured, 2026-11), ≈15 min on the lecture's A100; hours on a CPU",
     ('gpt2-train', 'cpu'): '≈5 s on one CPU thread (measured, 2026-11)',
     ('gpt2-train', 'lecture'): '10B tokens: hours on 8 GPUs (the lecture ran it on 8×A100), days on one',
 }
@@ -459,23 +369,17 @@ PRESET_COST = {  # what a run of each preset costs; measured where it says so
 def presets_command(args):
     "Handler of `gptcourse presets`."
     print(f'presets (choose with --preset, or ${PRESET_ENV}; the default is lecture with CUDA, cpu without)')
-    for cmd, presets in (('train', CHAR_PRESETS), ('gpt2-train', GPT2_PRESETS)):
+    for cmd, presets, unit in (('train', CHAR_PRESETS, 'characters'), ('gpt2-train', GPT2_PRESETS, 'tokens')):
         for name, r in presets.items():
-            steps = (
-                f'{r.max_steps:,} steps × {r.batch_size}×{r.block_size} characters'
-                if cmd == 'train'
-                else f'{r.max_steps:,} steps × {r.total_batch:,} tokens'
-            )
-            print(
-                f'{cmd:10} {name:8} layers×heads×width {r.n_layer}×{r.n_head}×{r.n_embd}, context '
-                f'{r.block_size}; '
-                f'{steps}\n{"":20}{PRESET_COST[(cmd, name)]}'
-            )
-
-# %% ../nbs/27_cli.ipynb #887c6777
-TRAINERS = {'char': CharRun, 'gpt2': GPT2Run}  # the run configuration of each kind of run
+            size = f'layers×heads×width {r.n_layer}×{r.n_head}×{r.n_embd}, context {r.block_size}'
+            batch = f'{r.batch_size}×{r.block_size}' if cmd == 'train' else f'{r.total_batch:,}'
+            print(f'{cmd:10} {name:8} {size}; {r.max_steps:,} steps × {batch} {unit}')
+            print(f'{"":20}{PRESET_COST[(cmd, name)]}')
 
 # %% ../nbs/27_cli.ipynb #c15d0016
+TRAINERS = {'char': CharRun, 'gpt2': GPT2Run}  # the run configuration of each kind of run
+
+
 def plot_command(args):
     "Handler of `gptcourse plot`: the loss history of a run's newest checkpoint, as numbers and as a PNG."
     f, meta = load_latest(args.model)
@@ -494,14 +398,8 @@ def plot_command(args):
     fig = Figure(figsize=(7, 4))
     ax = h.plot(ax=fig.subplots(), title=str(f))
     if (ref := REFERENCE.get((meta['kind'], run.name))) is not None:
-        ax.errorbar(
-            [ref[0]],
-            [(ref[1] + ref[2]) / 2],
-            yerr=[[(ref[2] - ref[1]) / 2]],
-            fmt='k_',
-            capsize=6,
-            label=f'reference, {run.name} preset',
-        )
+        mid, half = (ref[1] + ref[2]) / 2, (ref[2] - ref[1]) / 2
+        ax.errorbar([ref[0]], [mid], yerr=half, fmt='k_', capsize=6, label=f'reference, {run.name} preset')
         ax.legend()
     fig.savefig(out, dpi=110, bbox_inches='tight')
     print(compare(meta['kind'], run, h))
@@ -511,21 +409,18 @@ def plot_command(args):
 # %% ../nbs/27_cli.ipynb #c15d0017
 def add_run_commands(sub):
     "The `presets` and `plot` commands."
-    sub.add_parser(
-        'presets',
-        help="list the trainers' presets: sizes and what a run costs",
-        description='List the presets of `train` and `gpt2-train`.',
-    ).set_defaults(func=presets_command)
-    p = sub.add_parser(
-        'plot',
-        help="plot a run's loss curve to a PNG (and print it)",
-        description='Print the loss history of a run (its newest good checkpoint) and draw it.',
-    )
+    # fmt: off
+    p = sub.add_parser('presets', help="list the trainers' presets: sizes and what a run costs",
+                       description='List the presets of `train` and `gpt2-train`.')
+    p.set_defaults(func=presets_command)
+    p = sub.add_parser('plot', help="plot a run's loss curve to a PNG (and print it)",
+                       description='Print the loss history of a run (its newest good '
+                                   'checkpoint) and draw it.')
     p.add_argument('--model', default=CHAR_RUN, help=f'a run folder or checkpoint file (default: {CHAR_RUN})')
-    p.add_argument(
-        '--out', default=None, help='the .png (or .svg, .pdf) to write (default: loss.png in the run folder)'
-    )
+    p.add_argument('--out', default=None,
+                   help='the .png (or .svg, .pdf) to write (default: loss.png in the run folder)')
     p.set_defaults(func=plot_command)
+    # fmt: on
 
 # %% ../nbs/27_cli.ipynb #0a1d2fd6
 def default_threads() -> int:
@@ -540,26 +435,18 @@ def default_threads() -> int:
 # %% ../nbs/27_cli.ipynb #b70e94bd
 def build_parser() -> argparse.ArgumentParser:
     "The `gptcourse` parser with every command."
-    parser = argparse.ArgumentParser(
-        prog='gptcourse', description='Train and sample the models of the gptcourse lessons.'
-    )
+    # fmt: off
+    parser = argparse.ArgumentParser(prog='gptcourse',
+                                     description='Train and sample the models of the gptcourse lessons.')
     parser.add_argument('--version', action='version', version=f'gptcourse {gptcourse.__version__}')
-    parser.add_argument(
-        '--threads',
-        type=_int_at_least(1),
-        default=None,
-        help=f'CPU threads for torch (default: $OMP_NUM_THREADS if set, else half the cores, at '
-        f'most 4: {default_threads()} here)',
-    )
+    parser.add_argument('--threads', type=_int_at_least(1), default=None,
+                        help='CPU threads for torch (default: $OMP_NUM_THREADS if set, else half the cores, '
+                             f'at most 4: {default_threads()} here)')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
-    for add in (
-        add_char_commands,
-        add_gpt2_sample_command,
-        add_prepare_command,
-        add_gpt2_train_command,
-        add_run_commands,
-    ):
+    for add in (add_char_commands, add_gpt2_sample_command, add_prepare_command, add_gpt2_train_command,
+                add_run_commands):
         add(sub)
+    # fmt: on
     return parser
 
 # %% ../nbs/27_cli.ipynb #c15d0020
@@ -570,22 +457,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
         sys.stdout.flush()  # a reader that went away is noticed here, not at exit
-    except Stopped as e:
-        print(f'gptcourse {args.command}: {e}', file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
-        print(f'gptcourse {args.command}: interrupted', file=sys.stderr)
-        return 130
+    except (Stopped, KeyboardInterrupt) as e:  # Ctrl-C: 130, as a shell says
+        print(f'gptcourse {args.command}: {str(e) or "interrupted"}', file=sys.stderr)
+        return getattr(e, 'code', 130)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0  # the reader has gone: quietly
-    except (
-        ValueError,
-        OSError,
-        FolderBusy,
-        FloatingPointError,
-        DownloadError,
-    ) as e:  # CheckpointError: a ValueError
+    except (ValueError, OSError, FolderBusy, FloatingPointError, DownloadError) as e:  # CheckpointError too
         print(f'gptcourse {args.command}: {e}', file=sys.stderr)
         return 1
     return 0

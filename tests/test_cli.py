@@ -246,6 +246,42 @@ def test_bad_values_are_refused_by_the_parser(argv, capsys):
     assert any(s in last for s in ('invalid choice', 'must be a', 'is not a device', 'this machine has')), err
 
 
+@pytest.mark.parametrize(
+    'argv, says',
+    [
+        (['train', '--max-steps', '0'], 'argument --max-steps: must be a whole number >= 1, got 0'),
+        (['gpt2-sample', '--num-samples', '100'], 'must be a whole number >= 1 and <= 64, got 100'),
+        (['train', '--seed', 'x'], "argument --seed: 'x' is not a whole number"),
+        (['prepare', '--val-frac', '1'], 'argument --val-frac: must be a number >= 0 and < 1, got 1'),
+        (['sample', '--temperature', '-1'], 'argument --temperature: must be a number >= 0, got -1'),
+        (['sample', '--temperature', 'nan'], 'must be a number >= 0, got nan'),
+        (['sample', '--temperature', 'inf'], 'must be a number >= 0, got inf'),
+        (['train', '--dropout', 'inf'], 'must be a number >= 0 and < 1, got inf'),
+        (['train', '--lr', '0'], 'argument --lr: must be a number > 0, got 0'),
+        (['sample', '--top-p', '0'], 'argument --top-p: must be a number > 0 and <= 1, got 0'),
+        (['gpt2-train', '--lr', 'fast'], "argument --lr: 'fast' is not a number"),
+    ],
+)
+def test_a_bad_value_says_what_is_allowed(argv, says, capsys):
+    "The parser's refusal names the flag, the range it allows and the value given (exit 2, before any work)."
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and last.startswith(f'gptcourse {argv[0]}: error: '), last
+    assert last.endswith(says), last
+
+
+def test_a_stop_without_a_checkpoint_says_so(tmp_path):
+    "A training command that stops before its first checkpoint says that none was written (exit status 1)."
+    from gptcourse.cli import Stopped
+
+    why = 'the training loss is nan at step 12: lower the learning rate'
+    for out in (None, tmp_path, tmp_path / 'none'):
+        stop = Stopped('train', out, why)
+        assert str(stop) == f'{why}; no checkpoint was written' and stop.code == 1
+    assert Stopped('gpt2-train', None, 'interrupted', 130).code == 130
+
+
 def test_commands_and_help():
     """Every option that takes a value says what it does and its default; the two trainers share their
     settings' names."""
