@@ -55,6 +55,26 @@ def apply_merges_fast(ids, ranks: dict, merges: dict | None = None) -> list[int]
                 heapq.heappush(heap, (ranks[ids[a], ids[nxt[a]]], a))
     return [t for t, ok in zip(ids, alive) if ok]
 
+# %% ../nbs/25_tokenizer.ipynb #f4bcd98b
+def _merge_tables(encoder: dict[str, int], bpe_merges: list[tuple[str, str]]) -> tuple[dict, dict]:
+    "GPT-2's merges as token ids: each pair's rank (its order in the file) and the token it merges into."
+    ranks, merges = {}, {}
+    for rank, (a, b) in enumerate(bpe_merges):
+        pair = (encoder[a], encoder[b])
+        ranks[pair], merges[pair] = rank, encoder[a + b]
+    return ranks, merges
+
+
+def _token_bytes(encoder: dict[str, int], special: dict[str, int], n_vocab: int, byte_decoder: dict) -> list:
+    "The bytes of every token id: its printable characters mapped back to bytes; a special token's text."
+    out: list[bytes | None] = [None] * n_vocab
+    for t, i in encoder.items():
+        if t not in special:
+            out[i] = bytes(byte_decoder[c] for c in t)
+    for t, i in special.items():
+        out[i] = t.encode('utf-8')
+    return out
+
 # %% ../nbs/25_tokenizer.ipynb #581790d0
 class GPT2Tokenizer:
     """GPT-2's byte-level BPE tokenizer (regex pre-split, 50,000 merges, `<|endoftext|>`), token-for-token
@@ -72,17 +92,9 @@ class GPT2Tokenizer:
         byte_encoder = bytes_to_unicode()
         byte_decoder = {c: b for b, c in byte_encoder.items()}
         self.byte_ids = [encoder[byte_encoder[b]] for b in range(256)]  # byte value -> token id
-        self.ranks, self.merges = {}, {}
-        for rank, (a, b) in enumerate(bpe_merges):
-            pair = (encoder[a], encoder[b])
-            self.ranks[pair], self.merges[pair] = rank, encoder[a + b]
+        self.ranks, self.merges = _merge_tables(encoder, bpe_merges)
         self.n_vocab = max([*encoder.values(), *self.special_tokens.values()]) + 1
-        self._bytes: list[bytes | None] = [None] * self.n_vocab  # token id -> its bytes
-        for t, i in encoder.items():
-            if t not in self.special_tokens:
-                self._bytes[i] = bytes(byte_decoder[c] for c in t)
-        for t, i in self.special_tokens.items():
-            self._bytes[i] = t.encode('utf-8')
+        self._bytes = _token_bytes(encoder, self.special_tokens, self.n_vocab, byte_decoder)  # id -> bytes
         self.pattern = regex.compile(pattern)
         self._special_pattern = regex.compile(
             '|'.join(map(regex.escape, sorted(self.special_tokens, key=len, reverse=True)))
@@ -97,13 +109,16 @@ class GPT2Tokenizer:
     def special_tokens_set(self) -> set[str]:
         return set(self.special_tokens)
 
-    def __repr__(self):
-        return (
-            f'GPT2Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, '
-            f'special_tokens={self.special_tokens})'
-        )
 
 # %% ../nbs/25_tokenizer.ipynb #fd0cdfa9
+@patch
+def __repr__(self: GPT2Tokenizer):
+    return (
+        f'GPT2Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, '
+        f'special_tokens={self.special_tokens})'
+    )
+
+
 @patch(as_classmethod=True)
 def from_files(cls: GPT2Tokenizer, encoder_json, vocab_bpe, **kwargs):
     "The tokenizer from OpenAI's `encoder.json` (token string -> id) and `vocab.bpe` (the merges, in order)."
