@@ -297,7 +297,7 @@ REFERENCE = {  # (kind, preset): (step, low, high, where the range comes from) o
 }
 KIND_PRESETS = {"char": CHAR_PRESETS}  # each kind of run's presets: lesson 20 adds GPT-2's, and its ranges
 
-# %% ../nbs/19_trainers.ipynb #46bb307d
+
 # what a run may change and still be compared: not what its model learns
 UNLEARNED = {
     'seed',
@@ -402,7 +402,7 @@ def _saver(res: TrainResult, job: Job, folder, precision):
 def print_nothing(*args):
     "The log of a process that does not speak (a rank other than 0)."
 
-# %% ../nbs/19_trainers.ipynb #3d0fdaf7
+
 ON_CPU = (
     "the lecture preset is sized for a GPU: on a CPU it takes hours (an estimate follows after 10 steps); "
     "--preset cpu takes minutes"
