@@ -17,14 +17,14 @@ from .shards import default_data_dir, prepare
 from .speed import check_device
 from .checkpoint import CheckpointError, list_checkpoints, load_latest, load_model
 from .loop import TrainHistory
-from .trainers import CHAR_PRESETS, CHAR_RUN, REFERENCE, CharRun, compare, run_of, train_char
-from .pretrain import GPT2_PRESETS, GPT2Run, train_gpt2
+from .trainers import CHAR_PRESETS, CHAR_REFERENCE, CHAR_RUN, CharRun, judge_char, run_of, train_char
+from .pretrain import GPT2_PRESETS, GPT2_REFERENCE, GPT2Run, judge_gpt2, train_gpt2
 from .kv_cache import generate_cached
 from .decode import use_decode_kernel
 from .modern import ARCHS
 
 # %% auto #0
-__all__ = ['HELP', 'SET_ELSEWHERE', 'MODELS', 'PRESET_COST', 'TRAINERS', 'add_run_options', 'run_changes', 'add_folder_options',
+__all__ = ['HELP', 'SET_ELSEWHERE', 'MODELS', 'PRESET_COST', 'KINDS', 'add_run_options', 'run_changes', 'add_folder_options',
            'Stopped', 'train_command', 'add_sampling_options', 'sample_command', 'add_char_commands',
            'gpt2_sample_command', 'add_gpt2_sample_command', 'prepare_command', 'add_prepare_command',
            'gpt2_train_command', 'add_gpt2_train_command', 'presets_command', 'plot_command', 'add_run_commands',
@@ -377,14 +377,16 @@ def presets_command(args):
             print(f'{"":20}{PRESET_COST[(cmd, name)]}')
 
 # %% ../nbs/27_cli.ipynb #c15d0016
-TRAINERS = {'char': CharRun, 'gpt2': GPT2Run}  # the run configuration of each kind of run
+# each kind of run: its run configuration, its presets' reference ranges and its judge
+KINDS = {'char': (CharRun, CHAR_REFERENCE, judge_char), 'gpt2': (GPT2Run, GPT2_REFERENCE, judge_gpt2)}
 
 
 def plot_command(args):
     "Handler of `gptcourse plot`: the loss history of a run's newest checkpoint, as numbers and as a PNG."
     f, meta = load_latest(args.model)
     try:
-        h, run = TrainHistory.from_state_dict(meta['history']), run_of(TRAINERS[meta['kind']], meta)
+        run_cls, reference, judge = KINDS[meta['kind']]
+        h, run = TrainHistory.from_state_dict(meta['history']), run_of(run_cls, meta)
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f'{f} is not a run of a course trainer') from None
     fmt = lambda v: '   n/a' if v is None else f'{v:.4f}'
@@ -397,12 +399,12 @@ def plot_command(args):
 
     fig = Figure(figsize=(7, 4))
     ax = h.plot(ax=fig.subplots(), title=str(f))
-    if (ref := REFERENCE.get((meta['kind'], run.name))) is not None:
+    if (ref := reference.get(run.name)) is not None:
         mid, half = (ref[1] + ref[2]) / 2, (ref[2] - ref[1]) / 2
         ax.errorbar([ref[0]], [mid], yerr=half, fmt='k_', capsize=6, label=f'reference, {run.name} preset')
         ax.legend()
     fig.savefig(out, dpi=110, bbox_inches='tight')
-    print(compare(meta['kind'], run, h))
+    print(judge(run, h))
     print(f'wrote {out}')
     return out
 

@@ -31,7 +31,7 @@ class Run:
     compile: bool | None = None  # torch.compile the model; None: on CUDA (lesson 13)
     device: str | None = None  # cpu, cuda, cuda:N or mps; None: the best there is
     keep: int = 2  # checkpoints to keep in the run folder
-    grad_clip: ClassVar[float] = 0.0  # the gradient norm's bound; 0: none (lesson 19's GPT-2 runs clip)
+    grad_clip: ClassVar[float] = 0.0  # the gradient norm's bound; 0: none (lesson 20's GPT-2 runs clip)
     fixed: ClassVar[tuple] = ("seed",)  # what a resumed run cannot change
     may_be_zero: ClassVar[tuple] = ("seed", "eval_interval")  # whole numbers that may be 0 (a count: "never")
 
@@ -39,7 +39,7 @@ class Run:
         check_run(self)  # below
 
     def lr_at(self, step: int) -> float:
-        "The learning rate of `step`: constant (lesson 19's GPT-2 runs follow lesson 14's schedule)."
+        "The learning rate of `step`: constant (lesson 20's GPT-2 runs follow lesson 14's schedule)."
         return self.lr
 
     @property

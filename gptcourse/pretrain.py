@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
-from .train import patch, set_seed
+from .train import set_seed
 from .gpt2 import GPT, GPTConfig
 from .pretrained import from_pretrained
 from .shards import MANIFEST, default_data_dir, prepare
@@ -18,10 +18,10 @@ from .optim import configure_adamw, get_lr, grad_accum_steps, micro_batch_that_f
 from .distributed import DistInfo, setup_distributed
 from .hellaswag import load_hellaswag, read_hellaswag
 from .loop import Run
-from .trainers import KIND_PRESETS, REFERENCE, Job, TrainResult, _settle, _train, print_nothing
+from .trainers import UNLEARNED, Job, TrainResult, _settle, _train, compare, print_nothing
 
 # %% auto #0
-__all__ = ['GPT2_PRESETS', 'GPT2Run', 'train_gpt2']
+__all__ = ['GPT2_PRESETS', 'GPT2_REFERENCE', 'GPT2Run', 'judge_gpt2', 'train_gpt2']
 
 # %% ../nbs/20_pretrain.ipynb #1ea00012
 @dataclass(kw_only=True)
@@ -29,7 +29,6 @@ class GPT2Run(Run):
     """A run of `train_gpt2`: GPT-2 from scratch (or OpenAI's weights) on token shards, with the lecture's
     recipe."""
 
-    name: str = 'custom'  # the preset's name
     n_layer: int
     n_head: int
     n_embd: int
@@ -43,17 +42,20 @@ class GPT2Run(Run):
     total_batch: int  # tokens per optimizer step, a multiple of B·T·processes (lesson 14)
     lr: float  # the peak learning rate, after the warm-up (lesson 14)
     warmup_steps: int
-    max_steps: int
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # the gradient norm's bound; 0: no clipping
-    eval_interval: int  # steps between evaluations; 0: none
-    eval_iters: int  # batches per evaluation
     checkpoint_interval: int  # steps between checkpoints; 0: only at the end
     hellaswag: str | None = None  # 'val' or a .jsonl file: HellaSwag at every evaluation (lesson 17)
     auto_batch: bool | None = None  # the largest micro-batch that fits (lesson 14); None: on CUDA
     fixed: ClassVar[tuple] = ("seed", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout")
     fixed += ("init", "data", "batch_size", "seq_len", "total_batch")  # what a resumed run keeps
     may_be_zero: ClassVar[tuple] = ('seed', 'warmup_steps', 'eval_interval', 'checkpoint_interval')
+
+    def lr_at(self, step: int) -> float:
+        "Lesson 14's schedule: warm-up to `lr`, cosine decay to a tenth of it at `max_steps`."
+        return get_lr(step, self.lr, 0.1 * self.lr, self.warmup_steps, self.max_steps)
+
+    save_every = property(lambda self: self.checkpoint_interval, doc="Steps between checkpoints.")
 
 # %% ../nbs/20_pretrain.ipynb #c10d0002
 # fmt: off
@@ -67,23 +69,15 @@ GPT2_PRESETS = {
 }
 # fmt: on
 
-# %% ../nbs/20_pretrain.ipynb #bb73aec3
-@patch
-def lr_at(self: GPT2Run, step: int) -> float:
-    "Lesson 14's schedule: warm-up to `lr`, cosine decay to a tenth of it at `max_steps`."
-    return get_lr(step, self.lr, 0.1 * self.lr, self.warmup_steps, self.max_steps)
-
-
-GPT2Run.save_every = property(lambda self: self.checkpoint_interval, doc="Steps between checkpoints.")
-
 # %% ../nbs/20_pretrain.ipynb #06644f9c
-KIND_PRESETS["gpt2"] = GPT2_PRESETS
-REFERENCE[("gpt2", "cpu")] = (
-    30,
-    7.40,
-    7.66,
-    "the course's cpu preset, 4 seeds: 7.499-7.561 on a 2-core CPU, 2026-12",
-)
+GPT2_REFERENCE = {  # preset: (step, low, high, where the range comes from) of the validation loss
+    "cpu": (30, 7.40, 7.66, "the course's cpu preset, 4 seeds: 7.499-7.561 on a 2-core CPU, 2026-12"),
+}
+
+
+def judge_gpt2(run: GPT2Run, history) -> str:
+    "`compare` for a GPT-2 run: its cosine schedule depends on `max_steps`, so the preset's own run only."
+    return compare(run, history, GPT2_PRESETS, GPT2_REFERENCE, UNLEARNED)
 
 # %% ../nbs/20_pretrain.ipynb #14a08447
 def _gpt2_model(run: GPT2Run, resumed: bool) -> tuple[GPT2Run, GPT]:
@@ -171,7 +165,8 @@ def _gpt2_job(run: GPT2Run, checkpoint, di: DistInfo, progress: bool, log) -> Jo
         f"micro-step(s) of {B}x{T} on {di.world_size} process(es) per step"
     )
     extra = dict(kind="gpt2")
-    return Job(run, model, optimizer, batches, policy, checkpoint, run.total_batch, T, extra, accum, hs, di)
+    tokens, judge = run.total_batch, judge_gpt2
+    return Job(run, model, optimizer, batches, policy, checkpoint, tokens, T, extra, accum, hs, di, judge)
 
 # %% ../nbs/20_pretrain.ipynb #729f70da
 def train_gpt2(

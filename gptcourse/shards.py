@@ -92,7 +92,7 @@ def source_files(src) -> list[str]:
         f'of them, or one of {", ".join(HUB)}; leave it out for Tiny Shakespeare)'
     )
 
-
+# %% ../nbs/11_shards.ipynb #5a11e002
 def _hub_files(repo: str, pattern: str) -> list[str]:
     """The files of a hub dataset that match `pattern`: as listed on the hub, or (offline) as in the local hub
     cache."""
@@ -133,41 +133,51 @@ def _local(name: str) -> Path:
     return Path(hf_hub_download(repo, file, repo_type='dataset'))
 
 # %% ../nbs/11_shards.ipynb #cad0a005
-def documents(name: str):
-    """The documents of one source file, in order; what is not UTF-8 text, or has no `text`, is refused by
-    name."""
-    path = _local(name)
-    if path.suffix == '.parquet':
-        import pyarrow.parquet as pq
+def _parquet_documents(path: Path):
+    "The `text` column of a Parquet file, one row group at a time (over all of them pyarrow reads ahead)."
+    import pyarrow.parquet as pq
 
-        f = pq.ParquetFile(path)
-        if 'text' not in f.schema_arrow.names:
-            raise ValueError(f'{path} has no text column (its columns: {", ".join(f.schema_arrow.names)})')
-        for group in range(f.num_row_groups):  # one row group at a time: over all of them pyarrow reads ahead
-            for batch in f.iter_batches(batch_size=1024, row_groups=[group], columns=['text']):
-                yield from (t or '' for t in batch.column(0).to_pylist())
-    elif path.suffix == '.jsonl':
-        with open(path, encoding='utf-8') as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    text = json.loads(line)['text']
-                except (ValueError, TypeError, KeyError):
-                    text = None
-                if not isinstance(text, str):
-                    raise ValueError(f'{path}, line {i}: not a JSON object with a text string')
-                yield text
-    else:
-        try:
-            text = path.read_text(encoding='utf-8')
-        except UnicodeDecodeError as e:
-            raise ValueError(
-                f'{path} is not UTF-8 text (byte {e.start}: {e.reason}); prepare reads UTF-8'
-            ) from None
-        if not text.strip():
-            raise ValueError(f'{path} is empty: there is nothing in it to tokenize')
-        yield text
+    f = pq.ParquetFile(path)
+    if 'text' not in f.schema_arrow.names:
+        raise ValueError(f'{path} has no text column (its columns: {", ".join(f.schema_arrow.names)})')
+    for group in range(f.num_row_groups):
+        for batch in f.iter_batches(batch_size=1024, row_groups=[group], columns=['text']):
+            yield from (t or '' for t in batch.column(0).to_pylist())
+
+
+def _jsonl_documents(path: Path):
+    "The `text` of each line of a JSON Lines file; a line that has none is refused by its number."
+    with open(path, encoding='utf-8') as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)['text']
+            except (ValueError, TypeError, KeyError):
+                text = None
+            if not isinstance(text, str):
+                raise ValueError(f'{path}, line {i}: not a JSON object with a text string')
+            yield text
+
+# %% ../nbs/11_shards.ipynb #5a11e003
+def _text_documents(path: Path):
+    "A text file, as one document; what is not UTF-8 text, or is empty, is refused."
+    try:
+        text = path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e:
+        why = f'byte {e.start}: {e.reason}'
+        raise ValueError(f'{path} is not UTF-8 text ({why}); prepare reads UTF-8') from None
+    if not text.strip():
+        raise ValueError(f'{path} is empty: there is nothing in it to tokenize')
+    yield text
+
+
+def documents(name: str):
+    """The documents of one source file (a name of `source_files`), in order, read by its kind: Parquet, JSON
+    Lines, or text."""
+    path = _local(name)
+    read = {'.parquet': _parquet_documents, '.jsonl': _jsonl_documents}.get(path.suffix, _text_documents)
+    yield from read(path)
 
 # %% ../nbs/11_shards.ipynb #8bbd2291
 def encode(enc, text: str) -> np.ndarray:
@@ -226,7 +236,7 @@ def _tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         pos += len(a) + 1
     return out, lengths
 
-
+# %% ../nbs/11_shards.ipynb #5a11e007
 def _tokenized(chunks, workers: int):
     "(file, first document, tokens, lengths) of each chunk, in order, by `workers` processes (1: this one)."
     if workers == 1:
@@ -265,21 +275,37 @@ def _slices(shards: list[dict], a: int, b: int) -> list[dict]:
         pos += s['tokens']
     return out
 
+# %% ../nbs/11_shards.ipynb #5a11e009
+def _start(src, files: list[str], shard_size: int) -> dict:
+    "The progress of a prepare that has written nothing yet: no shards, at the first file's first document."
+    return dict(
+        format=FORMAT,
+        tokenizer='gpt2',
+        source=str(src or 'tinyshakespeare'),
+        shard_size=shard_size,
+        files=files,
+        file_documents=[],
+        shards=[],
+        position=[0, 0, 0],
+    )
+
+
+def _save(state: dict, partial: Path, tokens: np.ndarray, position: list[int]):
+    "Write `tokens` as the next shard, then the progress: the shards so far, and where the next one begins."
+    name = f'shard_{len(state["shards"]):06d}.npy'
+    with atomic_write(partial / name) as f:
+        np.save(f, tokens)
+    state['shards'].append({'file': name, 'tokens': len(tokens)})
+    state['position'] = position
+    with atomic_write(partial / PROGRESS, 'w') as f:
+        json.dump(state, f)
+
 # %% ../nbs/11_shards.ipynb #99ac9d73
 def _write(state: dict, partial: Path, workers: int, progress: bool):
     """Tokenize the source from the state's position on, writing a shard each time one is full, and after it
     the state: the shards, and where in the source the next one begins."""
     size, (f0, d0, skip) = state['shard_size'], state['position']
     buf, fill = np.empty(size, np.uint16), 0
-
-    def save(position):
-        name = f'shard_{len(state["shards"]):06d}.npy'
-        with atomic_write(partial / name) as f:
-            np.save(f, buf[:fill])
-        state['shards'].append({'file': name, 'tokens': fill})
-        state['position'] = position
-        with atomic_write(partial / PROGRESS, 'w') as f:
-            json.dump(state, f)
 
     bar = tqdm(unit='tok', unit_scale=True, desc='tokenizing', disable=not progress)
     files, docs, eta, start = state['files'], 0, '', time.monotonic()
@@ -299,11 +325,11 @@ def _write(state: dict, partial: Path, workers: int, progress: bool):
                 bar.update(n)
                 if fill == size:  # full: the next token is document k's, at i - its start
                     k = int(np.searchsorted(ends, i, side='right'))
-                    save([fi, di + k, i - int(ends[k - 1] if k else 0)])
+                    _save(state, partial, buf, [fi, di + k, i - int(ends[k - 1] if k else 0)])
                     fill = 0
             bar.set_postfix_str(f'{docs:,} documents, file {fi + 1}/{len(files)}{eta}', refresh=False)
     if fill:
-        save([len(state['files']), 0, 0])
+        _save(state, partial, buf[:fill], [len(state['files']), 0, 0])
 
 # %% ../nbs/11_shards.ipynb #cad0a009
 def _manifest(state: dict, partial: Path, val_frac: float) -> dict:
@@ -344,6 +370,20 @@ def _resumable(state) -> bool:
     )
 
 
+def _check_done(state: dict, fresh: dict, partial: Path):
+    "Refuse to go on from `state` if the files it has read changed, or a shard it lists is not in `partial`."
+    done = state['position'][0] + 1
+    if state['files'][:done] != fresh['files'][:done]:
+        raise ValueError(
+            f'the files of {fresh["source"]} changed since the unfinished prepare in {partial} started: '
+            'pass --overwrite to start again'
+        )
+    for s in state['shards']:
+        f = partial / s['file']
+        if not f.is_file() or len(np.load(f, mmap_mode='r')) != s['tokens']:
+            raise ValueError(f'{f} is not the shard its {PROGRESS} lists: pass --overwrite to start again')
+
+# %% ../nbs/11_shards.ipynb #5a11e00a
 def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
     """The state of the unfinished prepare in `partial` if it is this one (it goes on from there), else a
     fresh start."""
@@ -364,17 +404,25 @@ def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         return fresh
-    done = state['position'][0] + 1
-    if state['files'][:done] != fresh['files'][:done]:
-        raise ValueError(
-            f'the files of {fresh["source"]} changed since the unfinished prepare in {partial} started: '
-            'pass --overwrite to start again'
-        )
-    for s in state['shards']:
-        f = partial / s['file']
-        if not f.is_file() or len(np.load(f, mmap_mode='r')) != s['tokens']:
-            raise ValueError(f'{f} is not the shard its {PROGRESS} lists: pass --overwrite to start again')
+    _check_done(state, fresh, partial)
     return state | {'files': fresh['files']}
+
+# %% ../nbs/11_shards.ipynb #5a11e00c
+def _check_out(out: Path, overwrite: bool):
+    "Refuse an `out` that is a file, or a folder that holds files unless `overwrite`."
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'{out} is a file, not a folder for shards')
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f'{out} already holds files: pass --overwrite to replace them, or another --out')
+
+
+def _swap_in(partial: Path, out: Path):
+    "`partial`, finished, becomes `out`: the old folder aside, the new one in its place, the old one deleted."
+    old = out.parent / f'.{out.name}.old-{os.getpid()}'
+    if out.exists():
+        os.replace(out, old)
+    os.replace(partial, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/11_shards.ipynb #99ac9d74
 def prepare(
@@ -386,35 +434,18 @@ def prepare(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict:
-    """Tokenize `src` (see `source_files`) into GPT-2 token shards in `out_dir` through `workers` processes
-    (default: one per core); the last `val_frac` of the tokens is the validation split. Run again after an
-    interruption, it goes on from its last shard."""
+    """Tokenize `src` (see `source_files`) into GPT-2 token shards in `out_dir`, by `workers` processes (one
+    a core); the last `val_frac` of the tokens is the val split. Run again when stopped, it goes on."""
     if not 0 <= val_frac < 1:
         raise ValueError(f'val_frac must be in [0, 1), got {val_frac}')
     if shard_size < 1:
         raise ValueError(f'shard_size must be a positive number of tokens, got {shard_size}')
     out = Path(out_dir) if out_dir is not None else default_data_dir()
     files, _ = source_files(src), gpt2_tokenizer()  # first: without them (offline, say) nothing is made
-    partial, old = (out.parent / f'.{out.name}.{what}' for what in ('partial', f'old-{os.getpid()}'))
+    partial = out.parent / f'.{out.name}.partial'
     with folder_lock(out.parent / f'.{out.name}.lock', 'prepare'):
-        if out.exists() and not out.is_dir():
-            raise ValueError(f'{out} is a file, not a folder for shards')
-        if out.exists() and any(out.iterdir()) and not overwrite:
-            raise ValueError(f'{out} already holds files: pass --overwrite to replace them, or another --out')
-        state = _resume(
-            partial,
-            dict(
-                format=FORMAT,
-                tokenizer='gpt2',
-                source=str(src or 'tinyshakespeare'),
-                shard_size=shard_size,
-                files=files,
-                file_documents=[],
-                shards=[],
-                position=[0, 0, 0],
-            ),
-            overwrite,
-        )
+        _check_out(out, overwrite)
+        state = _resume(partial, _start(src, files, shard_size), overwrite)
         try:
             _write(state, partial, workers or os.cpu_count() or 1, progress)
         except BaseException:
@@ -422,8 +453,5 @@ def prepare(
                 shutil.rmtree(partial, ignore_errors=True)  # nothing done: nothing left behind
             raise
         manifest = _manifest(state, partial, val_frac)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(partial, out)  # the swap: the old folder aside, the new one in its place
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(partial, out)
     return manifest

@@ -29,9 +29,9 @@ from .hellaswag import hellaswag_acc_norm
 from .loop import Report, Run, TrainHistory, train_loop
 
 # %% auto #0
-__all__ = ['CHAR_PRESETS', 'COMMANDS', 'CHAR_RUN', 'LECTURE', 'REFERENCE', 'KIND_PRESETS', 'UNLEARNED', 'ON_CPU', 'CharRun',
-           'run_meta', 'run_of', 'TrainResult', 'TrainerReport', 'RandomBatches', 'read_text', 'adamw', 'Arch',
-           'train_char', 'compare', 'Job', 'print_nothing']
+__all__ = ['CHAR_PRESETS', 'COMMANDS', 'CHAR_RUN', 'LECTURE', 'CHAR_REFERENCE', 'UNLEARNED', 'ON_CPU', 'CharRun', 'run_meta',
+           'run_of', 'TrainResult', 'TrainerReport', 'RandomBatches', 'read_text', 'adamw', 'Arch', 'train_char',
+           'compare', 'judge_char', 'Job', 'print_nothing']
 
 # %% ../nbs/19_trainers.ipynb #1ea00010
 @dataclass(kw_only=True)
@@ -258,7 +258,8 @@ def _char_job(run: CharRun, checkpoint, meta: dict | None, arch: Arch, log) -> J
     extra = dict(kind="char", tokenizer=tok.to_dict(), text_sha256=sha)
     tokens = run.batch_size * run.block_size
     optimizer = arch.optimizer(model, run.lr)
-    return Job(run, model, optimizer, batches, policy, checkpoint, tokens, run.block_size, extra)
+    T = run.block_size
+    return Job(run, model, optimizer, batches, policy, checkpoint, tokens, T, extra, judge=judge_char)
 
 # %% ../nbs/19_trainers.ipynb #15bec4b6
 def train_char(
@@ -281,23 +282,20 @@ def train_char(
     return _train(_char_job(run, f, meta, arch, log), out_dir, resume, overwrite, stop_after, progress, log)
 
 # %% ../nbs/19_trainers.ipynb #095c0983
-REFERENCE = {  # (kind, preset): (step, low, high, where the range comes from) of the validation loss
-    ('char', 'cpu'): (
+CHAR_REFERENCE = {  # preset: (step, low, high, where the range comes from) of the validation loss
+    'cpu': (
         3000,
         1.83,
         1.96,
         "the course's cpu preset, 4 seeds: 1.882-1.911 on a 2-core CPU, 2026-12",
     ),
-    ('char', 'lecture'): (
+    'lecture': (
         5000,
         1.52,
         1.62,
         "lesson 07's lecture run on an H100, one seed: 1.5675, 2026-11-25",
     ),
 }
-KIND_PRESETS = {"char": CHAR_PRESETS}  # each kind of run's presets: lesson 20 adds GPT-2's, and its ranges
-
-
 # what a run may change and still be compared: not what its model learns
 UNLEARNED = {
     'seed',
@@ -313,17 +311,16 @@ UNLEARNED = {
 }
 
 # %% ../nbs/19_trainers.ipynb #1ea00061
-def compare(kind: str, run: Run, history: History) -> str:
-    """One line: the run's validation loss at its preset's last step against the range in `REFERENCE`, or why
-    not."""
-    ref, preset = REFERENCE.get((kind, run.name)), KIND_PRESETS[kind].get(run.name)
+def compare(run: Run, history: History, presets: dict, reference: dict, unlearned=UNLEARNED) -> str:
+    """One line: the run's validation loss at its preset's last step against the preset's range in
+    `reference`, or why not. A run that changes its preset (in `presets`) beyond `unlearned` has none."""
+    ref, preset = reference.get(run.name), presets.get(run.name)
     if ref is None:
-        known = ", ".join(f"{k} {n}" for k, n in REFERENCE)
-        return f"no reference for this run: there are references for the {known} presets"
-    # the char model's learning rate is constant: a longer run is the same run up to the preset's last step
-    same = UNLEARNED | ({"max_steps"} if kind == "char" else set())
+        return f"no reference for this run: there are references for the {', '.join(reference)} presets"
     changed = [
-        f.name for f in fields(run) if f.name not in same and getattr(run, f.name) != getattr(preset, f.name)
+        f.name
+        for f in fields(run)
+        if f.name not in unlearned and getattr(run, f.name) != getattr(preset, f.name)
     ]
     if changed:
         return f"no reference for this run: it changes the {run.name} preset's {', '.join(changed)}"
@@ -338,6 +335,12 @@ def compare(kind: str, run: Run, history: History) -> str:
     )
     later = f" (the preset's last step; this run went on to {run.max_steps})" if run.max_steps > step else ""
     return f"val loss {val:.4f} at step {step}{later}: {where} {lo:.2f}-{hi:.2f} ({source})"
+
+# %% ../nbs/19_trainers.ipynb #c10d0031
+def judge_char(run: Run, history: History) -> str:
+    """`compare` for a character run. Its learning rate is constant, so a run that went on past its preset's
+    last step is the preset's run up to there: `max_steps` may change too."""
+    return compare(run, history, CHAR_PRESETS, CHAR_REFERENCE, UNLEARNED | {"max_steps"})
 
 # %% ../nbs/19_trainers.ipynb #c10d0010
 @dataclass
@@ -359,6 +362,7 @@ class Job:
     micro_steps: int = 1
     hellaswag: list | None = None
     di: DistInfo | None = None
+    judge: Callable | None = None  # (run, history) -> one line on the finished run against its reference
 
 
 def _restore(job: Job, precision) -> tuple[int, TrainHistory]:
@@ -434,6 +438,6 @@ def _train(job: Job, out_dir, resume: bool, overwrite: bool, stop_after: int | N
             )
         if save is not None:
             save(end)
-        if end == run.max_steps:
-            say(compare(job.extra["kind"], run, history))
+        if end == run.max_steps and job.judge is not None:
+            say(job.judge(run, history))
     return res

@@ -31,10 +31,6 @@ DIAGRAMS = {
     '25': ['bpe_tree'],
 }
 VISIBLE = {'stream', 'execute_result', 'display_data'}
-# Known debt, named cell by cell so that nothing new joins it: lesson 11's functions that the formatter
-# grew past 30 lines (source_files/_hub_files, documents, the tokenizing workers, _write, _resumable/_resume,
-# prepare). Each is to be split where its thought turns; until then the one exception, that only shrinks.
-LONG_TO_SPLIT = {'8bbd228c', 'cad0a005', '8bbd2292', '99ac9d73', 'cad0a011', '99ac9d74'}
 
 
 def words(markdown: str) -> int:
@@ -106,9 +102,7 @@ def test_a_lesson_reads_in_short_cells_with_results_to_see(nb):
     long_code = [
         (c.get('id'), lines(''.join(c['source'])))
         for c in cs
-        if c['cell_type'] == 'code'
-        and lines(''.join(c['source'])) > MAX_LINES
-        and c.get('id') not in LONG_TO_SPLIT
+        if c['cell_type'] == 'code' and lines(''.join(c['source'])) > MAX_LINES
     ]
     assert not long_code, f'code cells over {MAX_LINES} lines (id, lines): {long_code}'
     run, at = longest_dark_run(cs)
