@@ -57,11 +57,14 @@ CHAPTERS = {
         2750: "let's train: data batches (B,T) → logits (B,T,C)",
         3173: 'cross entropy loss',
         3402: 'optimization loop: overfit a single batch',
+        3720: 'data loader lite',
+        3974: 'parameter sharing wte and lm_head',
         4427: 'model initialization: std 0.02, residual init',
+        4938: "SECTION 2: Let's make it fast. GPUs, mixed precision, 1000ms",
     },
 }
 # The lessons that follow a lecture, each linking it at least once.
-FOLLOWING = ['00', '01', '02', '03', '04', '05', '06', '07', '08', '09', '13', '14']
+FOLLOWING = ['00', '01', '02', '03', '04', '05', '06', '07', '08', '09'] + [str(n) for n in range(11, 21)]
 LINK = re.compile(r'https://www\.youtube\.com/watch\?v=([\w-]+)(?:&t=(\d+))?')
 
 
