@@ -169,6 +169,99 @@ def _ex05_2(mha_params):
             f'mha_params({c}, {h}) is {mha_params(c, h)}; the module has {want:,}'
         )
 
+# %% ../nbs/exercises.ipynb #6140a881
+def _ex06_1(rms_norm):
+    g = torch.Generator().manual_seed(6)
+    x, w = torch.randn(4, 7, 16, generator=g) * 3 + 1, torch.randn(16, generator=g)  # a mean far from 0
+    got, want = rms_norm(x, w), F.rms_norm(x, (16,), w, eps=1e-5)
+    assert tuple(got.shape) == (4, 7, 16), f'shape {tuple(got.shape)}; expected (4, 7, 16)'
+    err = (got - want).abs().max()
+    assert err < 1e-4, f'differs from F.rms_norm by up to {err:.2e} (RMSNorm subtracts no mean, adds no bias)'
+
+
+def _ex06_2(block_params):
+    from gptcourse.blocks import Block
+
+    for c, h in ((32, 4), (64, 8), (384, 6)):
+        want = sum(p.numel() for p in Block(c, h, 8).parameters())
+        got = block_params(c, h)
+        assert got == want, f'block_params({c}, {h}) is {got}; the Block has {want:,}'
+
+# %% ../nbs/exercises.ipynb #87f5ca7e
+def _tiny_chargpt(dropout: float, seed: int):
+    "A small lesson-07 model for the checks: 11 characters, a context of 8."
+    from gptcourse.chargpt import CharGPT, CharGPTConfig
+
+    torch.manual_seed(seed)
+    config = CharGPTConfig(vocab_size=11, block_size=8, n_embd=16, n_head=2, n_layer=2, dropout=dropout)
+    return CharGPT(config)
+
+
+def _ex07_1(eval_loss):
+    model = _tiny_chargpt(0.5, 7).train()
+    x, y = torch.randint(0, 11, (4, 8)), torch.randint(0, 11, (4, 8))
+    got = eval_loss(model, x, y)
+    assert model.training, 'the model was left in evaluation mode: put it back with model.train()'
+    assert isinstance(got, float), f'returned a {type(got).__name__}; expected a float (.item())'
+    with torch.no_grad():
+        logits = model.eval()(x)[0]
+    want = F.cross_entropy(logits.view(-1, 11), y.view(-1)).item()  # what the model says with dropout off
+    assert abs(got - want) < 1e-5, f'loss {got:.4f}; with dropout off it is {want:.4f}'
+
+
+def _ex07_2(next_token_probs):
+    model = _tiny_chargpt(0.0, 8).eval()
+    idx = torch.randint(0, 11, (2, 20))  # longer than the context
+    got = next_token_probs(model, idx)
+    assert tuple(got.shape) == (2, 11), f'shape {tuple(got.shape)}; expected (2, 11): (B, vocab_size)'
+    with torch.no_grad():
+        want = F.softmax(model(idx[:, -8:])[0][:, -1, :], dim=-1)
+    assert torch.allclose(got.sum(-1), torch.ones(2), atol=1e-5), 'each row must sum to 1: probabilities'
+    err = (got - want).abs().max()
+    assert err < 1e-5, f"differs by up to {err:.2e} from the model's prediction after the last 8 tokens"
+
+# %% ../nbs/exercises.ipynb #e58910b1
+def _ex08_1(gpt2_params):
+    from gptcourse.gpt2 import GPT, GPTConfig
+
+    assert gpt2_params(12, 768, 50257, 1024) == 124_439_808, (
+        f'GPT-2 124M: {gpt2_params(12, 768, 50257, 1024):,}; it has 124,439,808'
+    )
+    for L, C, V, T in ((1, 32, 100, 16), (3, 64, 65, 32)):
+        want = GPT(GPTConfig(n_layer=L, n_head=4, n_embd=C, vocab_size=V, block_size=T)).num_params()
+        got = gpt2_params(L, C, V, T)
+        assert got == want, f'gpt2_params({L}, {C}, {V}, {T}) is {got:,}; the model has {want:,}'
+
+
+def _ex08_2(proj_std):
+    from gptcourse.gpt2 import GPT, GPTConfig
+
+    for L in (2, 8):
+        torch.manual_seed(L)
+        model = GPT(GPTConfig(n_layer=L, n_head=4, n_embd=64, vocab_size=64, block_size=16))
+        w = torch.cat([p.flatten() for n, p in model.named_parameters() if n.endswith('c_proj.weight')])
+        got, seen = proj_std(L), w.std().item()  # L * 20,480 weights: their std within about 1%
+        assert abs(got - seen) < 0.05 * seen, f'proj_std({L}) is {got:.4f}; the c_proj weights: {seen:.4f}'
+
+# %% ../nbs/exercises.ipynb #a4701cc3
+def _ex09_1(conv1d_to_linear):
+    g = torch.Generator().manual_seed(9)
+    w, b, x = torch.randn(8, 24, generator=g), torch.randn(24, generator=g), torch.randn(3, 8, generator=g)
+    got = conv1d_to_linear(w.clone())
+    assert tuple(got.shape) == (24, 8), f'shape {tuple(got.shape)}; nn.Linear(8, 24) has a (24, 8) weight'
+    err = (F.linear(x, got, b) - (x @ w + b)).abs().max()  # Conv1D: y = x @ w + b
+    assert err < 1e-5, f'the Linear differs from the Conv1D by up to {err:.2e}'
+
+
+def _ex09_2(top_k_filter):
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(9))
+    for k in (1, 5, 50):
+        got = top_k_filter(logits.clone(), k)
+        v, i = torch.topk(logits, k)
+        want = torch.full_like(logits, float('-inf')).scatter(1, i, v)
+        kept = torch.isfinite(got).sum(-1).tolist()
+        assert torch.equal(got, want), f'k={k}: rows keep {kept} logits; the {k} largest must stay as is'
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -183,4 +276,12 @@ EXERCISES = {
     '04.2': _ex04_2,
     '05.1': _ex05_1,
     '05.2': _ex05_2,
+    '06.1': _ex06_1,
+    '06.2': _ex06_2,
+    '07.1': _ex07_1,
+    '07.2': _ex07_2,
+    '08.1': _ex08_1,
+    '08.2': _ex08_2,
+    '09.1': _ex09_1,
+    '09.2': _ex09_2,
 }

@@ -43,6 +43,10 @@ class WrongHeads(nn.Module):  # 05.1 planted: the heads' outputs averaged instea
         return self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True))  # one head of width C
 
 
+def kth_largest(x, k):  # 09.2 planted: one logit too many kept (where there are more than k)
+    return torch.topk(x, min(k, x.size(-1))).values[:, [-1]]
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -56,6 +60,14 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '04.2': (lambda q, k: q @ k.transpose(-2, -1), 'times q·k/√head_size'),
     '05.1': (WrongHeads, 'outputs differ from MultiHeadAttention'),
     '05.2': (lambda c, h: 4 * c * c, 'the module has'),
+    '06.1': (lambda x, w: F.layer_norm(x, (x.size(-1),), w), 'subtracts no mean'),
+    '06.2': (lambda c, h: 12 * c * c, 'the Block has'),
+    '07.1': (lambda m, x, y: m(x, y)[1].item(), 'with dropout off'),
+    '07.2': (lambda m, idx: F.softmax(m(idx[:, :8])[0][:, -1], -1), 'after the last 8 tokens'),
+    '08.1': (lambda L, C, V, T: 2 * V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C, 'it has 124,439,808'),
+    '08.2': (lambda L: 0.02 / math.sqrt(L), 'the c_proj weights'),
+    '09.1': (lambda w: w.reshape(w.size(1), w.size(0)), 'differs from the Conv1D'),
+    '09.2': (lambda x, k: x.masked_fill(x < kth_largest(x, k + 1), -math.inf), 'the 1 largest must stay'),
 }
 
 
@@ -64,7 +76,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 12
+    assert len(EXERCISES) >= 20
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
