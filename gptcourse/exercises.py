@@ -243,6 +243,19 @@ def _ex08_2(proj_std):
         got, seen = proj_std(L), w.std().item()  # L * 20,480 weights: their std within about 1%
         assert abs(got - seen) < 0.05 * seen, f'proj_std({L}) is {got:.4f}; the c_proj weights: {seen:.4f}'
 
+
+def _ex08_3(addition_example):
+    vocab = '0123456789+='
+    cases = ((12, 34, 2, '12+34=640'), (99, 99, 2, '99+99=891'), (5, 7, 2, '05+07=210'))
+    cases += ((123, 877, 3, '123+877=0001'),)
+    for a, b, n, text in cases:  # written out by hand: the sum padded to n + 1 digits and reversed
+        x, y = addition_example(a, b, n)
+        ids = [vocab.index(c) for c in text]
+        prompt = 2 * n + 1  # the targets up to and including '='
+        want_y = [-1] * prompt + ids[prompt + 1 :]
+        assert x.tolist() == ids[:-1], f'{a}+{b}, {n} digits: x is {x.tolist()}; {text!r} gives {ids[:-1]}'
+        assert y.tolist() == want_y, f'{a}+{b}, {n} digits: y is {y.tolist()}; masked, {text!r} is {want_y}'
+
 # %% ../nbs/exercises.ipynb #a4701cc3
 def _ex09_1(conv1d_to_linear):
     g = torch.Generator().manual_seed(9)
@@ -282,6 +295,7 @@ EXERCISES = {
     '07.2': _ex07_2,
     '08.1': _ex08_1,
     '08.2': _ex08_2,
+    '08.3': _ex08_3,
     '09.1': _ex09_1,
     '09.2': _ex09_2,
 }

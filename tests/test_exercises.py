@@ -43,6 +43,12 @@ class WrongHeads(nn.Module):  # 05.1 planted: the heads' outputs averaged instea
         return self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True))  # one head of width C
 
 
+def unmasked_addition(a, b, n):  # 08.3 planted: the sum reversed, but the prompt's targets not masked
+    text = f'{a:0{n}d}+{b:0{n}d}=' + f'{a + b:0{n + 1}d}'[::-1]
+    ids = torch.tensor(['0123456789+='.index(c) for c in text])
+    return ids[:-1], ids[1:]
+
+
 def kth_largest(x, k):  # 09.2 planted: one logit too many kept (where there are more than k)
     return torch.topk(x, min(k, x.size(-1))).values[:, [-1]]
 
@@ -66,6 +72,7 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '07.2': (lambda m, idx: F.softmax(m(idx[:, :8])[0][:, -1], -1), 'after the last 8 tokens'),
     '08.1': (lambda L, C, V, T: 2 * V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C, 'it has 124,439,808'),
     '08.2': (lambda L: 0.02 / math.sqrt(L), 'the c_proj weights'),
+    '08.3': (unmasked_addition, 'masked'),
     '09.1': (lambda w: w.reshape(w.size(1), w.size(0)), 'differs from the Conv1D'),
     '09.2': (lambda x, k: x.masked_fill(x < kth_largest(x, k + 1), -math.inf), 'the 1 largest must stay'),
 }
@@ -76,7 +83,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 20
+    assert len(EXERCISES) >= 21
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
