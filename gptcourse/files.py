@@ -75,32 +75,58 @@ def _try_lock(f) -> bool:
     except OSError:
         return False
 
+
+def _let_go(f, path: Path):
+    """Release the lock and remove its file `path`: while still held (Windows cannot: just after), so that a
+    process that opened it meanwhile finds, once it holds it, that it is no longer the folder's lock."""
+    with contextlib.suppress(OSError):
+        if os.name != 'nt' and os.path.samestat(os.fstat(f.fileno()), os.stat(path)):  # ours, not a newer one
+            path.unlink()
+    f.close()  # closing the file releases the lock
+    if os.name == 'nt':
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+# %% ../nbs/10_files.ipynb #9f1e0a1a
+def _hold(folder: Path, what: str):
+    "`folder/.lock`, open and locked: the file of that name now, not one a holder removed as it let go."
+    for _ in range(100):  # a race with a holder that lets go: each try loses it only to a new holder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            f = open(folder / '.lock', 'a+')
+        except FileNotFoundError:
+            continue  # the folder was removed, empty, between the two lines: make it again
+        except OSError as e:
+            raise OSError(f'cannot use {folder} for the {what}: {e.strerror or e}') from None
+        if not _try_lock(f):
+            f.seek(0)
+            holder = f.read().strip() or 'process'
+            f.close()
+            why = f'{folder} is in use by another {holder}'
+            raise FolderBusy(f'{why}; wait for it to end, or choose another folder')
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(f.fileno()), os.stat(folder / '.lock')):
+                return f
+        f.close()
+    raise FolderBusy(f'{folder}: its lock changed hands 100 times while this {what} asked for it')
+
 # %% ../nbs/10_files.ipynb #9f1e0a15
 @contextlib.contextmanager
 def folder_lock(folder, what: str = 'run'):
     """Hold `folder` (made if missing) for the body: another process that asks for it gets `FolderBusy` at
-    once."""
+    once. Nothing is left behind: the lock file goes when the body ends, and so does a folder made for it that
+    stayed empty."""
     folder = Path(folder)
     made = not folder.exists()
+    f = _hold(folder, what)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        f = open(folder / '.lock', 'a+')
-    except OSError as e:
-        raise OSError(f'cannot use {folder} for the {what}: {e.strerror or e}') from None
-    try:
-        if not _try_lock(f):
-            f.seek(0)
-            raise FolderBusy(
-                f'{folder} is in use by another {what} ({f.read().strip() or "a process"}); wait for it '
-                'to end, or choose another folder'
-            )
         f.seek(0)
         f.truncate()
-        f.write(f'pid {os.getpid()} on {socket.gethostname()}')
+        f.write(f'{what} (pid {os.getpid()} on {socket.gethostname()})')
         f.flush()
         yield folder
     finally:
-        f.close()  # closing the file releases the lock
-        if made and [p.name for p in folder.iterdir()] == ['.lock']:  # made for a run that wrote nothing
-            (folder / '.lock').unlink()
-            folder.rmdir()
+        _let_go(f, folder / '.lock')
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: made for a run that wrote nothing

@@ -293,6 +293,7 @@ def _start(src, files: list[str], shard_size: int) -> dict:
 def _save(state: dict, partial: Path, tokens: np.ndarray, position: list[int]):
     "Write `tokens` as the next shard, then the progress: the shards so far, and where the next one begins."
     name = f'shard_{len(state["shards"]):06d}.npy'
+    partial.mkdir(parents=True, exist_ok=True)  # with the first shard: one that fails before leaves nothing
     with atomic_write(partial / name) as f:
         np.save(f, tokens)
     state['shards'].append({'file': name, 'tokens': len(tokens)})
@@ -340,17 +341,10 @@ def _manifest(state: dict, partial: Path, val_frac: float) -> dict:
     if total - n_val < 2 or (val_frac and n_val < 2):
         shutil.rmtree(partial, ignore_errors=True)
         raise ValueError(f'{total} tokens are too few to split into train and val (val_frac {val_frac})')
-    manifest = {
-        k: state[k] for k in ('format', 'tokenizer', 'source', 'shard_size', 'files', 'shards')
-    } | dict(
-        documents=sum(state['file_documents']),
-        tokens=total,
-        val_frac=val_frac,
-        splits={
-            'train': _slices(state['shards'], 0, total - n_val),
-            'val': _slices(state['shards'], total - n_val, total),
-        },
-    )
+    shards, cut = state['shards'], total - n_val
+    splits = {'train': _slices(shards, 0, cut), 'val': _slices(shards, cut, total)}  # the last val_frac: val
+    manifest = {k: state[k] for k in ('format', 'tokenizer', 'source', 'shard_size', 'files', 'shards')}
+    manifest |= dict(documents=sum(state['file_documents']), tokens=total, val_frac=val_frac, splits=splits)
     with atomic_write(partial / MANIFEST, 'w') as f:
         json.dump(manifest, f, indent=1)
     (partial / PROGRESS).unlink(missing_ok=True)
@@ -401,19 +395,38 @@ def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
             )
         state = None
     if state is None:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        shutil.rmtree(partial, ignore_errors=True)  # `_save` makes it again with the first shard
         return fresh
     _check_done(state, fresh, partial)
     return state | {'files': fresh['files']}
 
+
+def _finished(partial: Path, fresh: dict, val_frac: float) -> dict | None:
+    "The manifest in `partial` if it is this prepare's, finished and then stopped before its swap."
+    keys = ('format', 'tokenizer', 'source', 'shard_size', 'files')
+    try:
+        m = json.loads((partial / MANIFEST).read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return None
+    ours = _well_formed(m) and m.get('val_frac') == val_frac and all(m.get(k) == fresh[k] for k in keys)
+    return m if ours else None
+
 # %% ../nbs/11_shards.ipynb #5a11e00c
-def _check_out(out: Path, overwrite: bool):
-    "Refuse an `out` that is a file, or a folder that holds files unless `overwrite`."
+@contextlib.contextmanager
+def _out_held(out: Path, overwrite: bool):
+    """Refuse an `out` that is a file, or holds files unless `overwrite`; hold it (lesson 10) if it exists, so
+    that no run using it is replaced under it. First, a swap that was stopped halfway is put right."""
+    for old in out.parent.glob(f'.{out.name}.old-*'):
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)  # it had swapped: only the old folder was left to delete
+        else:
+            os.replace(old, out)  # it had not: the old folder back, as if it never started
     if out.exists() and not out.is_dir():
         raise ValueError(f'{out} is a file, not a folder for shards')
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ValueError(f'{out} already holds files: pass --overwrite to replace them, or another --out')
+    with folder_lock(out, 'prepare') if out.exists() else contextlib.nullcontext():
+        yield
 
 
 def _swap_in(partial: Path, out: Path):
@@ -442,16 +455,15 @@ def prepare(
         raise ValueError(f'shard_size must be a positive number of tokens, got {shard_size}')
     out = Path(out_dir) if out_dir is not None else default_data_dir()
     files, _ = source_files(src), gpt2_tokenizer()  # first: without them (offline, say) nothing is made
-    partial = out.parent / f'.{out.name}.partial'
-    with folder_lock(out.parent / f'.{out.name}.lock', 'prepare'):
-        _check_out(out, overwrite)
-        state = _resume(partial, _start(src, files, shard_size), overwrite)
-        try:
+    partial, lock = (out.parent / f'.{out.name}.{what}' for what in ('partial', 'lock'))
+    with folder_lock(lock, 'prepare'), _out_held(out, overwrite):
+        fresh = _start(src, files, shard_size)
+        manifest = _finished(partial, fresh, val_frac)  # the shards are made: only the swap is left
+        if manifest is None:
+            state = _resume(partial, fresh, overwrite)
             _write(state, partial, workers or os.cpu_count() or 1, progress)
-        except BaseException:
-            if not state['shards']:
-                shutil.rmtree(partial, ignore_errors=True)  # nothing done: nothing left behind
-            raise
-        manifest = _manifest(state, partial, val_frac)
+            manifest = _manifest(state, partial, val_frac)
         _swap_in(partial, out)
+    with contextlib.suppress(OSError):
+        lock.rmdir()  # empty once let go, unless another prepare holds it by now
     return manifest

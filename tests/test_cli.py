@@ -490,7 +490,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_good_checkpoints(
     msg = fails(capsys, 'train', *TINY, '--max-steps', 300, '--out', tmp_path / 'r')
     assert 'No space left on device' in msg
     assert [p.name for p in list_checkpoints(tmp_path / 'r')] == ['step_0000100.safetensors']
-    assert sorted(p.name for p in (tmp_path / 'r').iterdir()) == ['.lock', 'step_0000100.safetensors']
+    assert sorted(p.name for p in (tmp_path / 'r').iterdir()) == ['step_0000100.safetensors']
 
 
 def test_openai_s_weights_offline_is_one_line(tmp_path):

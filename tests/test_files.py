@@ -77,3 +77,30 @@ def test_a_folder_that_cannot_be_made_is_one_error(tmp_path, where):
         with folder_lock(folder):
             pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ['f']
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_held(tmp_path, monkeypatch):
+    """The race a removed lock file opens: B opens `.lock`, A lets go (removing it), B locks the removed file.
+    B must notice and lock the folder's new `.lock`, so that a third process C cannot hold it at the same
+    time."""
+    from gptcourse.files import _hold, _let_go
+
+    folder = tmp_path / 'run'
+    a = _hold(folder, 'run')
+    early = open(folder / '.lock', 'a+')  # B's open, before A lets go
+    _let_go(a, folder / '.lock')
+    assert not (folder / '.lock').exists()
+    real_open = open
+
+    def open_early_once(path, *args, **kw):  # B's _hold gets the file it opened before
+        return early if path == folder / '.lock' and not early.closed else real_open(path, *args, **kw)
+
+    monkeypatch.setattr('builtins.open', open_early_once)
+    b = _hold(folder, 'run')
+    monkeypatch.undo()
+    assert b is not early and os.path.samestat(os.fstat(b.fileno()), os.stat(folder / '.lock'))
+    with pytest.raises(FolderBusy):  # C
+        with folder_lock(folder):
+            pass
+    _let_go(b, folder / '.lock')
+    assert list(folder.iterdir()) == []

@@ -55,7 +55,7 @@ def test_a_killed_overwrite_leaves_the_old_shards_whole(tmp_path):
         time.sleep(0.05)
     p.kill()
     p.wait()
-    assert {q.name: q.read_bytes() for q in out.iterdir()} == before
+    assert {q.name: q.read_bytes() for q in out.iterdir() if q.name != '.lock'} == before  # its lock: no data
     DataLoaderLite(out, 2, 8).next_batch()
 
 
@@ -252,3 +252,63 @@ def test_a_progress_file_that_is_not_ours_starts_afresh(tmp_path):
         json.dumps({'format': 'gptcourse-shards-2', 'shards': 'three', 'position': 7})
     )
     assert prepare(src, tmp_path / 'out', shard_size=100, progress=False) == full
+
+
+def _stopped_mid_swap(tmp_path):
+    """A prepare --overwrite of b.txt stopped between its two renames, over a folder of a.txt's shards: the
+    old folder aside (`.shards.old-PID`), the finished new one still `.shards.partial`."""
+    out = tmp_path / 'shards'
+    (tmp_path / 'a.txt').write_text('First text. ' * 200)
+    (tmp_path / 'b.txt').write_text('Second text, another one. ' * 300)
+    prepare(tmp_path / 'a.txt', out, progress=False)
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    prepare(tmp_path / 'b.txt', tmp_path / 'b', progress=False)
+    new = {p.name: p.read_bytes() for p in (tmp_path / 'b').iterdir()}
+    os.replace(out, tmp_path / '.shards.old-999999')
+    os.replace(tmp_path / 'b', tmp_path / '.shards.partial')
+    return out, old, new
+
+
+def test_a_swap_stopped_halfway_is_finished_by_the_same_command(tmp_path, monkeypatch):
+    out, old, new = _stopped_mid_swap(tmp_path)
+    monkeypatch.setattr('gptcourse.shards._write', lambda *a: pytest.fail('tokenized again'))
+    m = prepare(tmp_path / 'b.txt', out, progress=False, overwrite=True)  # the finished shards are swapped in
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == new and m['source'] == str(tmp_path / 'b.txt')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a.txt', 'b.txt', 'shards']  # none hidden, no lock
+
+
+def test_a_swap_stopped_halfway_gives_the_old_folder_back(tmp_path):
+    out, old, new = _stopped_mid_swap(tmp_path)
+    with pytest.raises(ValueError, match='already holds files'):  # without --overwrite: the old shards, kept
+        prepare(tmp_path / 'a.txt', out, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+    assert not list(tmp_path.glob('.shards.old-*'))
+
+
+def test_a_rerun_after_a_kill_leaves_no_lock_behind(tmp_path):
+    "A killed prepare leaves its lock folder; the next prepare into that folder removes it when it is done."
+    (tmp_path / '.shards.lock').mkdir()
+    (tmp_path / '.shards.lock' / '.lock').write_text('prepare (pid 999999 on gone)')  # its process is dead
+    (tmp_path / 'a.txt').write_text('First text. ' * 200)
+    prepare(tmp_path / 'a.txt', tmp_path / 'shards', progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a.txt', 'shards']
+    assert '.lock' not in [p.name for p in (tmp_path / 'shards').iterdir()]
+
+
+def test_overwrite_refuses_a_folder_a_run_is_using(tmp_path):
+    "prepare --overwrite of a folder a training run holds: refused, the run's files untouched."
+    out = tmp_path / 'shards'
+    (tmp_path / 'a.txt').write_text('First text. ' * 200)
+    prepare(tmp_path / 'a.txt', out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code = 'from gptcourse.files import folder_lock; import time\n'
+    code += f'with folder_lock({str(out)!r}, "training run"): print(1, flush=True); time.sleep(600)'
+    holder = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == '1\n'
+        with pytest.raises(RuntimeError, match='in use by another training run'):
+            prepare(tmp_path / 'a.txt', out, progress=False, overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != '.lock'} == before

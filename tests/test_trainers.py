@@ -87,7 +87,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(tmp_path
         **QUIET,
     )
     assert [p.name for p in list_checkpoints(tmp_path / 'run')] == ['step_0000003.safetensors']
-    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['.lock', 'step_0000003.safetensors']
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['step_0000003.safetensors']
 
 
 def test_your_own_text_and_its_resume(tmp_path):
