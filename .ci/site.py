@@ -6,7 +6,8 @@ elsewhere.
     python .ci/site.py --out DIR
 
 Pages: the home page (the index notebook's text, as the README), every lesson in reading order with its
-committed outputs (nothing is executed), and one API page per module, made by autodoc from the package's
+committed outputs (nothing is executed), the exercises' solutions (each folded behind a toggle), and one API
+page per module, made by autodoc from the package's
 docstrings. Sphinx with myst-nb renders them with the Furo theme (docs/conf.py says why each setting is
 there)."""
 
@@ -45,6 +46,7 @@ def home() -> str:
     toc = '\n'.join(nb.stem for nb in lessons())
     return (
         f'{text}\n\n```{{toctree}}\n:hidden:\n:caption: Lessons\n\n{toc}\n```\n\n'
+        '```{toctree}\n:hidden:\n:caption: Practice\n\nsolutions\n```\n\n'
         '```{toctree}\n:hidden:\n:caption: Reference\n\napi/index\n```\n'
     )
 
@@ -78,6 +80,16 @@ def unattached(nb: Path) -> str:
     return json.dumps(doc, ensure_ascii=False)
 
 
+def solutions() -> str:
+    """The solutions notebook with every answer folded away (myst-nb's `hide-input` tag: a toggle that shows
+    the code when clicked), so that the page gives an answer only when asked."""
+    doc = json.loads((ROOT / 'nbs' / 'solutions.ipynb').read_text(encoding='utf-8'))
+    for cell in doc['cells']:
+        if cell['cell_type'] == 'code':
+            cell.setdefault('metadata', {}).setdefault('tags', []).append('hide-input')
+    return json.dumps(doc, ensure_ascii=False)
+
+
 def build(out: Path, quiet: bool = True) -> Path:
     if not MATHJAX.is_file():
         sys.exit(
@@ -91,6 +103,7 @@ def build(out: Path, quiet: bool = True) -> Path:
         shutil.copy(MATHJAX, static / 'mathjax' / 'tex-svg.js')
         for nb in lessons():
             (src / nb.name).write_text(unattached(nb), encoding='utf-8')
+        (src / 'solutions.ipynb').write_text(solutions(), encoding='utf-8')
         shutil.copytree(
             ROOT / 'nbs' / 'figures', src / 'figures', ignore=shutil.ignore_patterns('*.py', '__pycache__')
         )

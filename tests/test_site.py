@@ -259,6 +259,21 @@ def check_the_checks(site: Path, b, base: str):
     assert content_problems(ok, expected(ROOT / 'nbs' / '14_optim.ipynb')) == []
 
 
+def check_solutions(b, base: str):
+    """The solutions page: every answer folded behind a toggle, shut until clicked; a click shows the code of
+    exercise 05.1's answer."""
+    page, problems = visit(b, base, 'solutions.html')
+    folded = page.locator('article details')
+    n = len(re.findall(r"check\('\d\d\.\d'", (ROOT / 'nbs' / 'solutions.ipynb').read_text(encoding='utf-8')))
+    assert folded.count() >= n >= 20, (folded.count(), n)
+    assert page.eval_on_selector_all('article details', 'els => els.filter(e => e.open).length') == 0
+    answer = folded.filter(has_text='class BatchedHeads').first
+    assert not answer.locator('pre').first.is_visible()
+    answer.locator('summary').first.click()
+    assert answer.locator('pre').first.is_visible() and not problems, problems
+    leave(page)
+
+
 def test_the_site(site):
     "One test, so that one worker builds the site and starts the browser once."
     check_files(site)
@@ -266,5 +281,6 @@ def test_the_site(site):
         check_the_checks(site, b, base)
         assert check_lessons(b, base) == []
         check_api_link(b, base)
+        check_solutions(b, base)
         check_search(site, b, base)
         take_screenshots(b, base)
