@@ -63,6 +63,7 @@ setuptools.setup(
         'dev': dev_requirements,
         'lessons': (cfg.get('lessons_requirements') or '').split(),
         'docs': (cfg.get('docs_requirements') or '').split(),
+        'tinygrad': (cfg.get('tinygrad_requirements') or '').split(),
     },
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
