@@ -104,3 +104,13 @@ def test_a_lock_file_removed_by_its_holder_is_not_held(tmp_path, monkeypatch):
             pass
     _let_go(b, folder / '.lock')
     assert list(folder.iterdir()) == []
+
+
+def test_atomic_write_syncs_the_file_before_it_renames_it(tmp_path, monkeypatch):
+    "The data reaches the disk before the rename makes it the file: else a crash can leave an empty file."
+    calls, real_fsync, real_replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, 'fsync', lambda fd: calls.append('fsync') or real_fsync(fd))
+    monkeypatch.setattr(os, 'replace', lambda a, b: calls.append('replace') or real_replace(a, b))
+    with atomic_write(tmp_path / 'x.bin') as f:
+        f.write(b'data')
+    assert calls[:2] == ['fsync', 'replace'] and (tmp_path / 'x.bin').read_bytes() == b'data'

@@ -85,3 +85,14 @@ def test_a_malformed_manifest_is_one_error(tmp_path, edit):
     np.save(tmp_path / 'secret.npy', np.arange(100))
     with pytest.raises(ValueError, match='is not a well-formed manifest of gptcourse shards'):
         DataLoaderLite(tmp_path / 'f', 2, 4)
+
+
+@pytest.mark.parametrize('n', [47, 48, 49])
+def test_steps_of_a_shard_near_a_multiple_of_a_batch(tmp_path, n):
+    "A step reads B·T + 1 tokens (the targets are shifted by one): (n - 1) // (B·T) steps in n tokens."
+    write_shards(tmp_path / 'f', {'train': np.arange(n)}, shard_size=1000)
+    dl = DataLoaderLite(tmp_path / 'f', 2, 8)
+    assert dl.steps_per_shard == [(n - 1) // 16]
+    for _ in range((n - 1) // 16):
+        x, y = dl.next_batch()
+        assert y.max() < n and torch.equal(y, x + 1)  # every target is a token of the shard, the next one
