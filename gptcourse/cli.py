@@ -85,7 +85,7 @@ HELP = {  # one text per field of the run configurations, in `train` and `gpt2-t
     'grad_clip': "the bound of the gradient's norm; 0: no clipping",
     'checkpoint_interval': 'steps between checkpoints; 0: only at the end',
     'hellaswag': "'val' (HellaSwag's validation set, downloaded once) or a .jsonl file, "
-                 'scored at every evaluation',
+                 'scored at every evaluation (default: none)',
     'device': 'cuda, cuda:N, mps or cpu (default: the best there is)', 'keep': 'checkpoints to keep in --out',
     'auto_batch': 'the largest micro-batch that fits the GPU, the total batch kept by accumulation '
                   '(auto: on CUDA)',
@@ -103,8 +103,10 @@ def add_run_options(p, run_cls, presets: dict):
         if f.name in SET_ELSEWHERE:
             continue
         t, flag = hints[f.name], '--' + f.name.replace('_', '-')
-        values = ', '.join(f'{n}: {getattr(r, f.name)}' for n, r in presets.items())
-        kw = dict(default=None, help=f'{HELP[f.name]} ({values})')
+        set_to = {n: getattr(r, f.name) for n, r in presets.items()}  # None: the setting's automatic choice
+        values = ', '.join(f'{n}: {"auto" if v is None else v}' for n, v in set_to.items())
+        shown = '' if set(set_to.values()) == {None} else f' ({values})'  # none sets it: nothing to show
+        kw = dict(default=None, help=HELP[f.name] + shown)
         if t is int:
             kw['type'] = _int_at_least(0 if f.name in run_cls.may_be_zero else 1)
         elif t is float:

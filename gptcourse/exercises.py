@@ -275,6 +275,31 @@ def _ex09_2(top_k_filter):
         kept = torch.isfinite(got).sum(-1).tolist()
         assert torch.equal(got, want), f'k={k}: rows keep {kept} logits; the {k} largest must stay as is'
 
+# %% ../nbs/exercises.ipynb #a6565eb3
+def _ex26_1(ScaleNorm):
+    norm, x = ScaleNorm(16), torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(26)) * 4
+    params = list(norm.parameters())
+    n = sum(p.numel() for p in params)
+    assert n == 1, f'{n} parameters; ScaleNorm has one'
+    assert math.isclose(params[0].item(), 4.0, rel_tol=1e-6), f'g starts at {params[0].item():.4f}, not √16'
+    err = (norm(x) - 4.0 * x / x.norm(dim=-1, keepdim=True).clamp_min(1e-5)).abs().max()
+    assert err < 1e-5, f'differs from g·x/‖x‖ by up to {err:.2e}'
+
+
+def _ex26_2(ScaleNormGPT):
+    from gptcourse.modern import ModernConfig
+
+    torch.manual_seed(26)
+    model = ScaleNormGPT(ModernConfig(block_size=16, vocab_size=32, n_layer=2, n_head=2, n_embd=16))
+    t = model.transformer
+    where = [b.ln_1 for b in t.h] + [b.ln_2 for b in t.h] + [t.ln_f]
+    kinds = [type(m).__name__ for m in where]
+    assert kinds == ['ScaleNorm'] * 5, f'the norms ln_1, ln_1, ln_2, ln_2, ln_f are {kinds}; all ScaleNorm'
+    left = [type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert not left, f'{len(left)} LayerNorm left in the model'
+    logits, _ = model(torch.randint(0, 32, (2, 16)))
+    assert tuple(logits.shape) == (2, 16, 32) and torch.isfinite(logits).all(), 'its forward pass fails'
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -298,4 +323,6 @@ EXERCISES = {
     '08.3': _ex08_3,
     '09.1': _ex09_1,
     '09.2': _ex09_2,
+    '26.1': _ex26_1,
+    '26.2': _ex26_2,
 }

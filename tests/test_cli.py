@@ -293,9 +293,11 @@ def test_commands_and_help():
     for name, sub in commands.items():
         r = gptcourse(name, '--help')
         assert r.returncode == 0 and f'usage: gptcourse {name}' in r.stdout
+        assert 'None' not in r.stdout, r.stdout  # a preset's unset value reads "auto", or is not shown
         for a in sub._actions:
             if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._StoreTrueAction)):
-                assert a.help and ('default' in a.help or 'cpu: ' in a.help), (name, a.option_strings, a.help)
+                says = ('default', 'cpu: ', 'auto')  # its default, the presets' values, its automatic choice
+                assert a.help and any(s in a.help for s in says), (name, a.option_strings, a.help)
     train, gpt2 = ({a.dest: a.help for a in commands[c]._actions} for c in ('train', 'gpt2-train'))
     shared = set(train) & set(gpt2) - {'help'}
     assert {

@@ -8,19 +8,21 @@ import pytest, torch
 import torch.nn as nn
 from torch.nn import functional as F
 from gptcourse.exercises import EXERCISES, check
+from gptcourse.modern import ModernConfig, ModernGPT  # what lesson 26's starters build on
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK = re.compile(r"^check\('(\d\d\.\d)', (\w+)\)$", re.M)
 
 
 def answers(nb: Path) -> dict:
-    "{exercise: the answer its cell passes to `check`}, each cell run without its `check` line."
-    found = {}
+    """{exercise: the answer its cell passes to `check`}, each cell run without its `check` line, in one
+    namespace per notebook (a later answer may use an earlier one, as in the notebook)."""
+    found, ns = {}, {'torch': torch, 'nn': nn, 'F': F, 'math': math}
+    ns |= {'ModernGPT': ModernGPT, 'ModernConfig': ModernConfig}
     for c in json.loads(nb.read_text(encoding='utf-8'))['cells']:
         src = ''.join(c['source'])
         if c['cell_type'] != 'code' or not (m := CHECK.search(src)):
             continue
-        ns = {'torch': torch, 'nn': nn, 'F': F, 'math': math}
         exec(CHECK.sub('', src), ns)
         found[m[1]] = ns[m[2]]
     return found
@@ -49,6 +51,15 @@ def unmasked_addition(a, b, n):  # 08.3 planted: the sum reversed, but the promp
     return ids[:-1], ids[1:]
 
 
+class WrongScaleNorm(nn.Module):  # 26.1 planted: RMSNorm's scale (the mean square), not the vector's length
+    def __init__(self, n):
+        super().__init__()
+        self.g = nn.Parameter(torch.tensor(math.sqrt(n)))
+
+    def forward(self, x):
+        return self.g * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
+
+
 def kth_largest(x, k):  # 09.2 planted: one logit too many kept (where there are more than k)
     return torch.topk(x, min(k, x.size(-1))).values[:, [-1]]
 
@@ -73,6 +84,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '08.1': (lambda L, C, V, T: 2 * V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C, 'it has 124,439,808'),
     '08.2': (lambda L: 0.02 / math.sqrt(L), 'the c_proj weights'),
     '08.3': (unmasked_addition, 'masked'),
+    '26.1': (WrongScaleNorm, 'differs from g·x/‖x‖'),
+    '26.2': (ModernGPT, 'all ScaleNorm'),  # planted: the model without the change
     '09.1': (lambda w: w.reshape(w.size(1), w.size(0)), 'differs from the Conv1D'),
     '09.2': (lambda x, k: x.masked_fill(x < kth_largest(x, k + 1), -math.inf), 'the 1 largest must stay'),
 }
@@ -83,7 +96,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 21
+    assert len(EXERCISES) >= 23
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
