@@ -275,6 +275,72 @@ def _ex09_2(top_k_filter):
         kept = torch.isfinite(got).sum(-1).tolist()
         assert torch.equal(got, want), f'k={k}: rows keep {kept} logits; the {k} largest must stay as is'
 
+# %% ../nbs/exercises.ipynb #f743b5bd
+def _ex10_1(write_whole):
+    import os, shutil, tempfile
+    from pathlib import Path
+    from unittest import mock
+
+    folder = Path(tempfile.mkdtemp(prefix='ex10_1_'))
+    f = folder / 'weights.bin'
+
+    def failing():
+        yield b'half of the new'
+        raise OSError('the disk is full')
+
+    try:
+        renames = []
+        for name in ('replace', 'rename'):  # watch the rename: from where to where
+            real = getattr(os, name)
+            patch = mock.patch.object(os, name, lambda a, b, real=real: renames.append((a, b)) or real(a, b))
+            patch.start()
+        try:
+            write_whole(f, [b'good ', b'weights'])
+        finally:
+            mock.patch.stopall()
+        got = f.read_bytes() if f.exists() else None
+        assert got == b'good weights', f"the file holds {got!r}; expected b'good weights'"
+        try:
+            write_whole(f, failing())
+        except OSError:
+            pass
+        else:
+            raise AssertionError('a write that failed half-way returned quietly: let its error go on up')
+        got = f.read_bytes()
+        assert got == b'good weights', f'a failed write left {got!r} in the file; it must keep the old bytes'
+        left = sorted(p.name for p in folder.iterdir())
+        assert left == ['weights.bin'], f'a failed write left {left}; expected only weights.bin'
+        assert renames and Path(renames[-1][1]) == f, f'{f.name} was not renamed into place (os.replace)'
+        src = Path(renames[-1][0]).parent
+        assert src == folder, f'the temporary file was in {src}; it must be in the same folder as {f.name}'
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ex10_2(writer_gone):
+    import os, shutil, subprocess, tempfile
+    from pathlib import Path
+    from gptcourse.files import remove_stale_temps
+
+    done = subprocess.Popen(['true'])  # a process that has ended: its pid names no one
+    done.wait()
+    live, dead = os.getpid(), done.pid
+    names = [f'.weights.bin.{dead}.k3x9.tmp', f'.weights.bin.{live}.k3x9.tmp', f'.model.v2.pt.{dead}.a1.tmp']
+    names += [f'.model.v2.pt.{live}.a1.tmp', 'weights.bin', f'.weights.bin.p{dead}.k3x9.tmp', f'.{dead}.tmp']
+    folder = Path(tempfile.mkdtemp(prefix='ex10_2_'))
+    try:
+        for n in names:
+            (folder / n).write_bytes(b'')
+        removed = {p.name for p in remove_stale_temps(folder)}  # the lesson's answer
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for n in names:
+        got, want = writer_gone(n), n in removed
+        who = 'a live writer (this process)' if str(live) in n else 'a writer that is gone'
+        assert bool(got) == want, (
+            f'writer_gone({n!r}) is {got}; expected {want} ({who}; remove_stale_temps says {want})'
+        )
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -298,4 +364,6 @@ EXERCISES = {
     '08.3': _ex08_3,
     '09.1': _ex09_1,
     '09.2': _ex09_2,
+    '10.1': _ex10_1,
+    '10.2': _ex10_2,
 }

@@ -53,6 +53,12 @@ def kth_largest(x, k):  # 09.2 planted: one logit too many kept (where there are
     return torch.topk(x, min(k, x.size(-1))).values[:, [-1]]
 
 
+def write_in_place(path, chunks):  # 10.1 planted: straight into the file, so a failed write leaves half
+    with open(path, 'wb') as f:
+        for chunk in chunks:
+            f.write(chunk)
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -75,6 +81,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '08.3': (unmasked_addition, 'masked'),
     '09.1': (lambda w: w.reshape(w.size(1), w.size(0)), 'differs from the Conv1D'),
     '09.2': (lambda x, k: x.masked_fill(x < kth_largest(x, k + 1), -math.inf), 'the 1 largest must stay'),
+    '10.1': (write_in_place, 'it must keep the old bytes'),
+    '10.2': (lambda name: name.endswith('.tmp'), 'a live writer'),
 }
 
 
@@ -83,7 +91,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 21
+    assert len(EXERCISES) >= 23
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
