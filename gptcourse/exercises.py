@@ -341,6 +341,35 @@ def _ex10_2(writer_gone):
             f'writer_gone({n!r}) is {got}; expected {want} ({who}; remove_stale_temps says {want})'
         )
 
+# %% ../nbs/exercises.ipynb #2c2a2f44
+def _ex11_1(slices):
+    import numpy as np
+
+    sizes = [5, 3, 7, 4]
+    shards = [{'file': f'shard_{i:06d}.npy', 'tokens': n} for i, n in enumerate(sizes)]
+    stream = np.arange(sum(sizes))  # every token is its own position in the stream
+    held = dict(zip([s['file'] for s in shards], np.split(stream, np.cumsum(sizes)[:-1])))
+    for a, b in ((0, 19), (3, 12), (5, 8), (6, 7), (17, 19)):
+        got = slices(shards, a, b)
+        empty = [s for s in got if s['tokens'] <= 0]
+        assert not empty, f'slices(shards, {a}, {b}) has an empty slice: {empty[0]}'
+        read = [held[s['file']][s['start'] : s['start'] + s['tokens']] for s in got]
+        read = np.concatenate(read).tolist() if read else []
+        assert read == stream[a:b].tolist(), (
+            f'slices(shards, {a}, {b}) read back tokens {read}; expected {stream[a:b].tolist()}'
+        )
+
+
+def _ex11_2(join_documents):
+    import numpy as np
+
+    docs = [[464, 3290, 13], [50255], [], [0, 1, 2, 3]]
+    want = [t for d in docs for t in [50256] + d]  # <|endoftext|>, then the document
+    got = join_documents(docs)
+    kind = getattr(got, 'dtype', type(got).__name__)
+    assert isinstance(got, np.ndarray) and got.dtype == np.uint16, f'got {kind}; a shard holds uint16'
+    assert got.tolist() == want, f'{got.tolist()}; expected {want} (50256 before each document)'
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -366,4 +395,6 @@ EXERCISES = {
     '09.2': _ex09_2,
     '10.1': _ex10_1,
     '10.2': _ex10_2,
+    '11.1': _ex11_1,
+    '11.2': _ex11_2,
 }

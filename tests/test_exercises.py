@@ -4,6 +4,7 @@ says what is wrong. A check that passed a wrong answer would be a defect, so eve
 
 import json, math, re
 from pathlib import Path
+import numpy as np
 import pytest, torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -59,6 +60,16 @@ def write_in_place(path, chunks):  # 10.1 planted: straight into the file, so a 
             f.write(chunk)
 
 
+def stream_starts(shards, a, b):  # 11.1 planted: each start counted from the stream's beginning
+    out, pos = [], 0
+    for s in shards:
+        lo, hi = max(a, pos), min(b, pos + s['tokens'])
+        if lo < hi:
+            out.append({'file': s['file'], 'start': lo, 'tokens': hi - lo})
+        pos += s['tokens']
+    return out
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -83,6 +94,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '09.2': (lambda x, k: x.masked_fill(x < kth_largest(x, k + 1), -math.inf), 'the 1 largest must stay'),
     '10.1': (write_in_place, 'it must keep the old bytes'),
     '10.2': (lambda name: name.endswith('.tmp'), 'a live writer'),
+    '11.1': (stream_starts, 'read back tokens'),
+    '11.2': (lambda docs: np.array([t for d in docs for t in d + [50256]], np.uint16), 'before each'),
 }
 
 
@@ -91,7 +104,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 23
+    assert len(EXERCISES) >= 25
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
