@@ -370,6 +370,36 @@ def _ex11_2(join_documents):
     assert isinstance(got, np.ndarray) and got.dtype == np.uint16, f'got {kind}; a shard holds uint16'
     assert got.tolist() == want, f'{got.tolist()}; expected {want} (50256 before each document)'
 
+# %% ../nbs/exercises.ipynb #7b1bec53
+def _ex12_1(batch_start):
+    import numpy as np
+    from gptcourse.loader import DataLoaderLite
+
+    B, T, ws = 2, 3, 4
+    for rank in range(ws):
+        loader = DataLoaderLite(np.arange(200), B, T, rank=rank, world_size=ws)  # a token is its position
+        for step in range(3):
+            want = int(loader.next_batch()[0][0, 0])
+            got = batch_start(step, rank, ws, B, T)
+            assert got == want, (
+                f'batch_start(step={step}, rank={rank}, world_size={ws}, B={B}, T={T}) is {got}; '
+                f'the loader reads from token {want}'
+            )
+
+
+def _ex12_2(steps_in_shard):
+    import numpy as np
+    from gptcourse.loader import DataLoaderLite
+
+    for n, B, T, ws in ((64, 2, 4, 1), (65, 2, 4, 1), (8, 2, 4, 1), (100, 2, 4, 2), (1000, 4, 8, 3)):
+        try:
+            want = DataLoaderLite(np.arange(n), B, T, world_size=ws).steps_per_shard[0]
+        except ValueError:  # the loader refuses a shard too short for one step
+            want = 0
+        got = steps_in_shard(n, B, T, ws)
+        asked = f'steps_in_shard({n}, B={B}, T={T}, world_size={ws})'
+        assert got == want, f'{asked} is {got}; the loader takes {want}'
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -397,4 +427,6 @@ EXERCISES = {
     '10.2': _ex10_2,
     '11.1': _ex11_1,
     '11.2': _ex11_2,
+    '12.1': _ex12_1,
+    '12.2': _ex12_2,
 }

@@ -96,6 +96,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '10.2': (lambda name: name.endswith('.tmp'), 'a live writer'),
     '11.1': (stream_starts, 'read back tokens'),
     '11.2': (lambda docs: np.array([t for d in docs for t in d + [50256]], np.uint16), 'before each'),
+    '12.1': (lambda step, rank, ws, B, T: (step + rank) * B * T, 'is 6; the loader reads from token 24'),
+    '12.2': (lambda n, B, T, ws: n // (ws * B * T), 'the loader takes 7'),
 }
 
 
@@ -104,7 +106,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 25
+    assert len(EXERCISES) >= 27
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
