@@ -400,6 +400,31 @@ def _ex12_2(steps_in_shard):
         asked = f'steps_in_shard({n}, B={B}, T={T}, world_size={ws})'
         assert got == want, f'{asked} is {got}; the loader takes {want}'
 
+# %% ../nbs/exercises.ipynb #23dbb28b
+def _ex13_1(train_flops):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    from gptcourse.gpt2 import GPT, GPTConfig
+
+    L, H, C, T, B = 2, 2, 32, 16, 2
+    torch.manual_seed(13)
+    model = GPT(GPTConfig(block_size=T, vocab_size=64, n_layer=L, n_head=H, n_embd=C))
+    x = torch.randint(0, 64, (B, T))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x, x)[1].backward()
+    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    want, got = counter.get_total_flops() // (B * T), train_flops(n, L, H, C, T)
+    assert got == want, f'train_flops({n:,}, {L}, {H}, {C}, {T}) is {got:,}; FlopCounterMode counts {want:,}'
+    got = train_flops(124_439_808 - 1024 * 768, 12, 12, 768, 1024)  # GPT-2 124M, by hand in lesson 13
+    assert got == 855_166_464, f'GPT-2 124M at T=1024: {got:,}; lesson 13 counts 855,166,464'
+
+
+def _ex13_2(pad_vocab):
+    for v, m in ((50257, 128), (50304, 128), (65, 64), (64, 64), (1, 8), (50257, 64)):
+        want = next(k * m for k in range(1, v + 1) if k * m >= v)  # the first multiple that holds v
+        got = pad_vocab(v, m)
+        assert got == want, f'pad_vocab({v}, {m}) is {got}; the smallest multiple of {m} from {v} is {want}'
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -429,4 +454,6 @@ EXERCISES = {
     '11.2': _ex11_2,
     '12.1': _ex12_1,
     '12.2': _ex12_2,
+    '13.1': _ex13_1,
+    '13.2': _ex13_2,
 }

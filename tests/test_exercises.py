@@ -98,6 +98,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '11.2': (lambda docs: np.array([t for d in docs for t in d + [50256]], np.uint16), 'before each'),
     '12.1': (lambda step, rank, ws, B, T: (step + rank) * B * T, 'is 6; the loader reads from token 24'),
     '12.2': (lambda n, B, T, ws: n // (ws * B * T), 'the loader takes 7'),
+    '13.1': (lambda n, L, H, C, T: 6 * n, 'FlopCounterMode counts'),
+    '13.2': (lambda v, m: (v // m + 1) * m, 'pad_vocab(50304, 128) is 50432'),
 }
 
 
@@ -106,7 +108,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 27
+    assert len(EXERCISES) >= 29
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
