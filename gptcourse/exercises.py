@@ -425,6 +425,48 @@ def _ex13_2(pad_vocab):
         got = pad_vocab(v, m)
         assert got == want, f'pad_vocab({v}, {m}) is {got}; the smallest multiple of {m} from {v} is {want}'
 
+# %% ../nbs/exercises.ipynb #ed317636
+def _ex14_1(lr_at):
+    from gptcourse.optim import get_lr
+
+    mx, W, S = 6e-4, 10, 100
+    mn = 0.1 * mx
+    by_hand = {  # step: (learning rate, where)
+        0: (mx / W, 'the first warm-up step'),
+        W - 1: (mx, 'the end of the warm-up'),
+        W + (S - W) // 2: ((mx + mn) / 2, 'half-way through the decay: cos(π/2) = 0'),
+        S: (mn, 'the end: 10% of max_lr'),
+        S + 50: (mn, 'after the end'),
+    }
+    for step, (want, where) in by_hand.items():
+        got = lr_at(step, mx, W, S)
+        assert math.isclose(got, want, rel_tol=1e-6), f'lr_at({step}) is {got:.4g}; {where} it is {want:.4g}'
+    for step in range(0, S + 20, 7):
+        got, want = lr_at(step, mx, W, S), get_lr(step, mx, None, W, S)
+        assert math.isclose(got, want, rel_tol=1e-6), f'lr_at({step}) is {got:.4g}; get_lr gives {want:.4g}'
+
+
+def _ex14_2(accumulate):
+    import copy
+    from gptcourse.gpt2 import GPT, GPTConfig
+
+    torch.manual_seed(14)
+    model = GPT(GPTConfig(block_size=8, vocab_size=32, n_layer=1, n_head=2, n_embd=16))
+    x, y = torch.randint(0, 32, (8, 8)), torch.randint(0, 32, (8, 8))
+    ref = copy.deepcopy(model)
+    want = ref(x, y)[1]  # the whole batch in one pass: the reference
+    want.backward()
+    model(x.flip(0), y)[1].backward()  # an earlier step's gradients, left in .grad
+    got = accumulate(model, x, y, [3, 3, 2])
+    pairs = [(p.grad, r.grad) for p, r in zip(model.parameters(), ref.parameters())]
+    assert all(g is not None for g, _ in pairs), 'a parameter has no gradient'
+    norm = lambda gs: torch.cat([g.flatten() for g in gs]).norm().item()
+    ratio = norm(g for g, _ in pairs) / norm(r for _, r in pairs)
+    err = max((g - r).abs().max().item() for g, r in pairs)
+    assert err < 1e-5, f"the gradients differ from the whole batch's by up to {err:.2e} (norms: ×{ratio:.3f})"
+    got, want = float(got), want.item()
+    assert abs(got - want) < 1e-5, f'the loss is {got:.4f}; the whole batch has {want:.4f}'
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -456,4 +498,6 @@ EXERCISES = {
     '12.2': _ex12_2,
     '13.1': _ex13_1,
     '13.2': _ex13_2,
+    '14.1': _ex14_1,
+    '14.2': _ex14_2,
 }

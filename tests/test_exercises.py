@@ -70,6 +70,23 @@ def stream_starts(shards, a, b):  # 11.1 planted: each start counted from the st
     return out
 
 
+def lr_to_zero(step, max_lr, warmup_steps, max_steps):  # 14.1 planted: the cosine decays to 0, not to 10%
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    d = min(1.0, (step - warmup_steps) / (max_steps - warmup_steps))
+    return 0.5 * (1 + math.cos(math.pi * d)) * max_lr
+
+
+def accumulate_by_count(model, x, y, sizes):  # 14.2 planted: each loss divided by the number of micro-batches
+    model.zero_grad(set_to_none=True)
+    mean = 0.0
+    for xm, ym in zip(x.split(sizes), y.split(sizes)):
+        loss = model(xm, ym)[1] / len(sizes)
+        loss.backward()
+        mean += loss.item()
+    return mean
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -100,6 +117,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '12.2': (lambda n, B, T, ws: n // (ws * B * T), 'the loader takes 7'),
     '13.1': (lambda n, L, H, C, T: 6 * n, 'FlopCounterMode counts'),
     '13.2': (lambda v, m: (v // m + 1) * m, 'pad_vocab(50304, 128) is 50432'),
+    '14.1': (lr_to_zero, 'half-way through the decay'),
+    '14.2': (accumulate_by_count, "differ from the whole batch's"),
 }
 
 
@@ -108,7 +127,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 29
+    assert len(EXERCISES) >= 31
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
