@@ -467,6 +467,51 @@ def _ex14_2(accumulate):
     got, want = float(got), want.item()
     assert abs(got - want) < 1e-5, f'the loss is {got:.4f}; the whole batch has {want:.4f}'
 
+# %% ../nbs/exercises.ipynb #678a0722
+def _ex15_1(ddp_gradients):
+    import copy
+    from gptcourse.gpt2 import GPT, GPTConfig
+
+    torch.manual_seed(15)
+    model = GPT(GPTConfig(block_size=8, vocab_size=32, n_layer=1, n_head=2, n_embd=16))
+    x, y = torch.randint(0, 32, (8, 8)), torch.randint(0, 32, (8, 8))
+    ref = copy.deepcopy(model)
+    ref(x, y)[1].backward()  # one process, the whole batch
+    rows = []
+    model.register_forward_pre_hook(lambda m, args: rows.append(len(args[0])))
+    got = list(ddp_gradients(model, x, y, 4))
+    assert rows and set(rows) == {2}, f'the model saw batches of {rows} rows; each of 4 ranks has 2 of the 8'
+    want = [p.grad for p in ref.parameters()]
+    assert len(got) == len(want), f'{len(got)} gradients; the model has {len(want)} parameters'
+    norm = lambda gs: torch.cat([g.flatten() for g in gs]).norm().item()
+    err, ratio = max((g - w).abs().max().item() for g, w in zip(got, want)), norm(got) / norm(want)
+    assert err < 1e-5, f"they differ from one process's whole batch by up to {err:.2e} (norms: ×{ratio:.2f})"
+
+
+def _ex15_2(from_env):
+    import os
+    from unittest import mock
+    from gptcourse.distributed import setup_distributed
+
+    by_hand = [({}, (0, 0, 1)), ({'RANK': '3', 'WORLD_SIZE': '8'}, (3, 3, 8))]
+    by_hand += [({'RANK': '9', 'LOCAL_RANK': '1', 'WORLD_SIZE': '16'}, (9, 1, 16))]
+    for env, want in by_hand:
+        got = from_env(dict(env))
+        assert tuple(got) == want, f'from_env({env}) is {got}; expected {want}'
+    bad = [{'RANK': '4', 'WORLD_SIZE': '4'}, {'RANK': '-1', 'WORLD_SIZE': '2'}, {'RANK': '0'}]
+    bad += [{'RANK': 'two', 'WORLD_SIZE': '4'}, {'RANK': '0', 'WORLD_SIZE': '2', 'LOCAL_RANK': 'x'}]
+    for env in bad:
+        with mock.patch.dict(os.environ, env, clear=True):
+            try:
+                setup_distributed('cpu')  # refuses before it joins a group: the reference
+            except ValueError as e:
+                why = str(e)
+        try:
+            got = from_env(dict(env))
+        except ValueError:
+            continue
+        raise AssertionError(f'from_env({env}) returned {got}; setup_distributed refuses it: {why}')
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -500,4 +545,6 @@ EXERCISES = {
     '13.2': _ex13_2,
     '14.1': _ex14_1,
     '14.2': _ex14_2,
+    '15.1': _ex15_1,
+    '15.2': _ex15_2,
 }

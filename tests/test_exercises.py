@@ -87,6 +87,20 @@ def accumulate_by_count(model, x, y, sizes):  # 14.2 planted: each loss divided 
     return mean
 
 
+def ddp_summed(model, x, y, world_size):  # 15.1 planted: the ranks' gradients summed, not averaged
+    per_rank = []
+    for xr, yr in zip(x.chunk(world_size), y.chunk(world_size)):
+        model.zero_grad(set_to_none=True)
+        model(xr, yr)[1].backward()
+        per_rank.append([p.grad.clone() for p in model.parameters()])
+    return [sum(g) for g in zip(*per_rank)]
+
+
+def env_unchecked(env):  # 15.2 planted: torchrun's variables read, but a rank outside the world let through
+    rank = int(env.get('RANK', 0))
+    return rank, int(env.get('LOCAL_RANK', rank)), int(env.get('WORLD_SIZE', 1))
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -119,6 +133,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '13.2': (lambda v, m: (v // m + 1) * m, 'pad_vocab(50304, 128) is 50432'),
     '14.1': (lr_to_zero, 'half-way through the decay'),
     '14.2': (accumulate_by_count, "differ from the whole batch's"),
+    '15.1': (ddp_summed, 'norms: ×4.00'),
+    '15.2': (env_unchecked, 'setup_distributed refuses it: RANK=4 is outside WORLD_SIZE=4'),
 }
 
 
@@ -127,7 +143,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 31
+    assert len(EXERCISES) >= 33
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
