@@ -512,6 +512,57 @@ def _ex15_2(from_env):
             continue
         raise AssertionError(f'from_env({env}) returned {got}; setup_distributed refuses it: {why}')
 
+# %% ../nbs/exercises.ipynb #f005c003
+def _ex16_1(Snapshot):
+    def make():
+        return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 1))
+
+    def step(model, opt):  # a random batch and a dropout mask: both drawn from torch's generator
+        x = torch.randn(8, 4)
+        loss = ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    torch.manual_seed(16)
+    model = make()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        step(model, opt)
+    snap, rng = Snapshot(model, opt), torch.get_rng_state()
+    weights = [p.detach().clone() for p in model.parameters()]
+    want = [step(model, opt) for _ in range(3)]  # the run that never stopped
+    torch.manual_seed(1234)  # a new process: its own seed, its own fresh model and optimizer
+    model2 = make()
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-2)
+    snap.restore(model2, opt2)
+    same = all(torch.equal(p, w) for p, w in zip(model2.parameters(), weights))
+    assert same, "the restored weights are not the snapshot's (state_dict's tensors are live: copy them)"
+    assert torch.equal(torch.get_rng_state(), rng), 'the random state was not restored: other batches, masks'
+    assert opt2.state, "the optimizer's state (Adam's moments, its step count) was not restored"
+    got = [step(model2, opt2) for _ in range(3)]
+    assert got == want, f'resumed, the losses are {got}; the run that never stopped had {want}'
+
+
+def _ex16_2(digest):
+    g = torch.Generator().manual_seed(16)
+    base = {'wte': torch.randn(2, 3, generator=g), 'ids': torch.arange(6, dtype=torch.int32)}
+    d0 = digest(base)
+    assert isinstance(d0, str) and len(d0) == 64, f'{d0!r}: a sha256 in hex has 64 characters'
+    assert digest(dict(reversed(base.items()))) == d0, 'the same tensors in another order give another digest'
+    assert digest({k: v.clone() for k, v in base.items()}) == d0, 'a copy of the tensors gives another digest'
+    nudged = base['wte'].clone()
+    nudged[0, 1] += 1e-3
+    changed = {
+        'a value': base | {'wte': nudged},
+        'a name': {'wpe': base['wte'], 'ids': base['ids']},
+        'a dtype (the same bytes as float32)': base | {'ids': base['ids'].view(torch.float32)},
+        'a shape (the same bytes as (3, 2))': base | {'wte': base['wte'].reshape(3, 2)},
+    }
+    for what, tensors in changed.items():
+        assert digest(tensors) != d0, f'changing {what} leaves the digest as it was'
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -547,4 +598,6 @@ EXERCISES = {
     '14.2': _ex14_2,
     '15.1': _ex15_1,
     '15.2': _ex15_2,
+    '16.1': _ex16_1,
+    '16.2': _ex16_2,
 }

@@ -2,7 +2,7 @@
 (the lesson's own cell) it says "not done yet", and on a planted wrong answer it fails with a message that
 says what is wrong. A check that passed a wrong answer would be a defect, so every exercise has one here."""
 
-import json, math, re
+import hashlib, json, math, re
 from pathlib import Path
 import numpy as np
 import pytest, torch
@@ -101,6 +101,21 @@ def env_unchecked(env):  # 15.2 planted: torchrun's variables read, but a rank o
     return rank, int(env.get('LOCAL_RANK', rank)), int(env.get('WORLD_SIZE', 1))
 
 
+class WeightsOnly:  # 16.1 planted: copies of the weights, but not the optimizer's state nor the random state
+    def __init__(self, model, optimizer):
+        self.weights = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model, optimizer):
+        model.load_state_dict(self.weights)
+
+
+def bytes_only(tensors):  # 16.2 planted: the values' bytes hashed, not the names, dtypes or shapes
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -135,6 +150,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '14.2': (accumulate_by_count, "differ from the whole batch's"),
     '15.1': (ddp_summed, 'norms: ×4.00'),
     '15.2': (env_unchecked, 'setup_distributed refuses it: RANK=4 is outside WORLD_SIZE=4'),
+    '16.1': (WeightsOnly, 'the random state was not restored'),
+    '16.2': (bytes_only, 'changing a name leaves the digest'),
 }
 
 
@@ -143,7 +160,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 33
+    assert len(EXERCISES) >= 35
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
