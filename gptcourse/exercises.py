@@ -563,6 +563,46 @@ def _ex16_2(digest):
     for what, tensors in changed.items():
         assert digest(tensors) != d0, f'changing {what} leaves the digest as it was'
 
+# %% ../nbs/exercises.ipynb #5381f2ec
+def _ex17_1(ending_loss):
+    g = torch.Generator().manual_seed(17)
+    V, L = 11, 9
+    tokens, mask = torch.randint(1, V, (4, L), generator=g), torch.zeros(4, L, dtype=torch.long)
+    for i, (c, e) in enumerate(((3, 2), (3, 5), (4, 1), (2, 7))):  # context and ending lengths
+        mask[i, c : c + e] = 1
+        tokens[i, c + e :] = 0  # padding
+    logits = torch.randn(4, L, V, generator=g)
+    want = []
+    for i in range(4):
+        logp, ends = F.log_softmax(logits[i], -1), mask[i].nonzero().flatten().tolist()
+        want.append(-sum(logp[t - 1, tokens[i, t]] for t in ends) / len(ends))  # t - 1 predicts t
+    want, got = torch.stack(want), ending_loss(logits, tokens, mask)
+    assert tuple(got.shape) == (4,), f'shape {tuple(got.shape)}; expected (4,): one loss per row'
+    r3 = lambda t: [round(v, 3) for v in t.tolist()]
+    assert torch.allclose(got, want, atol=1e-5), f'losses {r3(got)}; token by token: {r3(want)}'
+
+
+def _ex17_2(render):
+    from gptcourse.hellaswag import render_example
+
+    class Chars:  # a tokenizer of one id per character: nothing to download
+        def encode_ordinary(self, s):
+            return [ord(c) for c in s]
+
+    ex = {'ctx': 'The cat', 'endings': ['sat.', 'ran away.', 'is.', 'slept on the mat.'], 'label': 3}
+    want_t, want_m, _ = render_example(ex, Chars())
+    ids = Chars().encode_ordinary
+    tokens, mask = render(ids(ex['ctx']), [ids(' ' + e) for e in ex['endings']])
+    assert tuple(tokens.shape) == tuple(want_t.shape) == tuple(mask.shape), (
+        f'shapes {tuple(tokens.shape)}, {tuple(mask.shape)}; expected {tuple(want_t.shape)} each'
+    )
+    for i in range(4):
+        got, want = tokens[i].tolist(), want_t[i].tolist()
+        assert got == want, f'row {i}: {got}; expected {want}'
+        assert mask[i].tolist() == want_m[i].tolist(), (
+            f"mask row {i}: {mask[i].tolist()}; expected {want_m[i].tolist()} (1 on the ending's tokens only)"
+        )
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -600,4 +640,6 @@ EXERCISES = {
     '15.2': _ex15_2,
     '16.1': _ex16_1,
     '16.2': _ex16_2,
+    '17.1': _ex17_1,
+    '17.2': _ex17_2,
 }

@@ -116,6 +116,21 @@ def bytes_only(tensors):  # 16.2 planted: the values' bytes hashed, not the name
     return h.hexdigest()
 
 
+def ending_loss_summed(logits, tokens, mask):  # 17.1 planted: the sum over the ending, not the mean
+    V = logits.size(-1)
+    losses = F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1), reduction='none')
+    return (losses.view(len(tokens), -1) * mask[:, 1:]).sum(1)
+
+
+def render_all_masked(ctx, endings):  # 17.2 planted: the mask 1 on the context too
+    L = max(len(ctx) + len(e) for e in endings)
+    tokens, mask = torch.zeros(4, L, dtype=torch.long), torch.zeros(4, L, dtype=torch.long)
+    for i, e in enumerate(endings):
+        tokens[i, : len(ctx) + len(e)] = torch.tensor(ctx + e)
+        mask[i, : len(ctx) + len(e)] = 1
+    return tokens, mask
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -152,6 +167,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '15.2': (env_unchecked, 'setup_distributed refuses it: RANK=4 is outside WORLD_SIZE=4'),
     '16.1': (WeightsOnly, 'the random state was not restored'),
     '16.2': (bytes_only, 'changing a name leaves the digest'),
+    '17.1': (ending_loss_summed, 'token by token'),
+    '17.2': (render_all_masked, "1 on the ending's tokens only"),
 }
 
 
@@ -160,7 +177,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 35
+    assert len(EXERCISES) >= 37
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
