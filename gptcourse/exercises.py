@@ -603,6 +603,36 @@ def _ex17_2(render):
             f"mask row {i}: {mask[i].tolist()}; expected {want_m[i].tolist()} (1 on the ending's tokens only)"
         )
 
+# %% ../nbs/exercises.ipynb #2798ac1f
+def _ex18_1(clip_by_global_norm):
+    g = torch.Generator().manual_seed(18)
+    shapes = [(4, 3), (3,), (2, 2)]
+    norm = lambda ps: torch.cat([p.grad.flatten() for p in ps]).norm().item()
+    for scale, max_norm in ((10.0, 1.0), (0.01, 1.0)):  # above the bound, then below it
+        grads = [torch.randn(s, generator=g) * scale for s in shapes]
+        mine, ref = ([torch.zeros(s, requires_grad=True) for s in shapes] for _ in range(2))
+        for p, r, gr in zip(mine, ref, grads):
+            p.grad, r.grad = gr.clone(), gr.clone()
+        want = torch.nn.utils.clip_grad_norm_(ref, max_norm).item()  # PyTorch's own
+        got = float(clip_by_global_norm(mine, max_norm))
+        assert abs(got - want) < 1e-4 * want, f'returned {got:.4f}; the norm before clipping is {want:.4f}'
+        err = max((p.grad - r.grad).abs().max().item() for p, r in zip(mine, ref))
+        assert err < 1e-5, (
+            f'after it the gradients have a global norm of {norm(mine):.4f}; '
+            f'clip_grad_norm_ leaves {norm(ref):.4f} (differences up to {err:.2e})'
+        )
+
+
+def _ex18_2(seconds_left):
+    import statistics
+
+    dts = [41.0] + [0.5] * 14 + [3.0] + [0.52] * 4  # a first step compiles; a checkpoint is saved
+    for done, end in ((20, 100), (20, 20), (20, 5000)):
+        got, want = seconds_left(dts, done, end), statistics.median(dts[-10:]) * (end - done)
+        assert math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9), (
+            f'seconds_left(dts, {done}, {end}) is {got:.1f}; the median of the last ten steps says {want:.1f}'
+        )
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -642,4 +672,6 @@ EXERCISES = {
     '16.2': _ex16_2,
     '17.1': _ex17_1,
     '17.2': _ex17_2,
+    '18.1': _ex18_1,
+    '18.2': _ex18_2,
 }

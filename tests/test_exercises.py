@@ -131,6 +131,13 @@ def render_all_masked(ctx, endings):  # 17.2 planted: the mask 1 on the context 
     return tokens, mask
 
 
+def clip_each(params, max_norm):  # 18.1 planted: each tensor clipped by its own norm
+    total = torch.cat([p.grad.flatten() for p in params]).norm().item()
+    for p in params:
+        p.grad.mul_(min(1.0, max_norm / (p.grad.norm().item() + 1e-6)))
+    return total
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -169,6 +176,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '16.2': (bytes_only, 'changing a name leaves the digest'),
     '17.1': (ending_loss_summed, 'token by token'),
     '17.2': (render_all_masked, "1 on the ending's tokens only"),
+    '18.1': (clip_each, 'clip_grad_norm_ leaves 1.0000'),
+    '18.2': (lambda dts, done, end: sum(dts) / len(dts) * (end - done), 'the median of the last ten steps'),
 }
 
 
@@ -177,7 +186,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 37
+    assert len(EXERCISES) >= 39
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
