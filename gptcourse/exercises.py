@@ -633,6 +633,37 @@ def _ex18_2(seconds_left):
             f'seconds_left(dts, {done}, {end}) is {got:.1f}; the median of the last ten steps says {want:.1f}'
         )
 
+# %% ../nbs/exercises.ipynb #c207a905
+def _ex19_1(distance):
+    import re
+    from gptcourse.train import History
+    from gptcourse.trainers import CHAR_PRESETS, CHAR_REFERENCE, judge_char
+
+    step, lo, hi, _ = CHAR_REFERENCE['cpu']  # 1.83-1.96
+    by_hand = {1.70: -0.13, 1.90: 0.0, 1.83: 0.0, 1.96: 0.0, 2.0: 0.04}
+    for v in [*by_hand, 1.5, 1.85, 2.3]:
+        said = judge_char(CHAR_PRESETS['cpu'], History(eval_step=[step], val_loss=[v]))
+        m = re.search(r': (?:([\d.]+) (above|below)|in the reference range)', said)  # "0.130 below", ...
+        judged = 0.0 if m[1] is None else float(m[1]) * (1 if m[2] == 'above' else -1)
+        want, got = by_hand.get(v, judged), distance(v, lo, hi)
+        where = said.split(': ')[1].split(' (')[0]
+        assert abs(got - want) < 5e-4, f'distance({v}, {lo}, {hi}) is {got:.3f}; expected {want:.3f}: {where}'
+
+
+def _ex19_2(has_reference):
+    from dataclasses import replace
+    from gptcourse.train import History
+    from gptcourse.trainers import CHAR_PRESETS, judge_char
+
+    preset = CHAR_PRESETS['cpu']
+    cases = [{}, {'seed': 7}, {'dtype': 'float32'}, {'lr': 3e-3}, {'max_steps': 5000}, {'n_layer': 2}]
+    cases += [{'eval_interval': 100}, {'batch_size': 32}, {'keep': 5}, {'dropout': 0.1}, {'device': 'cpu'}]
+    cases += [{'seed': 7, 'lr': 2e-3}, {'text': 'poems.txt'}, {'compile': True}, {'block_size': 64}]
+    for changes in cases:
+        said = judge_char(replace(preset, **changes), History(eval_step=[3000], val_loss=[1.9]))
+        want, got = not said.startswith('no reference'), has_reference(dict(changes))
+        assert bool(got) == want, f'has_reference({changes}) is {got}; judge_char says: {said[:80]}'
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -674,4 +705,6 @@ EXERCISES = {
     '17.2': _ex17_2,
     '18.1': _ex18_1,
     '18.2': _ex18_2,
+    '19.1': _ex19_1,
+    '19.2': _ex19_2,
 }

@@ -178,6 +178,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '17.2': (render_all_masked, "1 on the ending's tokens only"),
     '18.1': (clip_each, 'clip_grad_norm_ leaves 1.0000'),
     '18.2': (lambda dts, done, end: sum(dts) / len(dts) * (end - done), 'the median of the last ten steps'),
+    '19.1': (lambda v, lo, hi: 0.0 if lo <= v <= hi else v - lo, 'distance(2.0, 1.83, 1.96) is 0.170'),
+    '19.2': (lambda changes: set(changes) <= {'seed'}, "has_reference({'dtype': 'float32'}) is False"),
 }
 
 
@@ -186,7 +188,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 39
+    assert len(EXERCISES) >= 41
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
