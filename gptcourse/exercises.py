@@ -664,6 +664,41 @@ def _ex19_2(has_reference):
         want, got = not said.startswith('no reference'), has_reference(dict(changes))
         assert bool(got) == want, f'has_reference({changes}) is {got}; judge_char says: {said[:80]}'
 
+# %% ../nbs/exercises.ipynb #141ba98f
+def _ex20_1(step_plan):
+    from dataclasses import replace
+    from gptcourse.optim import grad_accum_steps
+    from gptcourse.pretrain import GPT2_PRESETS
+
+    lec = GPT2_PRESETS['lecture']
+    cases = [(lec, 1, (8, 19073 * 524_288)), (lec, 8, (1, 19073 * 524_288))]  # by hand
+    cpu2, lec16 = replace(GPT2_PRESETS['cpu'], batch_size=2), replace(lec, batch_size=16)
+    for run, ws in ((GPT2_PRESETS['cpu'], 1), (cpu2, 1), (cpu2, 2), (lec16, 1), (lec16, 2), (lec16, 8)):
+        micro = grad_accum_steps(run.total_batch, run.batch_size, run.seq_len, ws)  # lesson 14's
+        cases.append((run, ws, (micro, run.max_steps * run.total_batch)))
+    for run, ws, want in cases:
+        got = tuple(step_plan(run, ws))
+        asked = f'step_plan({run.name}, B={run.batch_size}, T={run.seq_len}, world_size={ws})'
+        assert got == want, f'{asked} is {got}; expected {want}'
+
+
+def _ex20_2(run_mfu):
+    from dataclasses import replace
+    from gptcourse.gpt2 import GPT, GPTConfig
+    from gptcourse.pretrain import GPT2_PRESETS
+    from gptcourse.speed import flops_per_token, mfu
+
+    h100 = replace(GPT2_PRESETS['lecture'], batch_size=16, total_batch=65_536)  # lesson 20's run on an H100
+    got = run_mfu(h100, 65_536 / 420_000, 1, 989e12)
+    assert abs(got - 0.363) < 0.005, f"lesson 20's H100 run: MFU {got:.1%}; 420,000 tokens/s is 36.3%"
+    for run, dt, ws in ((h100, 0.5, 8), (GPT2_PRESETS['lecture'], 0.4, 8), (GPT2_PRESETS['cpu'], 0.02, 2)):
+        with torch.device('meta'):  # shapes only: no memory, no time
+            model = GPT(GPTConfig(run.block_size, run.vocab_size, run.n_layer, run.n_head, run.n_embd))
+        fpt = flops_per_token(model.config, model.num_params(non_embedding=True), run.seq_len)
+        want, got = mfu(run.total_batch / dt / ws, fpt, 989e12), run_mfu(run, dt, ws, 989e12)
+        asked = f'run_mfu({run.name}, total_batch={run.total_batch:,}, {dt} s, world_size={ws})'
+        assert math.isclose(got, want, rel_tol=1e-6), f'{asked} is {got:.4%}; lesson 13 gives {want:.4%}'
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -707,4 +742,6 @@ EXERCISES = {
     '18.2': _ex18_2,
     '19.1': _ex19_1,
     '19.2': _ex19_2,
+    '20.1': _ex20_1,
+    '20.2': _ex20_2,
 }

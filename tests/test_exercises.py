@@ -138,6 +138,20 @@ def clip_each(params, max_norm):  # 18.1 planted: each tensor clipped by its own
     return total
 
 
+def plan_of_one_process(run, world_size):  # 20.1 planted: the micro-steps of one process alone
+    return run.total_batch // (run.batch_size * run.seq_len), run.max_steps * run.total_batch
+
+
+def mfu_of_all_gpus(run, step_seconds, world_size, peak):  # 20.2 planted: every GPU's tokens over one's peak
+    from gptcourse.gpt2 import GPT, GPTConfig
+    from gptcourse.speed import flops_per_token
+
+    with torch.device('meta'):
+        model = GPT(GPTConfig(run.block_size, run.vocab_size, run.n_layer, run.n_head, run.n_embd))
+    fpt = flops_per_token(model.config, model.num_params(non_embedding=True), run.seq_len)
+    return run.total_batch / step_seconds * fpt / peak
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -180,6 +194,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '18.2': (lambda dts, done, end: sum(dts) / len(dts) * (end - done), 'the median of the last ten steps'),
     '19.1': (lambda v, lo, hi: 0.0 if lo <= v <= hi else v - lo, 'distance(2.0, 1.83, 1.96) is 0.170'),
     '19.2': (lambda changes: set(changes) <= {'seed'}, "has_reference({'dtype': 'float32'}) is False"),
+    '20.1': (plan_of_one_process, 'world_size=8) is (8, 9999745024); expected (1,'),
+    '20.2': (mfu_of_all_gpus, 'lesson 13 gives'),
 }
 
 
@@ -188,7 +204,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 41
+    assert len(EXERCISES) >= 43
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
