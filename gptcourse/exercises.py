@@ -478,7 +478,8 @@ def _ex15_1(ddp_gradients):
     ref = copy.deepcopy(model)
     ref(x, y)[1].backward()  # one process, the whole batch
     rows = []
-    model.register_forward_pre_hook(lambda m, args: rows.append(len(args[0])))
+    count = lambda m, args, kwargs: rows.append(len(args[0] if args else kwargs['idx']))  # the rows of x
+    model.register_forward_pre_hook(count, with_kwargs=True)
     got = list(ddp_gradients(model, x, y, 4))
     assert rows and set(rows) == {2}, f'the model saw batches of {rows} rows; each of 4 ranks has 2 of the 8'
     want = [p.grad for p in ref.parameters()]
