@@ -275,6 +275,431 @@ def _ex09_2(top_k_filter):
         kept = torch.isfinite(got).sum(-1).tolist()
         assert torch.equal(got, want), f'k={k}: rows keep {kept} logits; the {k} largest must stay as is'
 
+# %% ../nbs/exercises.ipynb #f743b5bd
+def _ex10_1(write_whole):
+    import os, shutil, tempfile
+    from pathlib import Path
+    from unittest import mock
+
+    folder = Path(tempfile.mkdtemp(prefix='ex10_1_'))
+    f = folder / 'weights.bin'
+
+    def failing():
+        yield b'half of the new'
+        raise OSError('the disk is full')
+
+    try:
+        renames = []
+        for name in ('replace', 'rename'):  # watch the rename: from where to where
+            real = getattr(os, name)
+            patch = mock.patch.object(os, name, lambda a, b, real=real: renames.append((a, b)) or real(a, b))
+            patch.start()
+        try:
+            write_whole(f, [b'good ', b'weights'])
+        finally:
+            mock.patch.stopall()
+        got = f.read_bytes() if f.exists() else None
+        assert got == b'good weights', f"the file holds {got!r}; expected b'good weights'"
+        try:
+            write_whole(f, failing())
+        except OSError:
+            pass
+        else:
+            raise AssertionError('a write that failed half-way returned quietly: let its error go on up')
+        got = f.read_bytes()
+        assert got == b'good weights', f'a failed write left {got!r} in the file; it must keep the old bytes'
+        left = sorted(p.name for p in folder.iterdir())
+        assert left == ['weights.bin'], f'a failed write left {left}; expected only weights.bin'
+        assert renames and Path(renames[-1][1]) == f, f'{f.name} was not renamed into place (os.replace)'
+        src = Path(renames[-1][0]).parent
+        assert src == folder, f'the temporary file was in {src}; it must be in the same folder as {f.name}'
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ex10_2(writer_gone):
+    import os, shutil, subprocess, tempfile
+    from pathlib import Path
+    from gptcourse.files import remove_stale_temps
+
+    done = subprocess.Popen(['true'])  # a process that has ended: its pid names no one
+    done.wait()
+    live, dead = os.getpid(), done.pid
+    names = [f'.weights.bin.{dead}.k3x9.tmp', f'.weights.bin.{live}.k3x9.tmp', f'.model.v2.pt.{dead}.a1.tmp']
+    names += [f'.model.v2.pt.{live}.a1.tmp', 'weights.bin', f'.weights.bin.p{dead}.k3x9.tmp', f'.{dead}.tmp']
+    folder = Path(tempfile.mkdtemp(prefix='ex10_2_'))
+    try:
+        for n in names:
+            (folder / n).write_bytes(b'')
+        removed = {p.name for p in remove_stale_temps(folder)}  # the lesson's answer
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for n in names:
+        got, want = writer_gone(n), n in removed
+        who = 'a live writer (this process)' if str(live) in n else 'a writer that is gone'
+        assert bool(got) == want, (
+            f'writer_gone({n!r}) is {got}; expected {want} ({who}; remove_stale_temps says {want})'
+        )
+
+# %% ../nbs/exercises.ipynb #2c2a2f44
+def _ex11_1(slices):
+    import numpy as np
+
+    sizes = [5, 3, 7, 4]
+    shards = [{'file': f'shard_{i:06d}.npy', 'tokens': n} for i, n in enumerate(sizes)]
+    stream = np.arange(sum(sizes))  # every token is its own position in the stream
+    held = dict(zip([s['file'] for s in shards], np.split(stream, np.cumsum(sizes)[:-1])))
+    for a, b in ((0, 19), (3, 12), (5, 8), (6, 7), (17, 19)):
+        got = slices(shards, a, b)
+        empty = [s for s in got if s['tokens'] <= 0]
+        assert not empty, f'slices(shards, {a}, {b}) has an empty slice: {empty[0]}'
+        read = [held[s['file']][s['start'] : s['start'] + s['tokens']] for s in got]
+        read = np.concatenate(read).tolist() if read else []
+        assert read == stream[a:b].tolist(), (
+            f'slices(shards, {a}, {b}) read back tokens {read}; expected {stream[a:b].tolist()}'
+        )
+
+
+def _ex11_2(join_documents):
+    import numpy as np
+
+    docs = [[464, 3290, 13], [50255], [], [0, 1, 2, 3]]
+    want = [t for d in docs for t in [50256] + d]  # <|endoftext|>, then the document
+    got = join_documents(docs)
+    kind = getattr(got, 'dtype', type(got).__name__)
+    assert isinstance(got, np.ndarray) and got.dtype == np.uint16, f'got {kind}; a shard holds uint16'
+    assert got.tolist() == want, f'{got.tolist()}; expected {want} (50256 before each document)'
+
+# %% ../nbs/exercises.ipynb #7b1bec53
+def _ex12_1(batch_start):
+    import numpy as np
+    from gptcourse.loader import DataLoaderLite
+
+    B, T, ws = 2, 3, 4
+    for rank in range(ws):
+        loader = DataLoaderLite(np.arange(200), B, T, rank=rank, world_size=ws)  # a token is its position
+        for step in range(3):
+            want = int(loader.next_batch()[0][0, 0])
+            got = batch_start(step, rank, ws, B, T)
+            assert got == want, (
+                f'batch_start(step={step}, rank={rank}, world_size={ws}, B={B}, T={T}) is {got}; '
+                f'the loader reads from token {want}'
+            )
+
+
+def _ex12_2(steps_in_shard):
+    import numpy as np
+    from gptcourse.loader import DataLoaderLite
+
+    for n, B, T, ws in ((64, 2, 4, 1), (65, 2, 4, 1), (8, 2, 4, 1), (100, 2, 4, 2), (1000, 4, 8, 3)):
+        try:
+            want = DataLoaderLite(np.arange(n), B, T, world_size=ws).steps_per_shard[0]
+        except ValueError:  # the loader refuses a shard too short for one step
+            want = 0
+        got = steps_in_shard(n, B, T, ws)
+        asked = f'steps_in_shard({n}, B={B}, T={T}, world_size={ws})'
+        assert got == want, f'{asked} is {got}; the loader takes {want}'
+
+# %% ../nbs/exercises.ipynb #23dbb28b
+def _ex13_1(train_flops):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    from gptcourse.gpt2 import GPT, GPTConfig
+
+    L, H, C, T, B = 2, 2, 32, 16, 2
+    torch.manual_seed(13)
+    model = GPT(GPTConfig(block_size=T, vocab_size=64, n_layer=L, n_head=H, n_embd=C))
+    x = torch.randint(0, 64, (B, T))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x, x)[1].backward()
+    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    want, got = counter.get_total_flops() // (B * T), train_flops(n, L, H, C, T)
+    assert got == want, f'train_flops({n:,}, {L}, {H}, {C}, {T}) is {got:,}; FlopCounterMode counts {want:,}'
+    got = train_flops(124_439_808 - 1024 * 768, 12, 12, 768, 1024)  # GPT-2 124M, by hand in lesson 13
+    assert got == 855_166_464, f'GPT-2 124M at T=1024: {got:,}; lesson 13 counts 855,166,464'
+
+
+def _ex13_2(pad_vocab):
+    for v, m in ((50257, 128), (50304, 128), (65, 64), (64, 64), (1, 8), (50257, 64)):
+        want = next(k * m for k in range(1, v + 1) if k * m >= v)  # the first multiple that holds v
+        got = pad_vocab(v, m)
+        assert got == want, f'pad_vocab({v}, {m}) is {got}; the smallest multiple of {m} from {v} is {want}'
+
+# %% ../nbs/exercises.ipynb #ed317636
+def _ex14_1(lr_at):
+    from gptcourse.optim import get_lr
+
+    mx, W, S = 6e-4, 10, 100
+    mn = 0.1 * mx
+    by_hand = {  # step: (learning rate, where)
+        0: (mx / W, 'the first warm-up step'),
+        W - 1: (mx, 'the end of the warm-up'),
+        W + (S - W) // 2: ((mx + mn) / 2, 'half-way through the decay: cos(π/2) = 0'),
+        S: (mn, 'the end: 10% of max_lr'),
+        S + 50: (mn, 'after the end'),
+    }
+    for step, (want, where) in by_hand.items():
+        got = lr_at(step, mx, W, S)
+        assert math.isclose(got, want, rel_tol=1e-6), f'lr_at({step}) is {got:.4g}; {where} it is {want:.4g}'
+    for step in range(0, S + 20, 7):
+        got, want = lr_at(step, mx, W, S), get_lr(step, mx, None, W, S)
+        assert math.isclose(got, want, rel_tol=1e-6), f'lr_at({step}) is {got:.4g}; get_lr gives {want:.4g}'
+
+
+def _ex14_2(accumulate):
+    import copy
+    from gptcourse.gpt2 import GPT, GPTConfig
+
+    torch.manual_seed(14)
+    model = GPT(GPTConfig(block_size=8, vocab_size=32, n_layer=1, n_head=2, n_embd=16))
+    x, y = torch.randint(0, 32, (8, 8)), torch.randint(0, 32, (8, 8))
+    ref = copy.deepcopy(model)
+    want = ref(x, y)[1]  # the whole batch in one pass: the reference
+    want.backward()
+    model(x.flip(0), y)[1].backward()  # an earlier step's gradients, left in .grad
+    got = accumulate(model, x, y, [3, 3, 2])
+    pairs = [(p.grad, r.grad) for p, r in zip(model.parameters(), ref.parameters())]
+    assert all(g is not None for g, _ in pairs), 'a parameter has no gradient'
+    norm = lambda gs: torch.cat([g.flatten() for g in gs]).norm().item()
+    ratio = norm(g for g, _ in pairs) / norm(r for _, r in pairs)
+    err = max((g - r).abs().max().item() for g, r in pairs)
+    assert err < 1e-5, f"the gradients differ from the whole batch's by up to {err:.2e} (norms: ×{ratio:.3f})"
+    got, want = float(got), want.item()
+    assert abs(got - want) < 1e-5, f'the loss is {got:.4f}; the whole batch has {want:.4f}'
+
+# %% ../nbs/exercises.ipynb #678a0722
+def _ex15_1(ddp_gradients):
+    import copy
+    from gptcourse.gpt2 import GPT, GPTConfig
+
+    torch.manual_seed(15)
+    model = GPT(GPTConfig(block_size=8, vocab_size=32, n_layer=1, n_head=2, n_embd=16))
+    x, y = torch.randint(0, 32, (8, 8)), torch.randint(0, 32, (8, 8))
+    ref = copy.deepcopy(model)
+    ref(x, y)[1].backward()  # one process, the whole batch
+    rows = []
+    count = lambda m, args, kwargs: rows.append(len(args[0] if args else kwargs['idx']))  # the rows of x
+    model.register_forward_pre_hook(count, with_kwargs=True)
+    got = list(ddp_gradients(model, x, y, 4))
+    assert rows and set(rows) == {2}, f'the model saw batches of {rows} rows; each of 4 ranks has 2 of the 8'
+    want = [p.grad for p in ref.parameters()]
+    assert len(got) == len(want), f'{len(got)} gradients; the model has {len(want)} parameters'
+    norm = lambda gs: torch.cat([g.flatten() for g in gs]).norm().item()
+    err, ratio = max((g - w).abs().max().item() for g, w in zip(got, want)), norm(got) / norm(want)
+    assert err < 1e-5, f"they differ from one process's whole batch by up to {err:.2e} (norms: ×{ratio:.2f})"
+
+
+def _ex15_2(from_env):
+    import os
+    from unittest import mock
+    from gptcourse.distributed import setup_distributed
+
+    by_hand = [({}, (0, 0, 1)), ({'RANK': '3', 'WORLD_SIZE': '8'}, (3, 3, 8))]
+    by_hand += [({'RANK': '9', 'LOCAL_RANK': '1', 'WORLD_SIZE': '16'}, (9, 1, 16))]
+    for env, want in by_hand:
+        got = from_env(dict(env))
+        assert tuple(got) == want, f'from_env({env}) is {got}; expected {want}'
+    bad = [{'RANK': '4', 'WORLD_SIZE': '4'}, {'RANK': '-1', 'WORLD_SIZE': '2'}, {'RANK': '0'}]
+    bad += [{'RANK': 'two', 'WORLD_SIZE': '4'}, {'RANK': '0', 'WORLD_SIZE': '2', 'LOCAL_RANK': 'x'}]
+    for env in bad:
+        with mock.patch.dict(os.environ, env, clear=True):
+            try:
+                setup_distributed('cpu')  # refuses before it joins a group: the reference
+            except ValueError as e:
+                why = str(e)
+        try:
+            got = from_env(dict(env))
+        except ValueError:
+            continue
+        raise AssertionError(f'from_env({env}) returned {got}; setup_distributed refuses it: {why}')
+
+# %% ../nbs/exercises.ipynb #f005c003
+def _ex16_1(Snapshot):
+    def make():
+        return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 1))
+
+    def step(model, opt):  # a random batch and a dropout mask: both drawn from torch's generator
+        x = torch.randn(8, 4)
+        loss = ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    torch.manual_seed(16)
+    model = make()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        step(model, opt)
+    snap, rng = Snapshot(model, opt), torch.get_rng_state()
+    weights = [p.detach().clone() for p in model.parameters()]
+    want = [step(model, opt) for _ in range(3)]  # the run that never stopped
+    torch.manual_seed(1234)  # a new process: its own seed, its own fresh model and optimizer
+    model2 = make()
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-2)
+    snap.restore(model2, opt2)
+    same = all(torch.equal(p, w) for p, w in zip(model2.parameters(), weights))
+    assert same, "the restored weights are not the snapshot's (state_dict's tensors are live: copy them)"
+    assert torch.equal(torch.get_rng_state(), rng), 'the random state was not restored: other batches, masks'
+    assert opt2.state, "the optimizer's state (Adam's moments, its step count) was not restored"
+    got = [step(model2, opt2) for _ in range(3)]
+    assert got == want, f'resumed, the losses are {got}; the run that never stopped had {want}'
+
+
+def _ex16_2(digest):
+    g = torch.Generator().manual_seed(16)
+    base = {'wte': torch.randn(2, 3, generator=g), 'ids': torch.arange(6, dtype=torch.int32)}
+    d0 = digest(base)
+    assert isinstance(d0, str) and len(d0) == 64, f'{d0!r}: a sha256 in hex has 64 characters'
+    assert digest(dict(reversed(base.items()))) == d0, 'the same tensors in another order give another digest'
+    assert digest({k: v.clone() for k, v in base.items()}) == d0, 'a copy of the tensors gives another digest'
+    nudged = base['wte'].clone()
+    nudged[0, 1] += 1e-3
+    changed = {
+        'a value': base | {'wte': nudged},
+        'a name': {'wpe': base['wte'], 'ids': base['ids']},
+        'a dtype (the same bytes as float32)': base | {'ids': base['ids'].view(torch.float32)},
+        'a shape (the same bytes as (3, 2))': base | {'wte': base['wte'].reshape(3, 2)},
+    }
+    for what, tensors in changed.items():
+        assert digest(tensors) != d0, f'changing {what} leaves the digest as it was'
+
+# %% ../nbs/exercises.ipynb #5381f2ec
+def _ex17_1(ending_loss):
+    g = torch.Generator().manual_seed(17)
+    V, L = 11, 9
+    tokens, mask = torch.randint(1, V, (4, L), generator=g), torch.zeros(4, L, dtype=torch.long)
+    for i, (c, e) in enumerate(((3, 2), (3, 5), (4, 1), (2, 7))):  # context and ending lengths
+        mask[i, c : c + e] = 1
+        tokens[i, c + e :] = 0  # padding
+    logits = torch.randn(4, L, V, generator=g)
+    want = []
+    for i in range(4):
+        logp, ends = F.log_softmax(logits[i], -1), mask[i].nonzero().flatten().tolist()
+        want.append(-sum(logp[t - 1, tokens[i, t]] for t in ends) / len(ends))  # t - 1 predicts t
+    want, got = torch.stack(want), ending_loss(logits, tokens, mask)
+    assert tuple(got.shape) == (4,), f'shape {tuple(got.shape)}; expected (4,): one loss per row'
+    r3 = lambda t: [round(v, 3) for v in t.tolist()]
+    assert torch.allclose(got, want, atol=1e-5), f'losses {r3(got)}; token by token: {r3(want)}'
+
+
+def _ex17_2(render):
+    from gptcourse.hellaswag import render_example
+
+    class Chars:  # a tokenizer of one id per character: nothing to download
+        def encode_ordinary(self, s):
+            return [ord(c) for c in s]
+
+    ex = {'ctx': 'The cat', 'endings': ['sat.', 'ran away.', 'is.', 'slept on the mat.'], 'label': 3}
+    want_t, want_m, _ = render_example(ex, Chars())
+    ids = Chars().encode_ordinary
+    tokens, mask = render(ids(ex['ctx']), [ids(' ' + e) for e in ex['endings']])
+    assert tuple(tokens.shape) == tuple(want_t.shape) == tuple(mask.shape), (
+        f'shapes {tuple(tokens.shape)}, {tuple(mask.shape)}; expected {tuple(want_t.shape)} each'
+    )
+    for i in range(4):
+        got, want = tokens[i].tolist(), want_t[i].tolist()
+        assert got == want, f'row {i}: {got}; expected {want}'
+        assert mask[i].tolist() == want_m[i].tolist(), (
+            f"mask row {i}: {mask[i].tolist()}; expected {want_m[i].tolist()} (1 on the ending's tokens only)"
+        )
+
+# %% ../nbs/exercises.ipynb #2798ac1f
+def _ex18_1(clip_by_global_norm):
+    g = torch.Generator().manual_seed(18)
+    shapes = [(4, 3), (3,), (2, 2)]
+    norm = lambda ps: torch.cat([p.grad.flatten() for p in ps]).norm().item()
+    for scale, max_norm in ((10.0, 1.0), (0.01, 1.0)):  # above the bound, then below it
+        grads = [torch.randn(s, generator=g) * scale for s in shapes]
+        mine, ref = ([torch.zeros(s, requires_grad=True) for s in shapes] for _ in range(2))
+        for p, r, gr in zip(mine, ref, grads):
+            p.grad, r.grad = gr.clone(), gr.clone()
+        want = torch.nn.utils.clip_grad_norm_(ref, max_norm).item()  # PyTorch's own
+        got = float(clip_by_global_norm(mine, max_norm))
+        assert abs(got - want) < 1e-4 * want, f'returned {got:.4f}; the norm before clipping is {want:.4f}'
+        err = max((p.grad - r.grad).abs().max().item() for p, r in zip(mine, ref))
+        assert err < 1e-5, (
+            f'after it the gradients have a global norm of {norm(mine):.4f}; '
+            f'clip_grad_norm_ leaves {norm(ref):.4f} (differences up to {err:.2e})'
+        )
+
+
+def _ex18_2(seconds_left):
+    import statistics
+
+    dts = [41.0] + [0.5] * 14 + [3.0] + [0.52] * 4  # a first step compiles; a checkpoint is saved
+    for done, end in ((20, 100), (20, 20), (20, 5000)):
+        got, want = seconds_left(dts, done, end), statistics.median(dts[-10:]) * (end - done)
+        assert math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9), (
+            f'seconds_left(dts, {done}, {end}) is {got:.1f}; the median of the last ten steps says {want:.1f}'
+        )
+
+# %% ../nbs/exercises.ipynb #c207a905
+def _ex19_1(distance):
+    import re
+    from gptcourse.train import History
+    from gptcourse.trainers import CHAR_PRESETS, CHAR_REFERENCE, judge_char
+
+    step, lo, hi, _ = CHAR_REFERENCE['cpu']  # 1.83-1.96
+    by_hand = {1.70: -0.13, 1.90: 0.0, 1.83: 0.0, 1.96: 0.0, 2.0: 0.04}
+    for v in [*by_hand, 1.5, 1.85, 2.3]:
+        said = judge_char(CHAR_PRESETS['cpu'], History(eval_step=[step], val_loss=[v]))
+        m = re.search(r': (?:([\d.]+) (above|below)|in the reference range)', said)  # "0.130 below", ...
+        judged = 0.0 if m[1] is None else float(m[1]) * (1 if m[2] == 'above' else -1)
+        want, got = by_hand.get(v, judged), distance(v, lo, hi)
+        where = said.split(': ')[1].split(' (')[0]
+        assert abs(got - want) < 5e-4, f'distance({v}, {lo}, {hi}) is {got:.3f}; expected {want:.3f}: {where}'
+
+
+def _ex19_2(has_reference):
+    from dataclasses import replace
+    from gptcourse.train import History
+    from gptcourse.trainers import CHAR_PRESETS, judge_char
+
+    preset = CHAR_PRESETS['cpu']
+    cases = [{}, {'seed': 7}, {'dtype': 'float32'}, {'lr': 3e-3}, {'max_steps': 5000}, {'n_layer': 2}]
+    cases += [{'eval_interval': 100}, {'batch_size': 32}, {'keep': 5}, {'dropout': 0.1}, {'device': 'cpu'}]
+    cases += [{'seed': 7, 'lr': 2e-3}, {'text': 'poems.txt'}, {'compile': True}, {'block_size': 64}]
+    for changes in cases:
+        said = judge_char(replace(preset, **changes), History(eval_step=[3000], val_loss=[1.9]))
+        want, got = not said.startswith('no reference'), has_reference(dict(changes))
+        assert bool(got) == want, f'has_reference({changes}) is {got}; judge_char says: {said[:80]}'
+
+# %% ../nbs/exercises.ipynb #141ba98f
+def _ex20_1(step_plan):
+    from dataclasses import replace
+    from gptcourse.optim import grad_accum_steps
+    from gptcourse.pretrain import GPT2_PRESETS
+
+    lec = GPT2_PRESETS['lecture']
+    cases = [(lec, 1, (8, 19073 * 524_288)), (lec, 8, (1, 19073 * 524_288))]  # by hand
+    cpu2, lec16 = replace(GPT2_PRESETS['cpu'], batch_size=2), replace(lec, batch_size=16)
+    for run, ws in ((GPT2_PRESETS['cpu'], 1), (cpu2, 1), (cpu2, 2), (lec16, 1), (lec16, 2), (lec16, 8)):
+        micro = grad_accum_steps(run.total_batch, run.batch_size, run.seq_len, ws)  # lesson 14's
+        cases.append((run, ws, (micro, run.max_steps * run.total_batch)))
+    for run, ws, want in cases:
+        got = tuple(step_plan(run, ws))
+        asked = f'step_plan({run.name}, B={run.batch_size}, T={run.seq_len}, world_size={ws})'
+        assert got == want, f'{asked} is {got}; expected {want}'
+
+
+def _ex20_2(run_mfu):
+    from dataclasses import replace
+    from gptcourse.gpt2 import GPT, GPTConfig
+    from gptcourse.pretrain import GPT2_PRESETS
+    from gptcourse.speed import flops_per_token, mfu
+
+    h100 = replace(GPT2_PRESETS['lecture'], batch_size=16, total_batch=65_536)  # lesson 20's run on an H100
+    got = run_mfu(h100, 65_536 / 420_000, 1, 989e12)
+    assert abs(got - 0.363) < 0.005, f"lesson 20's H100 run: MFU {got:.1%}; 420,000 tokens/s is 36.3%"
+    for run, dt, ws in ((h100, 0.5, 8), (GPT2_PRESETS['lecture'], 0.4, 8), (GPT2_PRESETS['cpu'], 0.02, 2)):
+        with torch.device('meta'):  # shapes only: no memory, no time
+            model = GPT(GPTConfig(run.block_size, run.vocab_size, run.n_layer, run.n_head, run.n_embd))
+        fpt = flops_per_token(model.config, model.num_params(non_embedding=True), run.seq_len)
+        want, got = mfu(run.total_batch / dt / ws, fpt, 989e12), run_mfu(run, dt, ws, 989e12)
+        asked = f'run_mfu({run.name}, total_batch={run.total_batch:,}, {dt} s, world_size={ws})'
+        assert math.isclose(got, want, rel_tol=1e-6), f'{asked} is {got:.4%}; lesson 13 gives {want:.4%}'
+
 # %% ../nbs/exercises.ipynb #a6565eb3
 def _ex26_1(ScaleNorm):
     norm, x = ScaleNorm(16), torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(26)) * 4
@@ -323,6 +748,28 @@ EXERCISES = {
     '08.3': _ex08_3,
     '09.1': _ex09_1,
     '09.2': _ex09_2,
+    '10.1': _ex10_1,
+    '10.2': _ex10_2,
+    '11.1': _ex11_1,
+    '11.2': _ex11_2,
+    '12.1': _ex12_1,
+    '12.2': _ex12_2,
+    '13.1': _ex13_1,
+    '13.2': _ex13_2,
+    '14.1': _ex14_1,
+    '14.2': _ex14_2,
+    '15.1': _ex15_1,
+    '15.2': _ex15_2,
+    '16.1': _ex16_1,
+    '16.2': _ex16_2,
+    '17.1': _ex17_1,
+    '17.2': _ex17_2,
+    '18.1': _ex18_1,
+    '18.2': _ex18_2,
+    '19.1': _ex19_1,
+    '19.2': _ex19_2,
+    '20.1': _ex20_1,
+    '20.2': _ex20_2,
     '26.1': _ex26_1,
     '26.2': _ex26_2,
 }

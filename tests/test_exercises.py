@@ -2,8 +2,9 @@
 (the lesson's own cell) it says "not done yet", and on a planted wrong answer it fails with a message that
 says what is wrong. A check that passed a wrong answer would be a defect, so every exercise has one here."""
 
-import json, math, re
+import hashlib, json, math, re
 from pathlib import Path
+import numpy as np
 import pytest, torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -64,6 +65,104 @@ def kth_largest(x, k):  # 09.2 planted: one logit too many kept (where there are
     return torch.topk(x, min(k, x.size(-1))).values[:, [-1]]
 
 
+def write_in_place(path, chunks):  # 10.1 planted: straight into the file, so a failed write leaves half
+    with open(path, 'wb') as f:
+        for chunk in chunks:
+            f.write(chunk)
+
+
+def stream_starts(shards, a, b):  # 11.1 planted: each start counted from the stream's beginning
+    out, pos = [], 0
+    for s in shards:
+        lo, hi = max(a, pos), min(b, pos + s['tokens'])
+        if lo < hi:
+            out.append({'file': s['file'], 'start': lo, 'tokens': hi - lo})
+        pos += s['tokens']
+    return out
+
+
+def lr_to_zero(step, max_lr, warmup_steps, max_steps):  # 14.1 planted: the cosine decays to 0, not to 10%
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    d = min(1.0, (step - warmup_steps) / (max_steps - warmup_steps))
+    return 0.5 * (1 + math.cos(math.pi * d)) * max_lr
+
+
+def accumulate_by_count(model, x, y, sizes):  # 14.2 planted: each loss divided by the number of micro-batches
+    model.zero_grad(set_to_none=True)
+    mean = 0.0
+    for xm, ym in zip(x.split(sizes), y.split(sizes)):
+        loss = model(xm, ym)[1] / len(sizes)
+        loss.backward()
+        mean += loss.item()
+    return mean
+
+
+def ddp_summed(model, x, y, world_size):  # 15.1 planted: the ranks' gradients summed, not averaged
+    per_rank = []
+    for xr, yr in zip(x.chunk(world_size), y.chunk(world_size)):
+        model.zero_grad(set_to_none=True)
+        model(xr, yr)[1].backward()
+        per_rank.append([p.grad.clone() for p in model.parameters()])
+    return [sum(g) for g in zip(*per_rank)]
+
+
+def env_unchecked(env):  # 15.2 planted: torchrun's variables read, but a rank outside the world let through
+    rank = int(env.get('RANK', 0))
+    return rank, int(env.get('LOCAL_RANK', rank)), int(env.get('WORLD_SIZE', 1))
+
+
+class WeightsOnly:  # 16.1 planted: copies of the weights, but not the optimizer's state nor the random state
+    def __init__(self, model, optimizer):
+        self.weights = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model, optimizer):
+        model.load_state_dict(self.weights)
+
+
+def bytes_only(tensors):  # 16.2 planted: the values' bytes hashed, not the names, dtypes or shapes
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def ending_loss_summed(logits, tokens, mask):  # 17.1 planted: the sum over the ending, not the mean
+    V = logits.size(-1)
+    losses = F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1), reduction='none')
+    return (losses.view(len(tokens), -1) * mask[:, 1:]).sum(1)
+
+
+def render_all_masked(ctx, endings):  # 17.2 planted: the mask 1 on the context too
+    L = max(len(ctx) + len(e) for e in endings)
+    tokens, mask = torch.zeros(4, L, dtype=torch.long), torch.zeros(4, L, dtype=torch.long)
+    for i, e in enumerate(endings):
+        tokens[i, : len(ctx) + len(e)] = torch.tensor(ctx + e)
+        mask[i, : len(ctx) + len(e)] = 1
+    return tokens, mask
+
+
+def clip_each(params, max_norm):  # 18.1 planted: each tensor clipped by its own norm
+    total = torch.cat([p.grad.flatten() for p in params]).norm().item()
+    for p in params:
+        p.grad.mul_(min(1.0, max_norm / (p.grad.norm().item() + 1e-6)))
+    return total
+
+
+def plan_of_one_process(run, world_size):  # 20.1 planted: the micro-steps of one process alone
+    return run.total_batch // (run.batch_size * run.seq_len), run.max_steps * run.total_batch
+
+
+def mfu_of_all_gpus(run, step_seconds, world_size, peak):  # 20.2 planted: every GPU's tokens over one's peak
+    from gptcourse.gpt2 import GPT, GPTConfig
+    from gptcourse.speed import flops_per_token
+
+    with torch.device('meta'):
+        model = GPT(GPTConfig(run.block_size, run.vocab_size, run.n_layer, run.n_head, run.n_embd))
+    fpt = flops_per_token(model.config, model.num_params(non_embedding=True), run.seq_len)
+    return run.total_batch / step_seconds * fpt / peak
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -88,6 +187,28 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '26.2': (ModernGPT, 'all ScaleNorm'),  # planted: the model without the change
     '09.1': (lambda w: w.reshape(w.size(1), w.size(0)), 'differs from the Conv1D'),
     '09.2': (lambda x, k: x.masked_fill(x < kth_largest(x, k + 1), -math.inf), 'the 1 largest must stay'),
+    '10.1': (write_in_place, 'it must keep the old bytes'),
+    '10.2': (lambda name: name.endswith('.tmp'), 'a live writer'),
+    '11.1': (stream_starts, 'read back tokens'),
+    '11.2': (lambda docs: np.array([t for d in docs for t in d + [50256]], np.uint16), 'before each'),
+    '12.1': (lambda step, rank, ws, B, T: (step + rank) * B * T, 'is 6; the loader reads from token 24'),
+    '12.2': (lambda n, B, T, ws: n // (ws * B * T), 'the loader takes 7'),
+    '13.1': (lambda n, L, H, C, T: 6 * n, 'FlopCounterMode counts'),
+    '13.2': (lambda v, m: (v // m + 1) * m, 'pad_vocab(50304, 128) is 50432'),
+    '14.1': (lr_to_zero, 'half-way through the decay'),
+    '14.2': (accumulate_by_count, "differ from the whole batch's"),
+    '15.1': (ddp_summed, 'norms: ×4.00'),
+    '15.2': (env_unchecked, 'setup_distributed refuses it: RANK=4 is outside WORLD_SIZE=4'),
+    '16.1': (WeightsOnly, 'the random state was not restored'),
+    '16.2': (bytes_only, 'changing a name leaves the digest'),
+    '17.1': (ending_loss_summed, 'token by token'),
+    '17.2': (render_all_masked, "1 on the ending's tokens only"),
+    '18.1': (clip_each, 'clip_grad_norm_ leaves 1.0000'),
+    '18.2': (lambda dts, done, end: sum(dts) / len(dts) * (end - done), 'the median of the last ten steps'),
+    '19.1': (lambda v, lo, hi: 0.0 if lo <= v <= hi else v - lo, 'distance(2.0, 1.83, 1.96) is 0.170'),
+    '19.2': (lambda changes: set(changes) <= {'seed'}, "has_reference({'dtype': 'float32'}) is False"),
+    '20.1': (plan_of_one_process, 'world_size=8) is (8, 9999745024); expected (1,'),
+    '20.2': (mfu_of_all_gpus, 'lesson 13 gives'),
 }
 
 
@@ -96,7 +217,7 @@ def test_every_exercise_has_a_starter_a_solution_and_a_wrong_answer_here():
         set(EXERCISES) ^ set(SOLUTIONS),
         set(EXERCISES) ^ set(STARTERS),
     )
-    assert len(EXERCISES) >= 23
+    assert len(EXERCISES) >= 45
 
 
 @pytest.mark.parametrize('ex', sorted(EXERCISES))
