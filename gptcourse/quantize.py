@@ -68,11 +68,11 @@ static inline void rows(const float *x, const signed char *Q, const float *S, co
                         int m, int in, int out, int g, int r, const int nr) {
   int ng = in / g;
   for (int j = 0; j < m; j++) {                    /* every row of x, while these rows of W are in cache */
-    vec16 acc[8];
-    for (int k = 0; k < nr; k++) acc[k] = (vec16){0};
+    vec16 acc[8] = {0};                            /* every sum starts at zero */
     for (int c = 0; c < ng; c++) {                 /* each group: the sum of x * q, then times its scale */
-      vec16 s[8];
-      for (int k = 0; k < nr; k++) s[k] = (vec16){0};
+      vec16 s[8] = {0};
+      for (int k = 0; k < nr && r + nr + k < out; k++)   /* ask for the next rows' bytes ahead of time */
+        __builtin_prefetch(Q + (long)(r + nr + k) * in + c * g);
       for (int i = c * g; i < (c + 1) * g; i += 16) {
         vec16 xv = *(const vec16 *)(x + (long)j * in + i);   /* loaded once, used for nr rows */
         for (int k = 0; k < nr; k++) s[k] += xv * wide(Q + (long)(r + k) * in + i);
