@@ -13,7 +13,8 @@ from .decode import CC_TIMEOUT, KERNEL_FLAGS, _cpu_autocast, _cpu_id, _kernel_fo
 from .decode import bytes_per_token
 
 # %% auto #0
-__all__ = ['Q8_WIDE', 'Q8_C', 'quantize', 'dequantize', 'q8_kernel', 'Int8Linear', 'use_int8_kernel', 'int8_bytes_per_token']
+__all__ = ['Q8_WIDE', 'Q8_C', 'quantize', 'dequantize', 'pack', 'unpack', 'q8_kernel', 'Int8Linear', 'use_int8_kernel',
+           'int8_bytes_per_token']
 
 # %% ../nbs/23_quantize.ipynb #23a00007
 def quantize(W, group: int | None = 32):
@@ -60,10 +61,26 @@ static inline vec16 wide(const signed char *q) {  /* 16 int8 -> 16 floats: widen
 '''
 
 # %% ../nbs/23_quantize.ipynb #23a0001a
+def pack(q, group: int, rows: int = 8):
+    "`q` (out, in) with each block of `rows` rows stored group by group, as lesson 23's kernel reads it."
+    out_f, in_f = q.shape
+    n = out_f - out_f % rows  # the rows in full blocks
+    blocks = q[:n].reshape(-1, rows, in_f // group, group).transpose(1, 2)
+    return torch.cat([blocks.reshape(n, in_f), q[n:]]).contiguous()
+
+
+def unpack(p, group: int, rows: int = 8):
+    "The matrix `pack` made `p` from: every row's weights together again."
+    out_f, in_f = p.shape
+    n = out_f - out_f % rows
+    blocks = p[:n].reshape(-1, in_f // group, rows, group).transpose(1, 2)
+    return torch.cat([blocks.reshape(n, in_f), p[n:]]).contiguous()
+
+# %% ../nbs/23_quantize.ipynb #23a0001e
 Q8_C = (
     Q8_WIDE
     + r'''
-/* y = x @ W.T + b for m rows of x (m, in); W int8 (out, in), a float scale per g weights: S (out, in / g) */
+/* y = x @ W.T + b for m rows of x (m, in); W int8 (out, in), packed; a float scale per g weights */
 static inline void rows(const float *x, const signed char *Q, const float *S, const float *b, float *y,
                         int m, int in, int out, int g, int r, const int nr) {
   int ng = in / g;
@@ -71,11 +88,9 @@ static inline void rows(const float *x, const signed char *Q, const float *S, co
     vec16 acc[8] = {0};                            /* every sum starts at zero */
     for (int c = 0; c < ng; c++) {                 /* each group: the sum of x * q, then times its scale */
       vec16 s[8] = {0};
-      for (int k = 0; k < nr && r + nr + k < out; k++)   /* ask for the next rows' bytes ahead of time */
-        __builtin_prefetch(Q + (long)(r + nr + k) * in + c * g);
       for (int i = c * g; i < (c + 1) * g; i += 16) {
         vec16 xv = *(const vec16 *)(x + (long)j * in + i);   /* loaded once, used for nr rows */
-        for (int k = 0; k < nr; k++) s[k] += xv * wide(Q + (long)(r + k) * in + i);
+        for (int k = 0; k < nr; k++) s[k] += xv * wide(Q + (long)r * in + ((long)c * nr + k) * g + i - c * g);
       }
       for (int k = 0; k < nr; k++) acc[k] += S[(long)(r + k) * ng + c] * s[k];
     }
@@ -91,7 +106,7 @@ void q8_gemv(const float *x, const signed char *Q, const float *S, const float *
 '''
 )
 
-# %% ../nbs/23_quantize.ipynb #23a0001c
+# %% ../nbs/23_quantize.ipynb #23a00020
 def _build(lib, cc: str, flags):
     "Compile `Q8_C` with `cc` and `flags` into `lib`, unless the library there is the one built before."
     built = lib.with_suffix('.sha256')
@@ -108,17 +123,17 @@ def _build(lib, cc: str, flags):
         with atomic_write(built, 'w') as f:
             f.write(_sha256(lib))
 
-# %% ../nbs/23_quantize.ipynb #23a0001f
+# %% ../nbs/23_quantize.ipynb #23a00023
 def _agrees(fn) -> bool:
     "Whether the kernel `fn` computes F.linear of the dequantized weights, on shapes that take every branch."
     g = torch.Generator().manual_seed(0)
     for m, in_f, out_f, group, bias in ((3, 64, 29, 32, True), (1, 48, 16, 16, False)):
         x, W, b = (torch.randn(*s, generator=g) for s in ((m, in_f), (out_f, in_f), (out_f,)))
         q, s = quantize(W, group)
-        y = torch.empty(m, out_f)
+        p, y = pack(q, group), torch.empty(m, out_f)
         fn(
             x.data_ptr(),
-            q.data_ptr(),
+            p.data_ptr(),
             s.data_ptr(),
             b.data_ptr() if bias else None,
             y.data_ptr(),
@@ -131,7 +146,7 @@ def _agrees(fn) -> bool:
             return False
     return True
 
-# %% ../nbs/23_quantize.ipynb #23a00020
+# %% ../nbs/23_quantize.ipynb #23a00024
 @functools.cache
 def q8_kernel():
     """Lesson 23's `Q8_C`, compiled on first use and loaded: `(fn, note)`; `fn(x, q, scale, b, y, m, in, out,
@@ -161,7 +176,7 @@ def q8_kernel():
         why = f'the kernel {cc} {" ".join(flags)} built disagrees with F.linear'
     return None, f'no kernel ({why})'
 
-# %% ../nbs/23_quantize.ipynb #23a00024
+# %% ../nbs/23_quantize.ipynb #23a00028
 class Int8Linear(nn.Module):
     """An `nn.Linear` for inference, its weight in int8 (`quantize(weight, group)`); a few float32 rows
     without gradients on a CPU go to lesson 23's kernel, the rest to F.linear of the dequantized weight."""
@@ -171,19 +186,23 @@ class Int8Linear(nn.Module):
     def __init__(self, linear: nn.Linear, group: int | None = 32):
         super().__init__()
         q, scale = quantize(linear.weight, group)
-        self.register_buffer('q', q)
+        self.group = q.size(1) // scale.size(1)
+        self.register_buffer('q', pack(q, self.group))  # in the order the kernel reads it
         self.register_buffer('scale', scale)
         self.register_buffer('bias', None if linear.bias is None else linear.bias.detach().float().clone())
 
-    def extra_repr(self) -> str:
-        out_f, in_f = self.q.shape
-        return f'in_features={in_f}, out_features={out_f}, group={in_f // self.scale.size(1)}'
+    def dequantized(self):
+        "The float32 weight this layer multiplies by: its integers, unpacked, times their scales."
+        return dequantize(unpack(self.q, self.group), self.scale)
 
-# %% ../nbs/23_quantize.ipynb #23a00025
+    def extra_repr(self) -> str:
+        return f'in_features={self.q.size(1)}, out_features={self.q.size(0)}, group={self.group}'
+
+# %% ../nbs/23_quantize.ipynb #23a00029
 @patch
 def forward(self: Int8Linear, x):
-    q, scale, b = self.q, self.scale, self.bias
-    rows, group = x.numel() // max(x.size(-1), 1), q.size(1) // scale.size(1)
+    q, scale, b, group = self.q, self.scale, self.bias, self.group
+    rows = x.numel() // max(x.size(-1), 1)
     kernel = q8_kernel()[0] if rows <= self.max_rows else None
     if (
         kernel is None
@@ -195,7 +214,7 @@ def forward(self: Int8Linear, x):
         or x.size(-1) != q.size(1)  # a wrong width: F.linear refuses it (the kernel would read past x)
         or _cpu_autocast()
     ):
-        return F.linear(x, dequantize(q, scale).to(x.dtype), None if b is None else b.to(x.dtype))
+        return F.linear(x, self.dequantized().to(x.dtype), None if b is None else b.to(x.dtype))
     x = x.contiguous()
     y = x.new_empty(*x.shape[:-1], q.size(0))
     ptr = lambda t: None if t is None else t.data_ptr()
@@ -212,7 +231,7 @@ def use_int8_kernel(model, group: int | None = 32):
                 setattr(parent, name, Int8Linear(child, group))
     return model
 
-# %% ../nbs/23_quantize.ipynb #23a00029
+# %% ../nbs/23_quantize.ipynb #23a0002d
 def int8_bytes_per_token(model) -> int:
     """Bytes of weights a batch-1 decoding step reads: lesson 22's `bytes_per_token` (float `nn.Linear`s) plus
     every `Int8Linear`'s int8 weights, float32 scales and bias."""

@@ -73,10 +73,32 @@ def test_every_weight_comes_back_within_half_a_step(group):
 
 
 def _q8(kernel, x, q, scale, b=None):
-    y = torch.empty(x.size(0), q.size(0))
+    from gptcourse.quantize import pack
+
+    group, y = q.size(1) // scale.size(1), torch.empty(x.size(0), q.size(0))
+    packed = pack(q, group)  # held here: a temporary's memory could be freed before the kernel reads it
     ptr = lambda t: None if t is None else t.data_ptr()
-    kernel(ptr(x), ptr(q), ptr(scale), ptr(b), ptr(y), *x.shape, q.size(0), q.size(1) // scale.size(1))
+    kernel(ptr(x), ptr(packed), ptr(scale), ptr(b), ptr(y), *x.shape, q.size(0), group)
     return y
+
+
+@pytest.mark.parametrize('out_f', [1, 7, 8, 9, 17, 24])
+@pytest.mark.parametrize('group, rows', [(1, 8), (2, 2), (16, 8), (96, 8), (32, 3)])
+def test_pack_stores_each_block_of_rows_group_by_group(out_f, group, rows):
+    "Checked element by element against where each weight must go; unpack undoes it."
+    from gptcourse.quantize import pack, unpack
+
+    q = torch.randint(-127, 128, (out_f, 96), dtype=torch.int8)
+    p = pack(q, group, rows)
+    flat, n = p.flatten(), out_f - out_f % rows
+    for r in range(out_f):
+        for i in range(0, 96, 5):
+            if r < n:  # block r // rows, row r % rows in it, group i // group
+                at = (r // rows) * rows * 96 + (i // group * rows + r % rows) * group + i % group
+            else:
+                at = r * 96 + i
+            assert flat[at] == q[r, i]
+    assert p.is_contiguous() and torch.equal(unpack(p, group, rows), q)
 
 
 @pytest.mark.parametrize('m', [1, 3, 8])
@@ -105,11 +127,12 @@ def test_the_kernel_computes_the_dequantized_product_on_every_branch(m, in_f, gr
 def test_int8_linear_takes_the_kernel_only_where_it_computes_the_same():
     """Too many rows, float64, a group the kernel cannot take, autocast, gradients: F.linear of the
     dequantized weight; a few float32 rows (even non-contiguous): the kernel, with the same numbers."""
-    from gptcourse.quantize import Int8Linear, dequantize, q8_kernel
+    from gptcourse.quantize import Int8Linear, dequantize, q8_kernel, quantize
 
     torch.manual_seed(0)
     plain = torch.nn.Linear(96, 10)
-    ref = lambda x, layer: F.linear(x, dequantize(layer.q, layer.scale).to(x.dtype), layer.bias.to(x.dtype))
+    ref = lambda x, layer: F.linear(x, layer.dequantized().to(x.dtype), layer.bias.to(x.dtype))
+    assert torch.equal(Int8Linear(plain).dequantized(), dequantize(*quantize(plain.weight)))
     with torch.no_grad():
         for group in (32, 96, 24, None):  # 24: not a multiple of 16, so F.linear
             layer = Int8Linear(plain, group)
@@ -124,7 +147,7 @@ def test_int8_linear_takes_the_kernel_only_where_it_computes_the_same():
         Int8Linear(plain)(torch.randn(1, 95))  # a wrong width: F.linear refuses it, the kernel never sees it
     layer, x = Int8Linear(plain), torch.randn(1, 96, requires_grad=True)
     layer(x).sum().backward()  # with gradients: F.linear, and they flow to the input
-    assert torch.allclose(x.grad[0], dequantize(layer.q, layer.scale).sum(0), atol=1e-6)
+    assert torch.allclose(x.grad[0], layer.dequantized().sum(0), atol=1e-6)
     assert q8_kernel()[0] is not None or 'kernel' in q8_kernel()[1] or 'compiler' in q8_kernel()[1]
 
 
@@ -151,9 +174,7 @@ def test_use_int8_kernel_quantizes_every_linear_and_the_tied_output_layer():
     assert int8_bytes_per_token(model) == n_w + 4 * n_w // 32 + 4 * n_b
     x = torch.randint(0, 70, (1, 9))
     with torch.no_grad():
-        ref = F.linear(
-            model.transformer.ln_f(_hidden(rounded, x)), dequantize(model.lm_head.q, model.lm_head.scale)
-        )
+        ref = F.linear(model.transformer.ln_f(_hidden(rounded, x)), model.lm_head.dequantized())
         cache = KVCache.for_model(model)
         steps = torch.stack([model(x[:, t : t + 1], kv_cache=cache)[0][0, -1] for t in range(9)])
     assert torch.allclose(steps, ref[0], atol=1e-4)
@@ -169,7 +190,7 @@ def _hidden(model, x):
 
 def test_without_a_compiler_int8_linear_still_computes(kernel_cache, monkeypatch):
     "No compiler: q8_kernel() says so, writes nothing, and Int8Linear multiplies by the dequantized weight."
-    from gptcourse.quantize import Int8Linear, dequantize, q8_kernel
+    from gptcourse.quantize import Int8Linear, q8_kernel
 
     monkeypatch.setenv('CC', 'no-such-compiler-here')
     kernel, note = q8_kernel()
@@ -177,7 +198,7 @@ def test_without_a_compiler_int8_linear_still_computes(kernel_cache, monkeypatch
     layer = Int8Linear(torch.nn.Linear(64, 5))
     with torch.no_grad():
         x = torch.randn(1, 64)
-        assert torch.equal(layer(x), F.linear(x, dequantize(layer.q, layer.scale), layer.bias))
+        assert torch.equal(layer(x), F.linear(x, layer.dequantized(), layer.bias))
     assert not kernel_cache.exists() or not any(kernel_cache.iterdir())
 
 
