@@ -21,6 +21,7 @@ from .trainers import CHAR_PRESETS, CHAR_RUN, REFERENCE, CharRun, compare, run_o
 from .pretrain import GPT2_PRESETS, GPT2Run, train_gpt2
 from .kv_cache import generate_cached
 from .decode import use_decode_kernel
+from .quantize import use_int8_kernel
 from .modern import ARCHS
 
 # %% auto #0
@@ -200,6 +201,7 @@ def add_sampling_options(p, max_new_tokens: int, top_k: int | None):
                    help='sample among the most likely tokens that hold this much probability (default: all)')
     p.add_argument('--seed', type=_int_at_least(0), default=None,
                    help='random seed, for a reproducible sample (default: none)')
+    p.add_argument('--int8', action='store_true', help="decode with lesson 23's int8 weights")
     p.add_argument('--device', type=_device, default=None, help=HELP['device'])
     # fmt: on
 
@@ -218,7 +220,8 @@ def _load(args, char: bool):
         held = ('a GPT-2-vocabulary model' if meta else 'GPT-2') if char else 'a character model'
         use = f'gptcourse {"gpt2-sample" if char else "sample"} --model {args.model}'
         raise ValueError(f'{args.model} holds {held}; sample it with `{use}`')
-    return use_decode_kernel(model.to(args.device or default_device())), meta
+    model = model.to(args.device or default_device())
+    return (use_int8_kernel if args.int8 else use_decode_kernel)(model), meta
 
 
 def _char_sample(model, meta: dict, prompt: str, n: int, seed=None, **kw) -> str:
