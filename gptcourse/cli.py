@@ -21,6 +21,7 @@ from .trainers import CHAR_PRESETS, CHAR_REFERENCE, CHAR_RUN, CharRun, judge_cha
 from .pretrain import GPT2_PRESETS, GPT2_REFERENCE, GPT2Run, judge_gpt2, train_gpt2
 from .kv_cache import generate_cached
 from .decode import use_decode_kernel
+from .quantize import use_int8_kernel
 from .modern import ARCHS
 
 # %% auto #0
@@ -79,8 +80,7 @@ HELP = {  # one text per field of the run configurations, in `train` and `gpt2-t
     'init': 'scratch, a GPT-2 name (gpt2, gpt2-medium, ...) or a Hugging Face folder',
     'data': "a folder of token shards made by `gptcourse prepare` (default: Tiny Shakespeare's, "
             "prepared once)",
-    'seq_len': 'tokens per sequence, T',
-    'total_batch': 'tokens per optimizer step, a multiple of B·T·processes',
+    'seq_len': 'tokens per sequence, T', 'total_batch': 'tokens per step, a multiple of B·T·processes',
     'warmup_steps': 'steps of linear warm-up', 'weight_decay': "AdamW's weight decay of the matrices",
     'grad_clip': "the bound of the gradient's norm; 0: no clipping",
     'checkpoint_interval': 'steps between checkpoints; 0: only at the end',
@@ -104,9 +104,8 @@ def add_run_options(p, run_cls, presets: dict):
             continue
         t, flag = hints[f.name], '--' + f.name.replace('_', '-')
         set_to = {n: getattr(r, f.name) for n, r in presets.items()}  # None: the setting's automatic choice
-        values = ', '.join(f'{n}: {"auto" if v is None else v}' for n, v in set_to.items())
-        shown = '' if set(set_to.values()) == {None} else f' ({values})'  # none sets it: nothing to show
-        kw = dict(default=None, help=HELP[f.name] + shown)
+        shown = ', '.join(f'{n}: {"auto" if v is None else v}' for n, v in set_to.items())
+        kw = dict(default=None, help=HELP[f.name] + ('' if {*set_to.values()} == {None} else f' ({shown})'))
         if t is int:
             kw['type'] = _int_at_least(0 if f.name in run_cls.may_be_zero else 1)
         elif t is float:
@@ -174,10 +173,8 @@ def _arch(args):
     if args.resume and not args.arch:
         name = load_latest(args.out, log=lambda *a: None)[1].get('run', {}).get('arch', 'lecture')
     if name not in ARCHS:
-        raise CheckpointError(
-            f'{args.out} is a run of an architecture this command does not know, '
-            f'{name!r}; it knows {", ".join(ARCHS)}'
-        )
+        why = f'{args.out} is a run of an architecture this command does not know, {name!r}'
+        raise CheckpointError(f'{why}; it knows {", ".join(ARCHS)}')
     return ARCHS[name]
 
 
@@ -202,6 +199,7 @@ def add_sampling_options(p, max_new_tokens: int, top_k: int | None):
                    help='sample among the most likely tokens that hold this much probability (default: all)')
     p.add_argument('--seed', type=_int_at_least(0), default=None,
                    help='random seed, for a reproducible sample (default: none)')
+    p.add_argument('--int8', action='store_true', help="decode with lesson 23's int8 weights")
     p.add_argument('--device', type=_device, default=None, help=HELP['device'])
     # fmt: on
 
@@ -220,7 +218,8 @@ def _load(args, char: bool):
         held = ('a GPT-2-vocabulary model' if meta else 'GPT-2') if char else 'a character model'
         use = f'gptcourse {"gpt2-sample" if char else "sample"} --model {args.model}'
         raise ValueError(f'{args.model} holds {held}; sample it with `{use}`')
-    return use_decode_kernel(model.to(args.device or default_device())), meta
+    model = model.to(args.device or default_device())
+    return (use_int8_kernel if args.int8 else use_decode_kernel)(model), meta
 
 
 def _char_sample(model, meta: dict, prompt: str, n: int, seed=None, **kw) -> str:
@@ -345,7 +344,7 @@ def gpt2_train_command(args):
 
 
 def add_gpt2_train_command(sub):
-    "The `gpt2-train` command (lesson 19)."
+    "The `gpt2-train` command (lesson 20)."
     # fmt: off
     p = sub.add_parser('gpt2-train', help='train GPT-2 on token shards (one process, or under torchrun)',
                        description="Train GPT-2 with the lecture's recipe on shards made by `gptcourse "

@@ -20,6 +20,7 @@ SLOW_FIRST = (
     'test_ddp',
     '04_self_attention',
     '22_decode',
+    '23_quantize',
     '06_blocks',
     '05_multihead',
     'test_cli.py',

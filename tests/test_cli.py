@@ -156,6 +156,38 @@ def test_sample_with_the_cache_equals_the_plain_loop(run):
     assert args.func(args) == plain
 
 
+def test_sample_int8_decodes_what_the_rounded_model_decodes(run, capsys):
+    """--int8: greedily, the text of the model whose weights are rounded to int8 and back (lesson 23), drawn
+    by lesson 02's plain loop (no cache, no kernel)."""
+    import torch
+    from gptcourse.data import CharTokenizer
+    from gptcourse.quantize import dequantize, quantize
+
+    model, meta = load_model(run)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.copy_(dequantize(*quantize(m.weight)))
+        tok = CharTokenizer.from_dict(meta['tokenizer'])
+        idx = torch.tensor([tok.encode('ROMEO:')])
+        for _ in range(60):
+            logits = model(idx[:, -model.block_size :])[0][:, -1]
+            idx = torch.cat((idx, logits.argmax(-1, keepdim=True)), dim=1)
+    cmd = [
+        'sample',
+        '--model',
+        str(run),
+        '--prompt',
+        'ROMEO:',
+        '--max-new-tokens',
+        '60',
+        '--temperature',
+        '0',
+    ]
+    args = build_parser().parse_args([*cmd, '--int8', '--device', 'cpu'])
+    assert args.func(args) == tok.decode(idx[0])
+
+
 def test_bad_prompt(run, capsys):
     msg = fails(capsys, 'sample', '--model', run, '--prompt', 'Ζεύς', '--device', 'cpu')
     assert 'not in the vocabulary' in msg and "'Ζ'" in msg
