@@ -4,19 +4,22 @@
 
 # %% ../nbs/24_bpe.ipynb #2f235831
 from __future__ import annotations
-import random
+import heapq, random
+from collections import Counter
+import regex  # the `regex` module: Python's `re` has no \p{L} (letter) / \p{N} (number) classes
 from .train import patch
 
 # %% auto #0
-__all__ = ['HARD_STRINGS', 'get_stats', 'merge', 'apply_merges', 'BasicTokenizer', 'random_unicode_strings']
+__all__ = ['HARD_STRINGS', 'GPT2_PATTERN', 'get_stats', 'merge', 'best_pair', 'apply_merges', 'BasicTokenizer', 'text_chunks',
+           'random_unicode_strings', 'pair_changes', 'index_pairs', 'merge_chunks']
 
 # %% ../nbs/24_bpe.ipynb #476e3075
-def get_stats(ids, counts: dict | None = None) -> dict:
+def get_stats(ids, counts: dict | None = None, weight: int = 1) -> dict:
     """Counts of adjacent pairs in `ids`, e.g. [1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}; updates
-    `counts` if given."""
+    `counts` if given, adding `weight` per occurrence."""
     counts = {} if counts is None else counts
     for pair in zip(ids, ids[1:]):
-        counts[pair] = counts.get(pair, 0) + 1
+        counts[pair] = counts.get(pair, 0) + weight
     return counts
 
 
@@ -32,6 +35,11 @@ def merge(ids, pair: tuple[int, int], idx: int) -> list[int]:
             out.append(ids[i])
             i += 1
     return out
+
+
+def best_pair(stats: dict) -> tuple[int, int]:
+    "The most frequent pair of `stats`; a tie goes to the larger pair (compared by its ids)."
+    return max(stats, key=lambda p: (stats[p], p))
 
 # %% ../nbs/24_bpe.ipynb #bd6a1a65
 def apply_merges(ids, ranks: dict, merges: dict | None = None) -> list[int]:
@@ -54,6 +62,7 @@ class BasicTokenizer:
     def __init__(self):
         self.merges: dict[tuple[int, int], int] = {}  # (id, id) -> new id, in the order learned
         self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
+        self.pattern: str | None = None  # the regex that splits text into chunks (None: no split)
 
     @property
     def vocab_size(self) -> int:
@@ -63,33 +72,62 @@ class BasicTokenizer:
         return f'BasicTokenizer(vocab_size={self.vocab_size})'
 
     def encode(self, text: str) -> list[int]:
-        "Token ids of `text`: its UTF-8 bytes with the learned merges applied in the order they were learned."
-        return apply_merges(text.encode('utf-8'), self.merges)
+        """Token ids of `text`: the UTF-8 bytes of each chunk with the learned merges applied in the order
+        they were learned (each distinct chunk once)."""
+        chunks = [text] if self.pattern is None else regex.findall(self.pattern, text)
+        done, ids = {}, []
+        for chunk in chunks:
+            if chunk not in done:
+                done[chunk] = apply_merges(chunk.encode('utf-8'), self.merges)
+            ids.extend(done[chunk])
+        return ids
 
 # %% ../nbs/24_bpe.ipynb #6ec8f6b1
+def text_chunks(text: str, pattern: str | None = None) -> dict[bytes, int]:
+    """The distinct chunks of `text` as UTF-8 bytes, each with how often it occurs: the matches of the regex
+    `pattern`, or the whole text as one chunk if `pattern` is None."""
+    chunks = Counter([text] if pattern is None else regex.findall(pattern, text))
+    return {c.encode('utf-8'): n for c, n in chunks.items()}
+
+
 @patch
-def train(self: BasicTokenizer, text: str, vocab_size: int, verbose: bool = False):
-    "Learn `vocab_size - 256` merges from `text` (stops early if no pair is left); returns self."
+def _start(self: BasicTokenizer, text: str, vocab_size: int, pattern: str | None) -> dict[bytes, int]:
+    "Check the arguments of training, forget earlier merges, and split `text` into its chunks."
     if vocab_size < 256:
         raise ValueError(f'vocab_size must be at least 256 (the byte tokens), got {vocab_size}')
-    ids = list(text.encode('utf-8'))
-    self.merges, self.vocab = {}, {i: bytes([i]) for i in range(256)}
-    for i in range(vocab_size - 256):
-        stats = get_stats(ids)
-        if not stats:
-            break  # the text is down to a single token
-        pair = max(stats, key=stats.get)
-        idx = 256 + i
-        ids = merge(ids, pair, idx)
-        self.merges[pair] = idx
-        self.vocab[idx] = self.vocab[pair[0]] + self.vocab[pair[1]]
-        if verbose:
-            print(
-                f'merge {i + 1}/{vocab_size - 256}: {pair} -> {idx} {self.vocab[idx]!r} had '
-                f'{stats[pair]} occurrences'
-            )
-    return self
+    if not text:
+        raise ValueError('the text is empty: there are no pairs to learn merges from')
+    self.merges, self.vocab, self.pattern = {}, {i: bytes([i]) for i in range(256)}, pattern
+    return text_chunks(text, pattern)
 
+
+@patch
+def _learn(self: BasicTokenizer, pair: tuple[int, int], idx: int, count: int, verbose: bool):
+    "Record the merge `pair -> idx` (the pair occurred `count` times)."
+    self.merges[pair] = idx
+    self.vocab[idx] = self.vocab[pair[0]] + self.vocab[pair[1]]
+    if verbose:
+        print(f'merge {idx - 255}: {pair} -> {idx} {self.vocab[idx]!r} had {count} occurrences')
+
+# %% ../nbs/24_bpe.ipynb #296f1b0c
+@patch
+def train(
+    self: BasicTokenizer, text: str, vocab_size: int, verbose: bool = False, pattern: str | None = None
+):
+    """Learn `vocab_size - 256` merges from `text` (stops early if no pair is left), counting the pairs within
+    each chunk of `pattern` (default: the whole text is one chunk); returns self."""
+    chunks = self._start(text, vocab_size, pattern)
+    words, weights = [list(c) for c in chunks], list(chunks.values())
+    for idx in range(256, vocab_size):
+        stats = {}
+        for word, n in zip(words, weights):  # a chunk that occurs n times counts n times
+            get_stats(word, stats, n)
+        if not stats:
+            break  # every chunk is down to a single token
+        pair = best_pair(stats)
+        words = [merge(word, pair, idx) for word in words]
+        self._learn(pair, idx, stats[pair], verbose)
+    return self
 
 # %% ../nbs/24_bpe.ipynb #c5f4001a
 @patch
@@ -138,3 +176,65 @@ def random_unicode_strings(n: int, seed: int = 0, max_len: int = 24) -> list[str
         lambda: chr(rng.choice([rng.randrange(0, 0xD800), rng.randrange(0xE000, 0x110000)])),
     ]
     return [''.join(rng.choice(pools)() for _ in range(rng.randrange(max_len + 1))) for _ in range(n)]
+
+# %% ../nbs/24_bpe.ipynb #68acfad1
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+# %% ../nbs/24_bpe.ipynb #199e88d6
+def pair_changes(old, new) -> dict:
+    "How the count of each pair changes when the chunk `old` becomes `new`, e.g. {(1, 2): -1}; no zeros."
+    changes = get_stats(new)
+    get_stats(old, changes, -1)
+    return {p: d for p, d in changes.items() if d}
+
+
+def index_pairs(words: list, weights: list) -> tuple[dict, dict]:
+    "Each pair's count over the chunks `words` (chunk i counts `weights[i]` times), and the chunks it is in."
+    counts, where = {}, {}
+    for w, (word, n) in enumerate(zip(words, weights)):
+        for pair in zip(word, word[1:]):
+            counts[pair] = counts.get(pair, 0) + n
+            where.setdefault(pair, set()).add(w)
+    return counts, where
+
+# %% ../nbs/24_bpe.ipynb #aec76c07
+def merge_chunks(words: list, weights: list, counts: dict, where: dict, pair: tuple, idx: int) -> set:
+    """Merge `pair` into `idx` in the chunks that hold it (`where[pair]`), updating `counts` and `where`;
+    returns the pairs whose count changed."""
+    changed = set()
+    for w in where.pop(pair):  # only the chunks that hold the pair change
+        new = merge(words[w], pair, idx)
+        for p, d in pair_changes(words[w], new).items():
+            counts[p] = counts.get(p, 0) + d * weights[w]
+            changed.add(p)
+            if d > 0:  # a chunk that loses a pair stays in `where`: merging it then changes nothing
+                where.setdefault(p, set()).add(w)
+        words[w] = new
+    return changed
+
+# %% ../nbs/24_bpe.ipynb #a2e9886d
+@patch
+def train_incremental(
+    self: BasicTokenizer, text: str, vocab_size: int, verbose=False, pattern: str | None = GPT2_PATTERN
+):
+    """The merges of `train(text, vocab_size, pattern=pattern)`, with the pair counts updated only where each
+    merge changes them and the best pair taken from a heap; returns self."""
+    chunks = self._start(text, vocab_size, pattern)
+    words, weights = [list(c) for c in chunks], list(chunks.values())
+    counts, where = index_pairs(words, weights)
+    heap = [(-n, -a, -b) for (a, b), n in counts.items()]  # first out: the highest count, the larger pair
+    heapq.heapify(heap)
+    for idx in range(256, vocab_size):
+        while heap and counts.get((-heap[0][1], -heap[0][2])) != -heap[0][0]:
+            heapq.heappop(heap)  # stale: the pair's count has changed (or it was merged) since the push
+        if not heap:
+            break  # every chunk is down to a single token
+        n, a, b = heapq.heappop(heap)
+        pair = (-a, -b)
+        for p in merge_chunks(words, weights, counts, where, pair, idx):  # one new entry per changed count
+            if counts[p]:
+                heapq.heappush(heap, (-counts[p], -p[0], -p[1]))
+            else:
+                del counts[p]
+        self._learn(pair, idx, -n, verbose)
+    return self

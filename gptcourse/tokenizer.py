@@ -7,14 +7,12 @@ from __future__ import annotations
 import functools, heapq, json
 from pathlib import Path
 import regex  # the `regex` module: Python's `re` has no \p{L} (letter) / \p{N} (number) classes
+from .bpe import GPT2_PATTERN  # lesson 24
 from .data import gpt2_files
 from .train import patch
 
 # %% auto #0
-__all__ = ['GPT2_PATTERN', 'bytes_to_unicode', 'apply_merges_fast', 'GPT2Tokenizer']
-
-# %% ../nbs/25_tokenizer.ipynb #f3ae14a8
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+__all__ = ['bytes_to_unicode', 'apply_merges_fast', 'GPT2Tokenizer']
 
 # %% ../nbs/25_tokenizer.ipynb #868161c2
 def bytes_to_unicode() -> dict[int, str]:
