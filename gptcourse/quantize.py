@@ -149,8 +149,9 @@ def _agrees(fn) -> bool:
 # %% ../nbs/23_quantize.ipynb #23a00024
 @functools.cache
 def q8_kernel():
-    """Lesson 23's `Q8_C`, compiled on first use and loaded: `(fn, note)`; `fn(x, q, scale, b, y, m, in, out,
-    group)` takes data pointers. `fn` is None where no compiler builds one that agrees with F.linear."""
+    """Lesson 23's `Q8_C`, compiled on first use and loaded: `(fn, note)`. `fn` takes data pointers,
+    `fn(x, q, scale, b, y, m, in, out, group)`; it is None where no compiler builds one that agrees with
+    F.linear."""
     cc = os.environ.get('CC') or 'cc'
     if shutil.which(cc) is None:
         return None, f'no C compiler ({cc}) found'
