@@ -140,6 +140,8 @@ def _parquet_documents(path: Path):
     f = pq.ParquetFile(path)
     if 'text' not in f.schema_arrow.names:
         raise ValueError(f'{path} has no text column (its columns: {", ".join(f.schema_arrow.names)})')
+    if str(f.schema_arrow.field('text').type) not in ('string', 'large_string'):  # pyarrow's names of str
+        raise ValueError(f'{path}: its text column holds {f.schema_arrow.field("text").type}, not text')
     for group in range(f.num_row_groups):
         for batch in f.iter_batches(batch_size=1024, row_groups=[group], columns=['text']):
             yield from (t or '' for t in batch.column(0).to_pylist())

@@ -312,3 +312,14 @@ def test_overwrite_refuses_a_folder_a_run_is_using(tmp_path):
         holder.kill()
         holder.wait()
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != '.lock'} == before
+
+
+def test_a_parquet_text_column_that_is_not_text_is_one_error(tmp_path):
+    "Integers where the text should be: refused by name before a token is made (it was a TypeError)."
+    pq.write_table(pa.table({'text': [1, 2, 3]}), tmp_path / 'ints.parquet')
+    with pytest.raises(ValueError, match='ints.parquet: its text column holds int64, not text'):
+        prepare(tmp_path / 'ints.parquet', tmp_path / 'out', progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ints.parquet']  # nothing left behind
+    large = pa.table({'text': pa.array(['one two three'] * 3, pa.large_string())})  # the hub's usual type
+    pq.write_table(large, tmp_path / 'l.parquet')
+    assert prepare(tmp_path / 'l.parquet', tmp_path / 'out', progress=False, val_frac=0.0)['documents'] == 3
