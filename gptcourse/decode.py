@@ -12,8 +12,8 @@ from .files import atomic_write
 from .train import patch
 
 # %% auto #0
-__all__ = ['GEMV_C', 'KERNEL_FLAGS', 'CC_TIMEOUT', 'best_time', 'read_gb_per_s', 'bytes_per_token', 'gemv_kernel', 'DecodeLinear',
-           'use_decode_kernel']
+__all__ = ['GEMV_C', 'KERNEL_FLAGS', 'CC_TIMEOUT', 'best_time', 'read_gb_per_s', 'bytes_per_token', 'load_kernel', 'gemv_kernel',
+           'DecodeLinear', 'use_decode_kernel']
 
 # %% ../nbs/22_decode.ipynb #f506abe5
 def best_time(f, n: int = 5) -> float:
@@ -124,14 +124,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 # %% ../nbs/22_decode.ipynb #75db41c1
-def _build(lib: Path, cc: str, flags):
-    "Compile `GEMV_C` with `cc` and `flags` into `lib`, unless the library there is the one built before."
+def _build(lib: Path, cc: str, flags, source: str):
+    "Compile the C `source` with `cc` and `flags` into `lib`, unless the library there is the one built then."
     built = lib.with_suffix('.sha256')  # the library's sha256, written when it was built
     if not (lib.is_file() and built.is_file() and built.read_text().strip() == _sha256(lib)):
         with atomic_write(lib) as f:  # not built here (or changed since): build it, over it
             subprocess.run(
                 [cc, *flags, '-shared', '-fPIC', '-x', 'c', '-', '-o', f.name],
-                input=GEMV_C,
+                input=source,
                 capture_output=True,
                 text=True,
                 check=True,
@@ -141,11 +141,9 @@ def _build(lib: Path, cc: str, flags):
             f.write(_sha256(lib))
 
 # %% ../nbs/22_decode.ipynb #c12d0005
-@functools.cache
-def gemv_kernel():
-    """Lesson 22's `GEMV_C`, compiled on first use and loaded: `(fn, note)`; `fn(x, W, b, y, m, in, out)`
-    takes float32 data pointers. `fn` is None where no compiler builds one that agrees with F.linear; `note`
-    says what happened."""
+def load_kernel(source: str, name: str, argtypes: list, agrees) -> tuple:
+    """`(fn, note)`: the C function `name` of `source` with `argtypes`, built with the first flags of
+    `KERNEL_FLAGS` whose `fn` `agrees`; `fn` is None where none agrees, and `note` says what happened."""
     cc = os.environ.get('CC') or 'cc'
     if shutil.which(cc) is None:
         return None, f'no C compiler ({cc}) found'
@@ -155,22 +153,28 @@ def gemv_kernel():
         return None, f'no kernel ({cc} --version: {e})'
     folder = _kernel_folder()
     for flags in KERNEL_FLAGS:
-        key = '\0'.join((GEMV_C, cc, version, platform.machine(), _cpu_id(), *flags))
-        lib = folder / f'gemv-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
+        key = '\0'.join((source, cc, version, platform.machine(), _cpu_id(), *flags))
+        lib = folder / f'{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
         try:
-            _build(lib, cc, flags)
-            fn = ctypes.CDLL(str(lib)).gemv
+            _build(lib, cc, flags, source)
+            fn = getattr(ctypes.CDLL(str(lib)), name)
         except subprocess.CalledProcessError as e:  # these flags do not work here: try the next ones
             why = f'{cc} {" ".join(flags)} failed: {(e.stderr.strip().splitlines() or ["no message"])[-1]}'
             continue
         except (OSError, subprocess.SubprocessError) as e:
             why = f'{cc} {" ".join(flags)}: {e}'
             continue
-        fn.argtypes, fn.restype = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3, None
-        if _agrees(fn):
+        fn.argtypes, fn.restype = argtypes, None
+        if agrees(fn):
             return fn, f'{cc} {" ".join(flags)}: {lib}'
         why = f'the kernel {cc} {" ".join(flags)} built disagrees with F.linear'
     return None, f'no kernel ({why})'
+
+# %% ../nbs/22_decode.ipynb #c12d000a
+@functools.cache
+def gemv_kernel():
+    "Lesson 22's `GEMV_C`, built and loaded once: `fn(x, W, b, y, m, in, out)` on float32 data pointers."
+    return load_kernel(GEMV_C, 'gemv', [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3, _agrees)
 
 # %% ../nbs/22_decode.ipynb #8f426aea
 def _cpu_autocast() -> bool:

@@ -4,13 +4,11 @@
 
 # %% ../nbs/23_quantize.ipynb #23a00004
 from __future__ import annotations
-import ctypes, functools, hashlib, os, platform, shutil, subprocess
+import ctypes, functools
 import torch, torch.nn as nn
 from torch.nn import functional as F
-from .files import atomic_write
 from .train import patch
-from .decode import CC_TIMEOUT, KERNEL_FLAGS, _cpu_autocast, _cpu_id, _kernel_folder, _sha256
-from .decode import bytes_per_token
+from .decode import _cpu_autocast, bytes_per_token, load_kernel
 
 # %% auto #0
 __all__ = ['Q8_WIDE', 'Q8_C', 'quantize', 'dequantize', 'pack', 'unpack', 'q8_kernel', 'Int8Linear', 'use_int8_kernel',
@@ -106,23 +104,6 @@ void q8_gemv(const float *x, const signed char *Q, const float *S, const float *
 '''
 )
 
-# %% ../nbs/23_quantize.ipynb #23a00020
-def _build(lib, cc: str, flags):
-    "Compile `Q8_C` with `cc` and `flags` into `lib`, unless the library there is the one built before."
-    built = lib.with_suffix('.sha256')
-    if not (lib.is_file() and built.is_file() and built.read_text().strip() == _sha256(lib)):
-        with atomic_write(lib) as f:
-            subprocess.run(
-                [cc, *flags, '-shared', '-fPIC', '-x', 'c', '-', '-o', f.name],
-                input=Q8_C,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=10 * CC_TIMEOUT,
-            )
-        with atomic_write(built, 'w') as f:
-            f.write(_sha256(lib))
-
 # %% ../nbs/23_quantize.ipynb #23a00023
 def _agrees(fn) -> bool:
     "Whether the kernel `fn` computes F.linear of the dequantized weights, on shapes that take every branch."
@@ -149,33 +130,9 @@ def _agrees(fn) -> bool:
 # %% ../nbs/23_quantize.ipynb #23a00024
 @functools.cache
 def q8_kernel():
-    """Lesson 23's `Q8_C`, compiled on first use and loaded: `(fn, note)`. `fn` takes data pointers,
-    `fn(x, q, scale, b, y, m, in, out, group)`; it is None where no compiler builds one that agrees with
-    F.linear."""
-    cc = os.environ.get('CC') or 'cc'
-    if shutil.which(cc) is None:
-        return None, f'no C compiler ({cc}) found'
-    try:
-        version = subprocess.run([cc, '--version'], capture_output=True, text=True, timeout=CC_TIMEOUT).stdout
-    except (OSError, subprocess.SubprocessError) as e:  # a compiler that hangs or cannot start
-        return None, f'no kernel ({cc} --version: {e})'
-    for flags in KERNEL_FLAGS:
-        key = '\0'.join((Q8_C, cc, version, platform.machine(), _cpu_id(), *flags))
-        lib = _kernel_folder() / f'q8-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so'
-        try:
-            _build(lib, cc, flags)
-            fn = ctypes.CDLL(str(lib)).q8_gemv
-        except subprocess.CalledProcessError as e:  # these flags do not work here: try the next ones
-            why = f'{cc} {" ".join(flags)} failed: {(e.stderr.strip().splitlines() or ["no message"])[-1]}'
-            continue
-        except (OSError, subprocess.SubprocessError) as e:
-            why = f'{cc} {" ".join(flags)}: {e}'
-            continue
-        fn.argtypes, fn.restype = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 4, None
-        if _agrees(fn):
-            return fn, f'{cc} {" ".join(flags)}: {lib}'
-        why = f'the kernel {cc} {" ".join(flags)} built disagrees with F.linear'
-    return None, f'no kernel ({why})'
+    """Lesson 23's `Q8_C`, built and loaded once by lesson 22's `load_kernel`: `(fn, note)`, where
+    `fn(x, q, scale, b, y, m, in, out, group)` takes data pointers; None where no build agrees."""
+    return load_kernel(Q8_C, 'q8_gemv', [ctypes.c_void_p] * 5 + [ctypes.c_int] * 4, _agrees)
 
 # %% ../nbs/23_quantize.ipynb #23a00028
 class Int8Linear(nn.Module):
