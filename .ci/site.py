@@ -38,11 +38,11 @@ def modules() -> list[str]:
 
 
 def home() -> str:
-    "The home page: the index notebook's markdown (the README), its lesson links pointed at the lesson pages."
+    "The home page: the index notebook's markdown (the README), its lesson links pointed at the site's pages."
     from readme import HEADER, render
 
     text = render().removeprefix(HEADER)
-    text = re.sub(r'\]\(nbs/([0-9][0-9]_[a-z0-9_]+)\.ipynb\)', r'](\1.ipynb)', text)
+    text = re.sub(r'\]\(nbs/([0-9][0-9]_[a-z0-9_]+|solutions)\.ipynb\)', r'](\1.ipynb)', text)
     toc = '\n'.join(nb.stem for nb in lessons())
     return (
         f'{text}\n\n```{{toctree}}\n:hidden:\n:caption: Lessons\n\n{toc}\n```\n\n'
