@@ -16,7 +16,7 @@ SLOW_FIRST = (
     'test_gpu_check',
     '19_trainers',
     '20_pretrain',
-    '28_tinygpt',  # tinygrad compiles its kernels on the first steps
+    '29_tinygpt',  # tinygrad compiles its kernels on the first steps
     'test_ddp',
     '04_self_attention',
     '22_decode',

@@ -1,4 +1,4 @@
-"""The `gptcourse` command (lesson 27), run as a user runs it: a short CPU run of `train` writes a run folder,
+"""The `gptcourse` command (lesson 28), run as a user runs it: a short CPU run of `train` writes a run folder,
 `--resume` continues it from its step, `sample` prints text of the asked length, each sampling command points
 to the other for the other kind of model, and wrong input (a bad prompt, a missing or corrupt checkpoint, an
 unknown preset, a count below 1, a value out of range) ends with one line and a non-zero exit code, never a

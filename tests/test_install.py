@@ -64,7 +64,7 @@ def test_a_plain_install_with_the_lessons_extra_runs_every_lessons_imports(tmp_p
 
     r = pip(f'torch=={torch.__version__.split("+")[0]}')  # this machine's build: here the CPU one, not CUDA's
     assert r.returncode == 0, r.stderr[-3000:]
-    r = pip(f'{src}[lessons]', 'ipykernel')  # ipykernel: what any notebook runs in (IPython, lesson 27)
+    r = pip(f'{src}[lessons]', 'ipykernel')  # ipykernel: what any notebook runs in (IPython, lesson 28)
     assert r.returncode == 0, r.stderr[-3000:]
     listed = subprocess.run([py, '-m', 'pip', 'list', '--format=json'], capture_output=True, text=True).stdout
     names = {p['name'].lower() for p in json.loads(listed)}

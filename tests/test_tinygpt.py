@@ -1,4 +1,4 @@
-"""Lesson 28 beyond its notebook: what the tinygrad port refuses, each with one message that says what is
+"""Lesson 29 beyond its notebook: what the tinygrad port refuses, each with one message that says what is
 wrong, and the optimizer that holds a tied tensor once."""
 
 import pytest, torch
