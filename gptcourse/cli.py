@@ -17,8 +17,10 @@ from .shards import default_data_dir, prepare
 from .speed import check_device
 from .checkpoint import CheckpointError, list_checkpoints, load_latest, load_model
 from .loop import TrainHistory
-from .trainers import CHAR_PRESETS, CHAR_REFERENCE, CHAR_RUN, CharRun, judge_char, run_of, train_char
-from .pretrain import GPT2_PRESETS, GPT2_REFERENCE, GPT2Run, judge_gpt2, train_gpt2
+from .trainers import CHAR_REFERENCE, CHAR_RUN, run_of
+from .pretrain import GPT2_REFERENCE
+from .finetune import CHAR_FINETUNE_PRESETS, CharFinetune, finetune_char, judge_char_finetune
+from .finetune import GPT2_FINETUNE_PRESETS, GPT2Finetune, finetune_gpt2, judge_gpt2_finetune
 from .kv_cache import generate_cached
 from .decode import use_decode_kernel
 from .quantize import use_int8_kernel
@@ -77,7 +79,8 @@ HELP = {  # one text per field of the run configurations, in `train` and `gpt2-t
     'lr': 'learning rate (the peak, after any warm-up)', 'max_steps': 'optimizer steps of the whole run',
     'eval_interval': 'steps between evaluations (train: and checkpoints); 0: none',
     'eval_iters': 'batches per evaluation', 'text': 'a UTF-8 text file to learn (default: Tiny Shakespeare)',
-    'init': 'scratch, a GPT-2 name (gpt2, gpt2-medium, ...) or a Hugging Face folder',
+    'init': 'weights to start from: scratch, a run folder (gpt2-train: or gpt2, ..., a Hugging Face folder)',
+    'decay_lr': "lesson 14's cosine decay of the learning rate (--no-decay-lr: constant, to fine-tune)",
     'data': "a folder of token shards made by `gptcourse prepare` (default: Tiny Shakespeare's, "
             "prepared once)",
     'seq_len': 'tokens per sequence, T', 'total_batch': 'tokens per step, a multiple of B·T·processes',
@@ -111,7 +114,7 @@ def add_run_options(p, run_cls, presets: dict):
         elif t is float:
             high = 1 if f.name == 'dropout' else math.inf
             kw.update(type=_number(0, high, low_open=f.name == 'lr'), metavar='X')
-        elif t == bool | None:
+        elif t in (bool, bool | None):
             kw['action'] = argparse.BooleanOptionalAction
         elif f.name == 'dtype':
             kw['choices'] = ['auto', 'float32', 'bfloat16', 'float16']
@@ -126,10 +129,10 @@ def run_changes(args, run_cls) -> dict:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(run_cls) if given(f)}
 
 # %% ../nbs/28_cli.ipynb #e77f39b7
-def add_folder_options(p, default_out):
+def add_folder_options(p, default_out, presets: dict):
     "The run folder and the running of a training command, the same for `train` and `gpt2-train`."
     # fmt: off
-    p.add_argument('--preset', choices=['cpu', 'lecture'], default=None,
+    p.add_argument('--preset', choices=list(presets), default=None,
                    help=f'the sizes to start from (default: ${PRESET_ENV}, else lecture '
                         'with CUDA and cpu without)')
     p.add_argument('--out', default=default_out,
@@ -180,7 +183,7 @@ def _arch(args):
 
 def train_command(args):
     "Handler of `gptcourse train`."
-    res = _train(args, train_char, CharRun, arch=_arch(args))
+    res = _train(args, finetune_char, CharFinetune, arch=_arch(args))
     if args.max_new_tokens:
         print(_char_sample(res.model, res.extra, '\n', args.max_new_tokens, res.run.seed))
     return res
@@ -246,11 +249,11 @@ def add_char_commands(sub):
     p = sub.add_parser('train', help='train the character-level GPT (on Tiny Shakespeare, or your --text)',
                        description="Train lesson 07's character model (lesson 08's GPT configuration) on "
                                    'a text, checkpointing into a run folder; --resume continues it.')
-    add_run_options(p, CharRun, CHAR_PRESETS)
+    add_run_options(p, CharFinetune, CHAR_FINETUNE_PRESETS)
     p.add_argument('--arch', choices=list(ARCHS), default=None,
                    help="the architecture: lecture (lesson 07's, AdamW), modern (lesson 26's changes and "
                         "Muon) or one of lesson 26's ideas alone (default: lecture; resuming: the run's own)")
-    add_folder_options(p, CHAR_RUN)
+    add_folder_options(p, CHAR_RUN, CHAR_FINETUNE_PRESETS)
     p.add_argument('--max-new-tokens', type=_int_at_least(0), default=300,
                    help='characters to sample at the end (default: 300; 0: none)')
     p.set_defaults(func=train_command)
@@ -281,8 +284,7 @@ def gpt2_sample_command(args):
 def add_gpt2_sample_command(sub):
     "The `gpt2-sample` command (lessons 08 and 16)."
     # fmt: off
-    p = sub.add_parser('gpt2-sample',
-                       help='sample text from GPT-2 (a hub name, a folder, or a gpt2-train run)',
+    p = sub.add_parser('gpt2-sample', help='sample GPT-2 (a hub name, a folder, or a gpt2-train run)',
                        description="Load GPT-2 (OpenAI's weights by name, a Hugging Face folder, or a "
                                    'gpt2-train run) and print samples continuing a prompt.')
     p.add_argument('--model', default='gpt2',
@@ -313,9 +315,7 @@ def add_prepare_command(sub):
     # fmt: off
     p = sub.add_parser('prepare', help='tokenize a corpus into GPT-2 token shards',
                        description="Tokenize a corpus (default: Tiny Shakespeare) with GPT-2's tokenizer "
-                                   'into uint16 shards and their manifest, streamed through worker '
-                                   'processes; run it again after an interruption: it goes on from '
-                                   'its last shard.')
+                                   'into uint16 shards by worker processes; stopped, it resumes when rerun.')
     p.add_argument('--src', '--source', default=None,
                    help="a text, .jsonl or .parquet file, a folder of them, or fineweb-edu-10B (the "
                         "lecture's 10B tokens, from the Hugging Face hub) (default: Tiny Shakespeare)")
@@ -336,7 +336,7 @@ def add_prepare_command(sub):
 # %% ../nbs/28_cli.ipynb #bdd1e41c
 def gpt2_train_command(args):
     "Handler of `gptcourse gpt2-train`."
-    res = _train(args, train_gpt2, GPT2Run)
+    res = _train(args, finetune_gpt2, GPT2Finetune)
     if res.history.val_loss and os.environ.get('RANK', '0') == '0':  # under torchrun, rank 0 speaks
         saved = f', checkpoint {res.checkpoint}' if res.checkpoint else ''
         print(f'done: step {len(res.history.loss)}, val loss {res.history.val_loss[-1]:.4f}{saved}')
@@ -351,26 +351,25 @@ def add_gpt2_train_command(sub):
                                    'prepare`. Runs the same under `torchrun --nproc_per_node N -m '
                                    'gptcourse.cli gpt2-train ...`.')
     # fmt: on
-    add_run_options(p, GPT2Run, GPT2_PRESETS)
-    add_folder_options(p, None)
+    add_run_options(p, GPT2Finetune, GPT2_FINETUNE_PRESETS)
+    add_folder_options(p, None, GPT2_FINETUNE_PRESETS)
     p.set_defaults(func=gpt2_train_command)
 
 # %% ../nbs/28_cli.ipynb #a5c62472
 PRESET_COST = {  # what a run of each preset costs; measured where it says so
     ('train', 'cpu'): '≈40 s on one CPU thread (measured, 2026-11)',
-    (
-        'train',
-        'lecture',
-    ): "≈7 min on an H100 (measured, 2026-11), ≈15 min on the lecture's A100; hours on a CPU",
+    ('train', 'lecture'): "≈7 min on an H100 (measured, 2026-11), ≈15 on the lecture's A100; hours on a CPU",
     ('gpt2-train', 'cpu'): '≈5 s on one CPU thread (measured, 2026-11)',
     ('gpt2-train', 'lecture'): '10B tokens: hours on 8 GPUs (the lecture ran it on 8×A100), days on one',
+    ('gpt2-train', 'finetune'): '≈20 min on 2 CPU threads (53 s a step, measured 2026-12); seconds on a GPU',
 }
 
 
 def presets_command(args):
     "Handler of `gptcourse presets`."
     print(f'presets (choose with --preset, or ${PRESET_ENV}; the default is lecture with CUDA, cpu without)')
-    for cmd, presets, unit in (('train', CHAR_PRESETS, 'characters'), ('gpt2-train', GPT2_PRESETS, 'tokens')):
+    kinds = ('train', CHAR_FINETUNE_PRESETS, 'characters'), ('gpt2-train', GPT2_FINETUNE_PRESETS, 'tokens')
+    for cmd, presets, unit in kinds:
         for name, r in presets.items():
             size = f'layers×heads×width {r.n_layer}×{r.n_head}×{r.n_embd}, context {r.block_size}'
             batch = f'{r.batch_size}×{r.block_size}' if cmd == 'train' else f'{r.total_batch:,}'
@@ -379,7 +378,10 @@ def presets_command(args):
 
 # %% ../nbs/28_cli.ipynb #c15d0016
 # each kind of run: its run configuration, its presets' reference ranges and its judge
-KINDS = {'char': (CharRun, CHAR_REFERENCE, judge_char), 'gpt2': (GPT2Run, GPT2_REFERENCE, judge_gpt2)}
+KINDS = {
+    'char': (CharFinetune, CHAR_REFERENCE, judge_char_finetune),
+    'gpt2': (GPT2Finetune, GPT2_REFERENCE, judge_gpt2_finetune),
+}
 
 
 def plot_command(args):
@@ -427,10 +429,9 @@ def add_run_commands(sub):
 
 # %% ../nbs/28_cli.ipynb #0a1d2fd6
 def default_threads() -> int:
-    """Torch's CPU threads when `--threads` is not given: `$OMP_NUM_THREADS` if set, else half the cores, at
-    most 4. On an idle 2-core machine the cpu preset ran 1.13x faster on 2 threads than on 1 (12.96 s vs 15.22
-    s for 600 steps, median of 3); on a busy one, 13 times slower (780 s vs 58 s): threads that wait for a
-    busy core cost more than they bring."""
+    """Torch's CPU threads without `--threads`: `$OMP_NUM_THREADS` if set, else half the cores, at most 4. The
+    cpu preset's 600 steps ran 1.13x faster on 2 threads than on 1 on an idle 2-core machine (12.96 s vs 15.22
+    s, median of 3), 13 times slower on a busy one (780 s vs 58 s): a thread waiting for a busy core costs."""
     if os.environ.get('OMP_NUM_THREADS', '').isdigit():
         return max(1, int(os.environ['OMP_NUM_THREADS']))
     return max(1, min(4, (os.cpu_count() or 2) // 2))
