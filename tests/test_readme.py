@@ -3,7 +3,7 @@ only in a data folder (no tiktoken cache, no internet), then its library snippet
 that need a GPU or the Hugging Face hub (the lecture presets, OpenAI's weights, torchrun on 8 GPUs) are left
 out."""
 
-import os, re, shlex, shutil, subprocess, sys
+import hashlib, math, os, re, shlex, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from gptcourse.data import data_dir, gpt2_files, tiny_shakespeare
@@ -14,6 +14,7 @@ NEEDS_GPU_OR_HUB = (
     '--preset lecture',
     '--model runs/lecture',
     '--model gpt2 ',
+    '--preset finetune',  # OpenAI's weights
     'torchrun',
     'fineweb-edu-10B',
 )
@@ -104,6 +105,14 @@ def test_readme_commands_then_library_snippet(user):
     assert meta['step'] == 30 and len(meta['history']['lr']) == 30
     want = [get_lr(i, s['lr'], 0.1 * s['lr'], s['warmup_steps'], s['max_steps']) for i in range(30)]
     assert meta['history']['lr'] == pytest.approx(want, rel=1e-12)
+    tuned = load_latest(work / 'runs' / 'tuned')[1]  # the README model, fine-tuned on Tiny Shakespeare
+    source = Path(tuned['started_from']['source'])
+    assert source.parent == (work / 'runs' / 'readme').resolve(), source
+    assert tuned['started_from']['sha256'] == hashlib.sha256(source.read_bytes()).hexdigest()
+    chance = math.log(len(tuned['tokenizer']['chars']))  # knowing nothing: uniform over the vocabulary
+    assert tuned['history']['val_loss'][0] < chance - 0.5, (tuned['history']['val_loss'][0], chance)
+    gpt2_tuned = load_latest(work / 'runs' / 'gpt2-tuned')[1]
+    assert gpt2_tuned['run']['init'] == 'runs/gpt2' and set(gpt2_tuned['history']['lr'][3:]) == {1e-3}
     readme = load_latest(work / 'runs' / 'readme')[1]
     assert set(readme['tokenizer']['chars']) == set((work / 'README.md').read_text(encoding='utf-8'))
 
