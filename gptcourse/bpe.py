@@ -5,13 +5,16 @@
 # %% ../nbs/24_bpe.ipynb #2f235831
 from __future__ import annotations
 import heapq, random
+from pathlib import Path
 from collections import Counter
 import regex  # the `regex` module: Python's `re` has no \p{L} (letter) / \p{N} (number) classes
+from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 from .train import patch
+from .files import atomic_write
 
 # %% auto #0
-__all__ = ['HARD_STRINGS', 'GPT2_PATTERN', 'get_stats', 'merge', 'best_pair', 'apply_merges', 'BasicTokenizer', 'text_chunks',
-           'random_unicode_strings', 'pair_changes', 'index_pairs', 'merge_chunks']
+__all__ = ['HARD_STRINGS', 'GPT2_PATTERN', 'MAX_MODEL_BYTES', 'get_stats', 'merge', 'best_pair', 'apply_merges', 'BasicTokenizer',
+           'text_chunks', 'random_unicode_strings', 'pair_changes', 'index_pairs', 'merge_chunks', 'train_file']
 
 # %% ../nbs/24_bpe.ipynb #476e3075
 def get_stats(ids, counts: dict | None = None, weight: int = 1) -> dict:
@@ -215,16 +218,19 @@ def merge_chunks(words: list, weights: list, counts: dict, where: dict, pair: tu
 # %% ../nbs/24_bpe.ipynb #a2e9886d
 @patch
 def train_incremental(
-    self: BasicTokenizer, text: str, vocab_size: int, verbose=False, pattern: str | None = GPT2_PATTERN
+    self: BasicTokenizer, text: str, vocab_size: int, verbose=False,
+    pattern: str | None = GPT2_PATTERN,
+    progress: bool = False,
 ):
     """The merges of `train(text, vocab_size, pattern=pattern)`, with the pair counts updated only where each
-    merge changes them and the best pair taken from a heap; returns self."""
+    merge changes them and the best pair taken from a heap (`progress`: a bar over the merges); returns
+    self."""
     chunks = self._start(text, vocab_size, pattern)
     words, weights = [list(c) for c in chunks], list(chunks.values())
     counts, where = index_pairs(words, weights)
     heap = [(-n, -a, -b) for (a, b), n in counts.items()]  # first out: the highest count, the larger pair
     heapq.heapify(heap)
-    for idx in range(256, vocab_size):
+    for idx in tqdm(range(256, vocab_size), desc='merges', disable=not progress):
         while heap and counts.get((-heap[0][1], -heap[0][2])) != -heap[0][0]:
             heapq.heappop(heap)  # stale: the pair's count has changed (or it was merged) since the push
         if not heap:
@@ -238,3 +244,80 @@ def train_incremental(
                 del counts[p]
         self._learn(pair, idx, -n, verbose)
     return self
+
+# %% ../nbs/24_bpe.ipynb #158e4ae4
+def _check_out(path: Path, overwrite: bool):
+    "Refuse to write `path` over a file (without `overwrite`), or inside a file."
+    if path.exists() and not overwrite:
+        raise ValueError(f'{path} exists: pass overwrite=True (bpe-train: --overwrite) to replace it')
+    if inside := next((p for p in path.parents if p.exists() and not p.is_dir()), None):
+        raise ValueError(f'cannot write {path}: {inside} is a file, not a folder')
+
+
+@patch
+def save(self: BasicTokenizer, path, overwrite: bool = False) -> Path:
+    """Write the merges to `path` in minbpe's `.model` format, all or nothing; replacing a file needs
+    `overwrite`."""
+    path, pattern = Path(path), self.pattern or ''
+    _check_out(path, overwrite)
+    if '\n' in pattern:
+        raise ValueError('the split pattern has a line break: the .model format keeps it on one line')
+    lines = ['minbpe v1', pattern, '0', *(f'{a} {b}' for a, b in self.merges)]
+    with atomic_write(path) as f:
+        f.write(('\n'.join(lines) + '\n').encode('utf-8'))
+    return path
+
+# %% ../nbs/24_bpe.ipynb #6e9e3b18
+MAX_MODEL_BYTES = 64 << 20  # a tokenizer file is at most this: over 4 million merges of two 7-digit ids
+
+
+def _merge_line(path: Path, n: int, line: str, idx: int) -> tuple[int, int]:
+    "Line `n` of a .model file: two ids below `idx`, the id this merge makes."
+    m = regex.fullmatch(r'([0-9]{1,9}) ([0-9]{1,9})', line)
+    if not m or max(int(m[1]), int(m[2])) >= idx:
+        raise ValueError(f'{path}, line {n}: {line[:40]!r} is not a merge of two ids below {idx}')
+    return int(m[1]), int(m[2])
+
+
+@patch(as_classmethod=True)
+def load(cls: BasicTokenizer, path) -> BasicTokenizer:
+    "The tokenizer `save` wrote to `path` (or minbpe, without special tokens), every line checked first."
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f'{path}: no such tokenizer file')
+    if (size := path.stat().st_size) > MAX_MODEL_BYTES:
+        raise ValueError(f'{path} has {size:,} bytes: not a tokenizer (at most {MAX_MODEL_BYTES:,})')
+    lines = path.read_bytes().decode('utf-8', errors='replace').split('\n')
+    if lines[:1] != ['minbpe v1'] or len(lines) < 3 or lines[2] != '0':
+        why = 'a tokenizer file starts with "minbpe v1", a pattern line and "0" (no special tokens)'
+        raise ValueError(f'{path} is not a tokenizer file saved by `save`: {why}')
+    body = lines[3:-1] if lines[-1] == '' else lines[3:]
+    merges = [_merge_line(path, n, line, 256 + i) for i, (n, line) in enumerate(enumerate(body, 4))]
+    if len(set(merges)) < len(merges):
+        raise ValueError(f'{path}: a pair is merged twice; a tokenizer learns each merge once')
+    tok = cls()
+    tok.pattern = lines[1] or None
+    for i, pair in enumerate(merges):
+        tok._learn(pair, 256 + i, 0, False)
+    return tok
+
+
+# %% ../nbs/24_bpe.ipynb #be12f5bf
+def train_file(path, vocab_size: int, out=None, overwrite: bool = False, progress: bool = False):
+    """`train_incremental` (GPT-2's split) on the UTF-8 text file `path`, saved to `out` if given: what
+    `gptcourse bpe-train` runs. Everything is checked before the training starts."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f'{path}: no such text file')
+    if out is not None:
+        _check_out(Path(out), overwrite)
+    try:
+        text = p.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{p} is not UTF-8 text (byte {e.start}: {e.reason}); BPE reads UTF-8') from None
+    if not text:
+        raise ValueError(f'{p} is empty: there are no pairs to learn merges from')
+    tok = BasicTokenizer().train_incremental(text, vocab_size, progress=progress)
+    if out is not None:
+        tok.save(out, overwrite)
+    return tok
