@@ -7,6 +7,7 @@ traceback."""
 import os, subprocess, sys
 import pytest
 from gptcourse.checkpoint import list_checkpoints, load_latest, load_model
+from gptcourse.bpe import GPT2_PATTERN, BasicTokenizer
 from gptcourse.cli import build_parser, main
 
 
@@ -292,6 +293,10 @@ def test_bad_values_are_refused_by_the_parser(argv, capsys):
         (['train', '--lr', '0'], 'argument --lr: must be a number > 0, got 0'),
         (['sample', '--top-p', '0'], 'argument --top-p: must be a number > 0 and <= 1, got 0'),
         (['gpt2-train', '--lr', 'fast'], "argument --lr: 'fast' is not a number"),
+        (
+            ['bpe-train', '--text', 'a', '--out', 'b', '--vocab-size', '255'],
+            'must be a whole number >= 256, got 255',
+        ),
     ],
 )
 def test_a_bad_value_says_what_is_allowed(argv, says, capsys):
@@ -321,13 +326,24 @@ def test_commands_and_help():
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {'train', 'sample', 'gpt2-sample', 'prepare', 'gpt2-train', 'presets', 'plot'}
+    assert set(commands) == {
+        'train',
+        'sample',
+        'gpt2-sample',
+        'prepare',
+        'bpe-train',
+        'gpt2-train',
+        'presets',
+        'plot',
+    }
     for name, sub in commands.items():
         r = gptcourse(name, '--help')
         assert r.returncode == 0 and f'usage: gptcourse {name}' in r.stdout
         assert 'None' not in r.stdout, r.stdout  # a preset's unset value reads "auto", or is not shown
         for a in sub._actions:
-            if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._StoreTrueAction)):
+            if a.required:  # given every time (bpe-train's --text, --vocab-size, --out): no default to say
+                assert a.help, (name, a.option_strings)
+            elif a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._StoreTrueAction)):
                 says = ('default', 'cpu: ', 'auto')  # its default, the presets' values, its automatic choice
                 assert a.help and any(s in a.help for s in says), (name, a.option_strings, a.help)
     train, gpt2 = ({a.dest: a.help for a in commands[c]._actions} for c in ('train', 'gpt2-train'))
@@ -417,8 +433,7 @@ def test_cuda_without_cuda_is_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         main(['train', '--device', 'cuda'])
     assert (
-        e.value.code == 2
-        and "'cuda': this machine has no cuda device; it has cpu" in capsys.readouterr().err
+        e.value.code == 2 and "'cuda': this machine has no cuda device; it has cpu" in capsys.readouterr().err
     )
 
 
@@ -546,3 +561,54 @@ def test_openai_s_weights_offline_is_one_line(tmp_path):
         'pass a folder holding config.json and model.safetensors' in r.stderr
         and not (tmp_path / 'g').exists()
     )
+
+
+def test_bpe_train_writes_a_tokenizer_that_loads_with_the_naive_trainer_s_merges(tmp_path, capsys):
+    text = tmp_path / 'text.txt'
+    text.write_text(
+        'To be, or not to be, that is the question. ' * 40 + 'naïve café ☃ 👋🏽', encoding='utf-8'
+    )
+    out = tmp_path / 'tok'
+    assert (
+        main(['bpe-train', '--text', str(text), '--vocab-size', '300', '--out', str(out), '--no-progress'])
+        == 0
+    )
+    assert f'300 tokens (44 merges) written to {out / "tokenizer.model"}' in capsys.readouterr().out
+    s = text.read_text(encoding='utf-8')
+    naive = BasicTokenizer().train(s, 300, pattern=GPT2_PATTERN)  # lesson 24's first trainer: the reference
+    lines = (out / 'tokenizer.model').read_text(encoding='utf-8').splitlines()
+    assert lines[:3] == ['minbpe v1', GPT2_PATTERN, '0']  # minbpe's format, read by hand
+    assert [tuple(map(int, line.split(' '))) for line in lines[3:]] == list(naive.merges)
+    tok = BasicTokenizer.load(out / 'tokenizer.model')
+    assert tok.merges == naive.merges and tok.decode(tok.encode(s)) == s and len(tok.encode(s)) < len(s) / 3
+    assert (
+        main(['bpe-train', '--text', str(text), '--vocab-size', '260', '--out', str(out), '--overwrite']) == 0
+    )
+    assert len(BasicTokenizer.load(out / 'tokenizer.model').merges) == 4  # replaced
+
+
+@pytest.mark.parametrize(
+    'case, says, code',
+    [
+        ('latin-1', 'is not UTF-8 text (byte 3: invalid continuation byte); BPE reads UTF-8', 1),
+        ('empty', 'is empty: there are no pairs to learn merges from', 1),
+        ('nowhere', 'no such text file', 1),
+        ('exists', 'exists: pass overwrite=True (bpe-train: --overwrite) to replace it', 1),
+        ('in-a-file', 'is a file, not a folder', 1),
+    ],
+)
+def test_bpe_train_refuses_bad_input_in_one_line_before_training(
+    case, says, code, tmp_path, capsys, monkeypatch
+):
+    text, out = tmp_path / 'text.txt', tmp_path / 'tok'
+    text.write_bytes({'latin-1': 'café'.encode('latin-1') + b'\xe9t\xe9', 'empty': b''}.get(case, b'abab'))
+    (out / 'tokenizer.model').parent.mkdir()
+    (out / 'tokenizer.model').write_text('minbpe v1\n\n0\n97 98\n') if case == 'exists' else None
+    if case == 'in-a-file':
+        out = text / 'tok'
+    monkeypatch.setattr(BasicTokenizer, 'train_incremental', lambda *a, **k: pytest.fail('trained'))
+    args = ['--text', tmp_path / ('nowhere.txt' if case == 'nowhere' else 'text.txt'), '--out', out]
+    line = fails(capsys, 'bpe-train', *args, '--vocab-size', 300, code=code)
+    assert says in line, line
+    if case == 'exists':  # the tokenizer that was there is still there
+        assert (out / 'tokenizer.model').read_text() == 'minbpe v1\n\n0\n97 98\n'
