@@ -113,6 +113,12 @@ def test_readme_commands_then_library_snippet(user):
     assert tuned['history']['val_loss'][0] < chance - 0.5, (tuned['history']['val_loss'][0], chance)
     gpt2_tuned = load_latest(work / 'runs' / 'gpt2-tuned')[1]
     assert gpt2_tuned['run']['init'] == 'runs/gpt2' and set(gpt2_tuned['history']['lr'][3:]) == {1e-3}
+    from gptcourse.bpe import BasicTokenizer
+
+    bpe = BasicTokenizer.load(work / 'tokenizers' / 'readme' / 'tokenizer.model')  # `gptcourse bpe-train`'s
+    own = (work / 'README.md').read_text(encoding='utf-8')
+    assert len(bpe.merges) == 512 - 256 and bpe.decode(bpe.encode(own)) == own
+    assert len(bpe.encode(own)) < len(own.encode()) / 2  # its own text, at least two bytes a token
     readme = load_latest(work / 'runs' / 'readme')[1]
     assert set(readme['tokenizer']['chars']) == set((work / 'README.md').read_text(encoding='utf-8'))
 
