@@ -61,6 +61,16 @@ CHAPTERS = {
         3974: 'parameter sharing wte and lm_head',
         4427: 'model initialization: std 0.02, residual init',
         4938: "SECTION 2: Let's make it fast. GPUs, mixed precision, 1000ms",
+        # Section 3's chapters, as a transcription of the description's chapter list gives them
+        # (github.com/theogbrand/learning_llm_handbook, Week 3.3); the rest of section 2 has no time found yet
+        8095: 'SECTION 3: hyperparameters, AdamW, gradient clipping',
+        8466: 'learning rate scheduler: warmup + cosine decay',
+        8781: 'batch size schedule, weight decay, FusedAdamW, 90ms',
+        9249: 'gradient accumulation',
+        10012: 'distributed data parallel (DDP)',
+        11421: 'datasets used in GPT-2, GPT-3, FineWeb (EDU)',
+        12190: 'validation data split, validation loss, sampling revive',
+        12503: 'evaluation: HellaSwag, starting the run',
     },
 }
 # The lessons that follow a lecture, each linking it at least once.
