@@ -75,6 +75,7 @@ CHAPTERS = {
 }
 # The lessons that follow a lecture, each linking it at least once.
 FOLLOWING = ['00', '01', '02', '03', '04', '05', '06', '07', '08', '09'] + [str(n) for n in range(11, 21)]
+ORDER = 'out of the lecture’s order'  # what a lesson says where it takes a chapter earlier or later
 LINK = re.compile(r'https://www\.youtube\.com/watch\?v=([\w-]+)(?:&t=(\d+))?')
 
 
@@ -104,8 +105,8 @@ def problems(lessons: dict[str, list]) -> list[str]:
                 found.append(f'lesson {n}: second {t} of {video} is no chapter start')
             elif t is not None and t != 3420 and f'at {hms(t)}' not in line:
                 found.append(f'lesson {n}: the link to second {t} does not say {hms(t)}')
-        for video in CHAPTERS:
-            times = [t for v, t, _ in ls if v == video and t is not None]
+        for video in CHAPTERS:  # a link that says it is out of the lecture's order is not a step back
+            times = [t for v, t, line in ls if v == video and t is not None and ORDER not in line]
             if times and min(times) < last.get(video, 0):
                 found.append(f'lesson {n} goes back in {video}: {hms(min(times))} after {hms(last[video])}')
             if times:
@@ -134,6 +135,10 @@ def test_every_lesson_that_follows_a_lecture_links_it_at_its_chapters_in_order()
             'lesson 01 goes back',
         ),
         ('▶ [a talk](https://www.youtube.com/watch?v=dQw4w9WgXcQ)', 'is not one of the lectures'),
+        (
+            '▶ [Lecture 1 at 1:02:00](https://www.youtube.com/watch?v=kCc8FmEb1nY&t=3720) — out of order',
+            'lesson 01 goes back',
+        ),
     ],
 )
 def test_the_check_catches_a_wrong_second_a_wrong_text_a_step_back_and_another_video(planted, says):
@@ -150,3 +155,11 @@ def test_the_check_catches_a_wrong_second_a_wrong_text_a_step_back_and_another_v
 
 def links_of(line: str):
     return [(m[1], int(m[2]) if m[2] else None, line) for m in LINK.finditer(line)]
+
+
+def test_a_link_that_says_it_is_out_of_the_lecture_s_order_is_no_step_back():
+    said = f'▶ [Lecture 1 at 1:02:00](https://www.youtube.com/watch?v=kCc8FmEb1nY&t=3720) — {ORDER}: ...'
+    lessons = {'00': [('kCc8FmEb1nY', 3720, said)], '01': [('kCc8FmEb1nY', 1331, 'at 0:22:11')]}
+    assert not problems(lessons)
+    lessons['00'][0] = ('kCc8FmEb1nY', 3720, said.replace(ORDER, 'in order'))
+    assert any('lesson 01 goes back' in p for p in problems(lessons))
