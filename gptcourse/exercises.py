@@ -725,6 +725,110 @@ def _ex26_2(ScaleNormGPT):
     logits, _ = model(torch.randint(0, 32, (2, 16)))
     assert tuple(logits.shape) == (2, 16, 32) and torch.isfinite(logits).all(), 'its forward pass fails'
 
+# %% ../nbs/exercises.ipynb #5fd57b17
+def _ex27_1(extend_vocab):
+    import copy
+    from gptcourse.chargpt import CharGPTConfig
+    from gptcourse.data import CharTokenizer
+    from gptcourse.gpt2 import GPT, char_config
+
+    torch.manual_seed(27)
+    tok, text = CharTokenizer.from_text('the cat sat on a mat'), 'The zebra sat on a bat!'
+    V, new = tok.vocab_size, sorted(set(text) - set(tok.stoi))  # sorted in with the old, each would move some
+    config = CharGPTConfig(vocab_size=V, block_size=24, n_embd=16, n_head=2, n_layer=2, dropout=0.0)
+    model = GPT(char_config(config)).eval()  # lesson 07's model: its own output layer, with a bias
+    ref = copy.deepcopy(model)
+    model2, tok2 = extend_vocab(model, tok, text)
+    moved = [c for c in tok.chars if tok2.stoi.get(c) != tok.stoi[c]]
+    assert not moved, (
+        f'{moved[0]!r} has the id {tok2.stoi.get(moved[0])} in the new tokenizer; its row in the model is '
+        f'{tok.stoi[moved[0]]}: an old character keeps its id'
+    )
+    ids = sorted(tok2.stoi.get(c, -1) for c in new)
+    assert ids == list(range(V, V + len(new))) and tok2.vocab_size == V + len(new), (
+        f"the new characters {''.join(new)!r} have the ids {ids}; expected {V}..{V + len(new) - 1}, "
+        'after the old ones'
+    )
+    assert tok2.decode(tok2.encode(text)) == text, 'decoding the encoded text does not give the text back'
+    same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+    assert same and model.config.vocab_size == V, '`model` was changed: return a new one, leave it as it was'
+    n, want = (sum(p.numel() for p in m.parameters()) for m in (model2, ref))
+    want += len(new) * (2 * 16 + 1)  # an embedding row, an output row and an output bias per new character
+    assert n == want, f'the new model has {n:,} parameters; {want:,} with 33 more for each new character'
+    x = torch.tensor([tok.encode('a cat sat on the mat')])  # old characters only
+    with torch.no_grad():
+        got, base = model2.eval()(x)[0], ref(x)[0]
+        emb = (model2.transformer.wte.weight[V:] - ref.transformer.wte.weight.mean(0)).abs().max()
+        logits = model2(torch.tensor([tok2.encode(text)]))[0]
+    err = (got[..., :V] - base).abs().max()
+    assert err < 1e-5, (
+        f"on a text of old characters, their logits differ from the old model's by up to {err:.2e}"
+    )
+    err = (got[..., V:] - base.mean(-1, keepdim=True)).abs().max()  # rows that are means: the mean logit
+    assert err < 1e-5, (
+        f"a new character's logit differs from the mean of the old characters' by up to {err:.2e}: its "
+        'output row and bias must be the means of the old ones'
+    )
+    assert emb < 1e-6, f'the new embedding rows differ from the mean of the old ones by up to {emb:.2e}'
+    assert torch.isfinite(logits).all(), 'on the text with its new characters the logits are not finite'
+
+
+def _ex27_2(pretraining_vs_scratch):
+    import hashlib, shutil, tempfile
+    from pathlib import Path
+    from gptcourse.checkpoint import load_latest, load_model
+    from gptcourse.data import CharTokenizer, tiny_shakespeare
+    from gptcourse.trainers import train_char
+
+    def val_loss(run):  # its newest checkpoint on the whole validation split: the text's last 10% (lesson 00)
+        model, meta = load_model(run)
+        ids = torch.tensor(CharTokenizer.from_dict(meta['tokenizer']).encode(text))[int(0.9 * len(text)) :]
+        T = model.config.block_size
+        n = (len(ids) - 1) // T
+        with torch.no_grad():
+            logits = model(ids[: n * T].view(n, T))[0]
+        return F.cross_entropy(logits.flatten(0, 1), ids[1 : n * T + 1]).item()
+
+    folder, shakespeare = Path(tempfile.mkdtemp(prefix='ex27_2_')), tiny_shakespeare()
+    text, init, out = shakespeare[:50_000], folder / 'init', folder / 'out'
+    tiny = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=8, eval_iters=40, device='cpu')
+    tiny |= dict(progress=False, log=lambda line: None)
+    try:
+        (folder / 'corpus.txt').write_text(shakespeare[200_000:500_000], encoding='utf-8')  # not the text
+        (folder / 'text.txt').write_text(text, encoding='utf-8')
+        train_char('cpu', init, text=str(folder / 'corpus.txt'), max_steps=150, eval_interval=150, **tiny)
+        got = pretraining_vs_scratch('cpu', str(init), str(folder / 'text.txt'), out, 20, 3e-4, 40, **tiny)
+        assert sorted(got) == ['fine-tuned', 'from scratch'], (
+            f"it returned {sorted(got)}; expected 'fine-tuned', 'from scratch'"
+        )
+        for name, steps, lr in (('fine-tuned', 20, 3e-4), ('from scratch', 40, 1e-3)):  # 1e-3: the preset's
+            assert (out / name).is_dir(), f'no run folder out_dir / {name!r}'
+            meta = load_latest(out / name)[1]
+            said = f"the {name} run's newest checkpoint"
+            assert meta['step'] == steps, f'{said} is of step {meta["step"]}; expected {steps}'
+            assert math.isclose(meta['run']['lr'], lr), (
+                f'{said} trained at lr {meta["run"]["lr"]:g}; expected {lr:g}'
+            )
+            assert meta['text_sha256'] == hashlib.sha256(text.encode()).hexdigest(), (
+                f'{said} is of another text'
+            )
+        starts = {
+            'fine-tuned': (val_loss(init), "init's model scores"),
+            'from scratch': (math.log(len(set(text))), 'random weights give about ln V ='),
+        }
+        for name, (w0, says) in starts.items():
+            (g0, g1), w1 = map(float, got[name]), val_loss(out / name)
+            assert abs(g0 - w0) < 0.1, f"the {name} run's val loss at step 0 is {g0:.3f}; {says} {w0:.3f}"
+            assert abs(g1 - w1) < 0.1, (
+                f"the {name} run's val loss at the end is {g1:.3f}; its newest checkpoint scores {w1:.3f}"
+            )
+        started = load_latest(out / 'fine-tuned')[1].get('started_from', {}).get('sha256')
+        assert started == hashlib.sha256(load_latest(init)[0].read_bytes()).hexdigest(), (
+            "the fine-tuned run's checkpoint does not record init's newest checkpoint as its start"
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -772,4 +876,6 @@ EXERCISES = {
     '20.2': _ex20_2,
     '26.1': _ex26_1,
     '26.2': _ex26_2,
+    '27.1': _ex27_1,
+    '27.2': _ex27_2,
 }

@@ -163,6 +163,31 @@ def mfu_of_all_gpus(run, step_seconds, world_size, peak):  # 20.2 planted: every
     return run.total_batch / step_seconds * fpt / peak
 
 
+def extend_resorted(model, tok, text):  # 27.1 planted: the vocabulary sorted again, so old characters move
+    from dataclasses import replace
+    from gptcourse.data import CharTokenizer
+    from gptcourse.gpt2 import GPT
+
+    new = sorted(set(text) - set(tok.stoi))
+    bigger = GPT(replace(model.config, vocab_size=tok.vocab_size + len(new)))
+    state = model.state_dict()
+    for name in ('transformer.wte.weight', 'lm_head.weight', 'lm_head.bias'):
+        w = state[name]
+        state[name] = torch.cat([w, w.mean(0, keepdim=True).expand(len(new), *w.shape[1:])])
+    bigger.load_state_dict(state)
+    return bigger, CharTokenizer.from_text(tok.chars + text)
+
+
+def tuned_from_scratch(preset, init, text, out_dir, steps, lr, scratch_steps, **changes):  # 27.2 planted:
+    from gptcourse.finetune import finetune_char  # the "fine-tuned" run does not start from init
+
+    losses = {}
+    for name, n, given in (('fine-tuned', steps, {'lr': lr}), ('from scratch', scratch_steps, {})):
+        r = finetune_char(preset, out_dir / name, text=text, max_steps=n, eval_interval=n, **given, **changes)
+        losses[name] = (r.history.val_loss[0], r.history.val_loss[-1])
+    return losses
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -209,6 +234,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '19.2': (lambda changes: set(changes) <= {'seed'}, "has_reference({'dtype': 'float32'}) is False"),
     '20.1': (plan_of_one_process, 'world_size=8) is (8, 9999745024); expected (1,'),
     '20.2': (mfu_of_all_gpus, 'lesson 13 gives'),
+    '27.1': (extend_resorted, 'an old character keeps its id'),
+    '27.2': (tuned_from_scratch, "init's model scores"),
 }
 
 
@@ -229,6 +256,23 @@ def test_the_check_passes_the_solution_waits_for_the_starter_and_fails_a_wrong_a
     assert check(ex, wrong) is False
     out = capsys.readouterr().out
     assert out.startswith(f'✗ exercise {ex}: ') and says in out and len(out.strip().splitlines()) == 1, out
+
+
+ROWS = [('lm_head.weight', 'output row and bias must be the means'), ('transformer.wte.weight', 'embedding')]
+
+
+@pytest.mark.parametrize('part, says', ROWS)
+def test_the_vocabulary_check_sees_new_rows_that_are_not_means(part, says, capsys):
+    "27.1 planted again: the ids right, but the new rows of one tensor random instead of the old rows' mean."
+
+    def random_rows(model, tok, text):
+        bigger, tok2 = SOLUTIONS['27.1'](model, tok, text)
+        with torch.no_grad():
+            bigger.get_parameter(part)[tok.vocab_size :].normal_(std=0.02)
+        return bigger, tok2
+
+    assert check('27.1', random_rows) is False
+    assert says in capsys.readouterr().out
 
 
 def test_an_answer_that_raises_is_one_line_and_an_unknown_exercise_is_refused(capsys):
