@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_pretrained.ipynb #eea6166e
 from __future__ import annotations
-import functools, json
+import functools, json, os, socket
 from pathlib import Path
 import torch
 from .data import gpt2_files
@@ -50,6 +50,19 @@ HF_REPOS = {
     'gpt2-xl': 'openai-community/gpt2-xl',
 }
 
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether huggingface.co takes a connection within `timeout` seconds: offline, the hub's client would
+    retry for half a minute before saying so. Behind a proxy the client is trusted to find its way."""
+    proxies = ('HF_ENDPOINT', 'HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')
+    if any(os.environ.get(k) for k in proxies):
+        return True  # a proxy or a mirror: the client's own requests are the test
+    try:
+        socket.create_connection(('huggingface.co', 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
 # %% ../nbs/09_pretrained.ipynb #9113102a
 def _checkpoint_files(name_or_folder) -> tuple[Path, Path]:
     """The paths of `config.json` and `model.safetensors`: from a local folder, or downloaded from the hub for
@@ -68,11 +81,19 @@ def _checkpoint_files(name_or_folder) -> tuple[Path, Path]:
         raise ValueError(
             f'unknown model {str(name_or_folder)!r}: not a folder, and not one of {", ".join(HF_REPOS)}'
         )
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
     repo = HF_REPOS[str(name_or_folder)]
+    names = 'config.json', 'model.safetensors'
+    try:  # downloaded before: from the local cache, without the network
+        return tuple(Path(hf_hub_download(repo, n, local_files_only=True)) for n in names)
+    except Exception:
+        pass
     try:
-        return Path(hf_hub_download(repo, 'config.json')), Path(hf_hub_download(repo, 'model.safetensors'))
+        if constants.HF_HUB_OFFLINE or not _hub_reachable():
+            why = 'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else 'huggingface.co does not answer'
+            raise ConnectionError(f'{why}, and the files are not in the local cache')
+        return tuple(Path(hf_hub_download(repo, n)) for n in names)
     except Exception as e:  # offline, hub down, ...: say what we tried and what works without the hub
         raise OSError(
             f'could not get {repo} from the Hugging Face hub ({type(e).__name__}: {e}); '

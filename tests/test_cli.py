@@ -612,3 +612,26 @@ def test_bpe_train_refuses_bad_input_in_one_line_before_training(
     assert says in line, line
     if case == 'exists':  # the tokenizer that was there is still there
         assert (out / 'tokenizer.model').read_text() == 'minbpe v1\n\n0\n97 98\n'
+
+
+def test_openai_s_weights_with_no_network_is_one_line_without_the_hub_s_retries(monkeypatch, capsys):
+    "Offline without HF_HUB_OFFLINE: the hub's client would retry for half a minute; the course asks once."
+    import socket
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    def download(repo, name, local_files_only=False, **kw):
+        if local_files_only:
+            raise huggingface_hub.errors.LocalEntryNotFoundError('not in the cache')
+        pytest.fail(f'went to the network for {name}')
+
+    def unreachable(*a, **k):
+        raise OSError('Network is unreachable')
+
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    for k in ('HF_ENDPOINT', 'HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy'):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', download)
+    monkeypatch.setattr(socket, 'create_connection', unreachable)
+    line = fails(capsys, 'gpt2-sample', '--model', 'gpt2', '--max-new-tokens', '1')
+    assert 'huggingface.co does not answer, and the files are not in the local cache' in line, line
