@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_files.ipynb #9f1e0a05
 from __future__ import annotations
-import contextlib, os, socket, tempfile
+import contextlib, os, secrets, socket
 from pathlib import Path
 
 # %% auto #0
@@ -43,10 +43,9 @@ def atomic_write(path, mode: str = 'wb'):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent)  # a killed writer's leftovers go with the next write, not never
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.{os.getpid()}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        with open(tmp, mode) as f:  # f.name is the temporary file's path
+    tmp = path.parent / f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp'
+    try:  # 'x': a new file, its permissions those of any new file (the umask's), not a temporary file's 0600
+        with open(tmp, mode.replace('w', 'x')) as f:  # f.name is the temporary file's path
             yield f  # an exception in the caller's block leaves `path` untouched
             f.flush()
             os.fsync(f.fileno())

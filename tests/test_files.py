@@ -1,7 +1,7 @@
 """Lesson 10 beyond its notebook: temporary files of killed writers, a failed write, and the folder lock
 across processes — refused at once, released when its holder dies however it dies."""
 
-import os, subprocess, sys, time
+import os, stat, subprocess, sys, time
 import pytest
 from gptcourse.files import FolderBusy, atomic_write, folder_lock
 
@@ -114,3 +114,17 @@ def test_atomic_write_syncs_the_file_before_it_renames_it(tmp_path, monkeypatch)
     with atomic_write(tmp_path / 'x.bin') as f:
         f.write(b'data')
     assert calls[:2] == ['fsync', 'replace'] and (tmp_path / 'x.bin').read_bytes() == b'data'
+
+
+def test_a_file_written_whole_has_the_permissions_of_any_new_file(tmp_path):
+    "Not a temporary file's 0600: other users may read a checkpoint or a shard as the umask allows."
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / 'a.bin') as f:
+            f.write(b'x')
+        with open(tmp_path / 'b.bin', 'wb') as f:  # the reference: a file made the ordinary way
+            f.write(b'x')
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)
+    assert mode(tmp_path / 'a.bin') == mode(tmp_path / 'b.bin') == 0o644
