@@ -264,7 +264,9 @@ def load_latest(path, model=None, optimizer=None, log=None, check=None) -> tuple
     if path.is_dir() and not list_checkpoints(path) and any(path.glob('.replaced-*')):
         with contextlib.suppress(FolderBusy), folder_lock(path, 'training run'):
             _put_back(path)  # a replacement killed before its first checkpoint: the replaced run is back
-    found = [path] if path.is_file() else list_checkpoints(path) if path.is_dir() else []
+    if not path.exists():
+        raise CheckpointError(f'no checkpoint at {path}: no such file or folder (a run or its step file)')
+    found = [path] if path.is_file() else list_checkpoints(path)
     if not found:
         raise CheckpointError(f'no checkpoint in {path}: it holds no step_*.safetensors files')
     errors = []

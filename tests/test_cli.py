@@ -198,7 +198,8 @@ def test_missing_run(tmp_path, capsys):
     r = gptcourse('sample', '--model', tmp_path / 'nothing')
     assert r.returncode == 1 and 'Traceback' not in r.stderr and r.stderr.count('\n') == 1, r.stderr
     assert 'gptcourse sample: ' in r.stderr and 'nothing' in r.stderr, r.stderr
-    assert 'no checkpoint in' in fails(capsys, 'train', *TINY, '--out', tmp_path / 'nothing', '--resume')
+    resumed = fails(capsys, 'train', *TINY, '--out', tmp_path / 'nothing', '--resume')
+    assert 'no checkpoint at' in resumed and 'no such file or folder' in resumed, resumed
 
 
 def test_an_out_that_cannot_hold_a_run_is_refused_before_training(tmp_path):
@@ -419,7 +420,7 @@ def test_presets_and_plot(run, tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     assert 'step       0: train 4.1' in r.stdout and 'step     200:' in r.stdout
     assert (tmp_path / 'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    assert 'no checkpoint in' in fails(capsys, 'plot', '--model', tmp_path / 'none')
+    assert 'no such file or folder' in fails(capsys, 'plot', '--model', tmp_path / 'none')
     assert 'write a .png' in fails(capsys, 'plot', '--model', run, '--out', tmp_path / 'loss.jpeg2')
     assert 'No such file' in fails(
         capsys, 'plot', '--model', run, '--out', tmp_path / 'no' / 'such' / 'loss.png'
@@ -635,3 +636,9 @@ def test_openai_s_weights_with_no_network_is_one_line_without_the_hub_s_retries(
     monkeypatch.setattr(socket, 'create_connection', unreachable)
     line = fails(capsys, 'gpt2-sample', '--model', 'gpt2', '--max-new-tokens', '1')
     assert 'huggingface.co does not answer, and the files are not in the local cache' in line, line
+
+
+@pytest.mark.parametrize('command', ['plot', 'sample', 'gpt2-sample'])
+def test_a_model_that_is_not_there_is_the_same_line_for_every_command(command, tmp_path, capsys):
+    line = fails(capsys, command, '--model', tmp_path / 'nowhere')
+    assert f'no checkpoint at {tmp_path / "nowhere"}: no such file or folder' in line, line
