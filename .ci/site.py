@@ -66,12 +66,28 @@ def api_pages(src: Path):
         )
 
 
+DIRECTIVE = re.compile(r'^#\|\s*(\w+)')  # nbdev's `#| export`, `#| hide`, `#| default_exp NAME`
+
+
+def undirected(cell: dict):
+    """A code cell as the reader is meant to see it: nbdev's directives say what to hide (`#| hide`, and the
+    `#| default_exp` cell, which only names the module: myst-nb's `remove-cell` tag), and no directive line is
+    shown."""
+    lines = ''.join(cell['source']).split('\n')
+    said = {m[1] for line in lines if (m := DIRECTIVE.match(line))}
+    if said & {'hide', 'default_exp'}:
+        cell.setdefault('metadata', {}).setdefault('tags', []).append('remove-cell')
+    cell['source'] = '\n'.join(line for line in lines if not DIRECTIVE.match(line)).lstrip('\n')
+
+
 def unattached(nb: Path) -> str:
     """The notebook with its figures shown from their SVG files in `figures/` rather than from the PNGs
     attached to its cells (nbs/figures/make.py): sharp at any size, and served once instead of inside every
-    page."""
+    page; and without nbdev's directives (`undirected`)."""
     doc = json.loads(nb.read_text(encoding='utf-8'))
     for cell in doc['cells']:
+        if cell['cell_type'] == 'code':
+            undirected(cell)
         if cell.pop('attachments', None):
             cell['source'] = [
                 re.sub(r'\]\(attachment:([\w-]+)\.png\)', r'](figures/\1.svg)', line)

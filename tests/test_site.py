@@ -158,6 +158,9 @@ def content_problems(page, want: dict) -> list[str]:
     )
     if broken:
         out.append(f'images not shown: {broken}')  # the lesson's diagrams, the badge
+    code = page.eval_on_selector_all('article .cell_input pre', 'els => els.map(e => e.innerText)')
+    if shown := [line for block in code for line in block.split('\n') if line.lstrip().startswith('#|')]:
+        out.append(f'nbdev directives shown: {shown[:3]}')  # hidden cells and directive lines stay out
     if want['plots']:
         widths = page.eval_on_selector_all(
             'article .cell_output img', 'els => els.map(e => e.complete ? e.naturalWidth : 0)'
