@@ -30,6 +30,7 @@ html_title = 'gptcourse'
 html_favicon = str(ROOT / 'docs' / '_static' / 'favicon.svg')  # else the browser asks for /favicon.ico
 html_static_path = [str(ROOT / 'docs' / '_static'), os.environ.get('GPTCOURSE_SITE_STATIC', '')]
 html_static_path = [p for p in html_static_path if p]
+html_css_files = ['course.css']  # docs/_static/course.css: code wraps in its box; badges keep their size
 html_show_sourcelink = False
 html_show_search_summary = (
     False  # snippets fetch each result page: from a file:// site the browser refuses that

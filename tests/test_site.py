@@ -161,6 +161,12 @@ def content_problems(page, want: dict) -> list[str]:
     code = page.eval_on_selector_all('article .cell_input pre', 'els => els.map(e => e.innerText)')
     if shown := [line for block in code for line in block.split('\n') if line.lstrip().startswith('#|')]:
         out.append(f'nbdev directives shown: {shown[:3]}')  # hidden cells and directive lines stay out
+    wide = page.eval_on_selector_all(
+        'article pre',
+        'els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.slice(0, 60))',
+    )
+    if wide:
+        out.append(f'code wider than its box: {wide[:2]}')  # it wraps (docs/_static/course.css)
     if want['plots']:
         widths = page.eval_on_selector_all(
             'article .cell_output img', 'els => els.map(e => e.complete ? e.naturalWidth : 0)'
@@ -239,6 +245,11 @@ def take_screenshots(b, base: str):
         if path.startswith('14'):  # the schedule's formula and its plot
             page.wait_for_selector('article div.math mjx-container svg', timeout=15_000)
             page.locator('article div.math').first.scroll_into_view_if_needed()
+        if path == 'index.html':  # the table of lessons: each Colab badge at its own size, not a sliver
+            widths = page.eval_on_selector_all(
+                'article img[src$="colab-badge.svg"]', 'els => els.map(e => e.getBoundingClientRect().width)'
+            )
+            assert len(widths) >= 20 and min(widths) >= 100, widths
         page.screenshot(path=str(SHOTS / f'{name}.png'))
         assert (SHOTS / f'{name}.png').stat().st_size > 10_000 and not problems, problems
         page.close()
