@@ -63,6 +63,21 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
         return False
     return True
 
+
+def _hub_files(repo: str) -> tuple[Path, Path]:
+    "`config.json` and `model.safetensors` of `repo`: from the local cache, else from the hub if it answers."
+    from huggingface_hub import constants, hf_hub_download
+
+    names = 'config.json', 'model.safetensors'
+    try:  # downloaded before: from the local cache, without the network
+        return tuple(Path(hf_hub_download(repo, n, local_files_only=True)) for n in names)
+    except Exception:
+        pass
+    if constants.HF_HUB_OFFLINE or not _hub_reachable():
+        why = 'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else 'huggingface.co does not answer'
+        raise ConnectionError(f'{why}, and the files are not in the local cache')
+    return tuple(Path(hf_hub_download(repo, n)) for n in names)
+
 # %% ../nbs/09_pretrained.ipynb #9113102a
 def _checkpoint_files(name_or_folder) -> tuple[Path, Path]:
     """The paths of `config.json` and `model.safetensors`: from a local folder, or downloaded from the hub for
@@ -81,19 +96,9 @@ def _checkpoint_files(name_or_folder) -> tuple[Path, Path]:
         raise ValueError(
             f'unknown model {str(name_or_folder)!r}: not a folder, and not one of {", ".join(HF_REPOS)}'
         )
-    from huggingface_hub import constants, hf_hub_download
-
     repo = HF_REPOS[str(name_or_folder)]
-    names = 'config.json', 'model.safetensors'
-    try:  # downloaded before: from the local cache, without the network
-        return tuple(Path(hf_hub_download(repo, n, local_files_only=True)) for n in names)
-    except Exception:
-        pass
     try:
-        if constants.HF_HUB_OFFLINE or not _hub_reachable():
-            why = 'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else 'huggingface.co does not answer'
-            raise ConnectionError(f'{why}, and the files are not in the local cache')
-        return tuple(Path(hf_hub_download(repo, n)) for n in names)
+        return _hub_files(repo)
     except Exception as e:  # offline, hub down, ...: say what we tried and what works without the hub
         raise OSError(
             f'could not get {repo} from the Hugging Face hub ({type(e).__name__}: {e}); '
