@@ -301,7 +301,7 @@ def bpe_train_command(args):
 
 def prepare_command(args):
     "Handler of `gptcourse prepare`."
-    out = Path(args.out) if args.out else default_data_dir()
+    out = default_data_dir() if args.out is None else args.out  # '' too goes to prepare, which refuses it
     kw = {k: getattr(args, k) for k in ('val_frac', 'shard_size', 'workers', 'overwrite')}
     m = prepare(args.src, out, progress=not args.no_progress, **kw)
     count = {split: sum(s['tokens'] for s in shards) for split, shards in m['splits'].items()}
@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='gptcourse',
                                      description='Train and sample the models of the gptcourse lessons.')
     parser.add_argument('--version', action='version', version=f'gptcourse {gptcourse.__version__}')
-    parser.add_argument('--threads', type=_int_at_least(1), default=None,
+    parser.add_argument('--threads', type=_int_at_least(1, os.cpu_count() or 1), default=None,
                         help='CPU threads for torch (default: $OMP_NUM_THREADS if set, else half the cores, '
                              f'at most 4: {default_threads()} here)')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)

@@ -642,3 +642,21 @@ def test_openai_s_weights_with_no_network_is_one_line_without_the_hub_s_retries(
 def test_a_model_that_is_not_there_is_the_same_line_for_every_command(command, tmp_path, capsys):
     line = fails(capsys, command, '--model', tmp_path / 'nowhere')
     assert f'no checkpoint at {tmp_path / "nowhere"}: no such file or folder' in line, line
+
+
+def test_more_threads_than_the_machine_has_cores_is_refused(capsys):
+    "Thousands of threads failed inside libgomp; the bound is the machine's own count of cores."
+    with pytest.raises(SystemExit) as e:
+        main(['--threads', '9999', 'presets'])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and last.endswith(
+        f'must be a whole number >= 1 and <= {os.cpu_count()}, got 9999'
+    )
+
+
+def test_prepare_out_empty_is_refused_not_taken_for_the_default_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv('GPTCOURSE_DATA', str(tmp_path / 'data'))
+    (tmp_path / 's.txt').write_text('hello world, this is a test. ' * 200)
+    line = fails(capsys, 'prepare', '--src', tmp_path / 's.txt', '--out', '', '--no-progress')
+    assert "must name a folder for the shards, like data/shards; got ''" in line, line
+    assert not (tmp_path / 'data').exists()
