@@ -8,7 +8,7 @@ import contextlib, os, secrets, socket
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['pid_alive', 'remove_stale_temps', 'atomic_write', 'FolderBusy', 'folder_lock']
+__all__ = ['pid_alive', 'remove_stale_temps', 'MissingPath', 'atomic_write', 'FolderBusy', 'folder_lock']
 
 # %% ../nbs/10_files.ipynb #9f1e0a08
 def pid_alive(pid: int) -> bool:
@@ -34,6 +34,10 @@ def remove_stale_temps(folder) -> list[Path]:
             t.unlink(missing_ok=True)
             removed.append(t)
     return removed
+
+
+class MissingPath(FileNotFoundError, ValueError):
+    "A file or folder to read that is not there: a `FileNotFoundError`, and a `ValueError` as any bad input."
 
 # %% ../nbs/10_files.ipynb #a17b0839
 @contextlib.contextmanager

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import torch
 from torch.nn import functional as F
-from .train import _check_prompt, patch, sample_logits
+from .train import _check_prompt, check_temperature, patch, sample_logits
 
 # %% auto #0
 __all__ = ['KVCache', 'cached_next_logits', 'top_p_filter', 'sample_next', 'generate_cached']
@@ -132,6 +132,7 @@ def top_p_filter(logits, p: float):
     sorted_logits, order = torch.sort(logits, descending=True)
     probs = sorted_logits.softmax(-1)
     drop = probs.cumsum(-1) - probs >= p  # keep tokens until the mass before them reaches p
+    drop[..., 0] = False  # and the most likely always: a p below float32's least (1e-300) is 0 there
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
@@ -141,8 +142,7 @@ def sample_next(
     "Lesson 02's `sample_logits`, with top-p after the temperature and top-k."
     if top_p is None or temperature == 0:
         return sample_logits(logits, temperature, top_k, generator)
-    if not (temperature > 0 and temperature < float("inf")):
-        raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {temperature}")
+    check_temperature(temperature)  # lesson 02's
     z = (logits - logits.max(-1, keepdim=True).values) / temperature
     if top_k is not None:
         z = z.masked_fill(z < torch.topk(z, min(top_k, z.size(-1))).values[:, [-1]], float("-inf"))

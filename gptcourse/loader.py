@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from .train import patch
 from .shards import MANIFEST, _well_formed
+from .files import MissingPath
 
 # %% auto #0
 __all__ = ['read_manifest', 'read_split', 'DataLoaderLite', 'Batches']
@@ -41,7 +42,7 @@ def read_manifest(folder: Path) -> dict:
     lengths)."""
     folder, hint = Path(folder), f'make one with `gptcourse prepare --out {folder}`'
     if not folder.is_dir():
-        raise FileNotFoundError(f'{folder}: no such folder of token shards ({hint})')
+        raise MissingPath(f'{folder}: no such folder of token shards ({hint})')
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding='utf-8'))
     except (OSError, ValueError):

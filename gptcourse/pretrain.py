@@ -4,6 +4,7 @@
 
 # %% ../nbs/20_pretrain.ipynb #373a3890
 from __future__ import annotations
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -164,7 +165,8 @@ def _gpt2_job(run: GPT2Run, checkpoint, di: DistInfo, progress: bool, log) -> Jo
         f"{run.name} preset: {model.num_params():,} parameters on {di.device} ({policy.dtype}), {accum} "
         f"micro-step(s) of {B}x{T} on {di.world_size} process(es) per step"
     )
-    extra = dict(kind="gpt2")
+    manifest = hashlib.sha256((data / MANIFEST).read_bytes()).hexdigest()  # prepared again: another one
+    extra = dict(kind="gpt2", inputs={str(data): manifest})  # a resumed run checks it (lesson 19)
     tokens, judge = run.total_batch, judge_gpt2
     return Job(run, model, optimizer, batches, policy, checkpoint, tokens, T, extra, accum, hs, di, judge)
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 from .data import data_dir, tiny_shakespeare
+from .gpt2 import machine_bytes
 from .pretrained import EOT, gpt2_tokenizer
-from .files import atomic_write, folder_lock
+from .files import MissingPath, atomic_write, folder_lock
 
 # %% auto #0
 __all__ = ['MANIFEST', 'PROGRESS', 'FORMAT', 'HUB', 'SUFFIXES', 'CHUNK_CHARS', 'write_shards', 'source_files', 'documents',
@@ -46,8 +47,7 @@ def write_shards(folder, splits: dict, shard_size: int = 100_000_000, **info) ->
 
 # %% ../nbs/11_shards.ipynb #cad0a012
 def _well_formed(m) -> bool:
-    """Whether `m` is a manifest of ours: its shards and its splits' parts each a file of the folder with
-    whole counts."""
+    "Whether `m` is a manifest of ours: its shards and splits' parts files of the folder, with whole counts."
     if not (
         isinstance(m, dict)
         and m.get('format') in (FORMAT, 'gptcourse-shards-1')
@@ -87,26 +87,22 @@ def source_files(src) -> list[str]:
         return files
     if p.is_file():
         return [str(p)]
-    raise FileNotFoundError(
+    raise MissingPath(
         f'{src}: no such file or folder (prepare reads a text, .jsonl or .parquet file, a folder '
         f'of them, or one of {", ".join(HUB)}; leave it out for Tiny Shakespeare)'
     )
 
 # %% ../nbs/11_shards.ipynb #5a11e002
 def _hub_files(repo: str, pattern: str) -> list[str]:
-    """The files of a hub dataset that match `pattern`: as listed on the hub, or (offline) as in the local hub
-    cache."""
+    "The files of a hub dataset that match `pattern`: as the hub lists them, or (offline) its local cache."
     import huggingface_hub as hub
 
     try:
         names = hub.HfApi().list_repo_files(repo, repo_type='dataset')
     except Exception as e:  # offline, no network, the hub down: what the local cache holds, if anything
         try:
-            root = Path(
-                hub.snapshot_download(
-                    repo, repo_type='dataset', allow_patterns=pattern, local_files_only=True
-                )
-            )
+            kw = dict(repo_type='dataset', allow_patterns=pattern, local_files_only=True)
+            root = Path(hub.snapshot_download(repo, **kw))
         except Exception:
             raise OSError(
                 f'could not list {repo} on the Hugging Face hub ({type(e).__name__}), and it is not in the '
@@ -120,8 +116,7 @@ def _hub_files(repo: str, pattern: str) -> list[str]:
 
 # %% ../nbs/11_shards.ipynb #8bbd228d
 def _local(name: str) -> Path:
-    """The local path of a source file: a hub file is downloaded, or found in the hub's cache, by
-    huggingface_hub."""
+    "The local path of a source file: a hub file is downloaded, or found in the hub's cache."
     if name == 'tinyshakespeare':
         tiny_shakespeare()
         return data_dir() / 'tinyshakespeare.txt'
@@ -175,8 +170,7 @@ def _text_documents(path: Path):
 
 
 def documents(name: str):
-    """The documents of one source file (a name of `source_files`), in order, read by its kind: Parquet, JSON
-    Lines, or text."""
+    "The documents of one source file (a name of `source_files`), in order, read by its kind."
     path = _local(name)
     read = {'.parquet': _parquet_documents, '.jsonl': _jsonl_documents}.get(path.suffix, _text_documents)
     yield from read(path)
@@ -245,10 +239,8 @@ def _tokenized(chunks, workers: int):
         yield from ((fi, di, *_tokenize(texts)) for fi, di, texts in chunks)
         return
     ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else 'spawn')
-    pool, pending = (
-        ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init),
-        collections.deque(),
-    )
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+    pending = collections.deque()
     try:
         for fi, di, texts in chunks:
             pending.append((fi, di, pool.submit(_tokenize, texts)))
@@ -277,19 +269,32 @@ def _slices(shards: list[dict], a: int, b: int) -> list[dict]:
         pos += s['tokens']
     return out
 
+
+def _settings(val_frac: float, shard_size: int, workers: int | None) -> int:
+    "Refuse what `prepare` cannot do, before a byte or a process is spent; the number of workers to start."
+    most, cores = (machine_bytes() or 2**64) // 4, os.cpu_count() or 1  # a shard is filled in memory
+    if not 0 <= val_frac < 1:
+        raise ValueError(f'val_frac must be in [0, 1), got {val_frac}')
+    if type(shard_size) is not int or not 1 <= shard_size <= most:
+        raise ValueError(
+            f"shard_size must be a whole number from 1 to {most:,} (a shard's tokens, 2 bytes each, in half "
+            f"this machine's memory), got {shard_size}"
+        )
+    if workers is not None and (type(workers) is not int or not 1 <= workers <= 4 * cores):  # more: they wait
+        raise ValueError(f'workers must be a whole number from 1 to {4 * cores} (4 a core), got {workers}')
+    return workers or cores
+
 # %% ../nbs/11_shards.ipynb #5a11e009
 def _start(src, files: list[str], shard_size: int) -> dict:
     "The progress of a prepare that has written nothing yet: no shards, at the first file's first document."
-    return dict(
-        format=FORMAT,
-        tokenizer='gpt2',
-        source=str(src or 'tinyshakespeare'),
-        shard_size=shard_size,
-        files=files,
-        file_documents=[],
-        shards=[],
-        position=[0, 0, 0],
-    )
+    head = dict(format=FORMAT, tokenizer='gpt2', source=str(src or 'tinyshakespeare'), shard_size=shard_size)
+    return head | dict(files=files, file_documents=[], shards=[], position=[0, 0, 0], stats=_stats(files))
+
+
+def _stats(files: list[str]) -> list:
+    "Size and modification time of each local source file, for a resume to compare (a hub file's: None)."
+    stats = [None if f.startswith('hub:') else _local(f).stat() for f in files]
+    return [s and [s.st_size, s.st_mtime_ns] for s in stats]
 
 
 def _save(state: dict, partial: Path, tokens: np.ndarray, position: list[int]):
@@ -336,8 +341,7 @@ def _write(state: dict, partial: Path, workers: int, progress: bool):
 
 # %% ../nbs/11_shards.ipynb #cad0a009
 def _manifest(state: dict, partial: Path, val_frac: float) -> dict:
-    """The finished prepare's manifest, written into `partial`; the last `val_frac` of the tokens is the val
-    split."""
+    "The finished prepare's manifest, written into `partial`: the last `val_frac` of the tokens is val."
     total = sum(s['tokens'] for s in state['shards'])
     n_val = int(total * val_frac)
     if total - n_val < 2 or (val_frac and n_val < 2):
@@ -354,8 +358,7 @@ def _manifest(state: dict, partial: Path, val_frac: float) -> dict:
 
 # %% ../nbs/11_shards.ipynb #cad0a011
 def _resumable(state) -> bool:
-    """Whether `state` has the shape of the progress `_write` saves: the shards so far, the source's files, a
-    position."""
+    "Whether `state` is shaped as `_write`'s progress: the shards so far, the source's files, a position."
     return (
         isinstance(state, dict)
         and _well_formed(state | {'splits': {}})
@@ -363,13 +366,19 @@ def _resumable(state) -> bool:
         and isinstance(state.get('position'), list)
         and len(state['position']) == 3
         and all(type(v) is int for v in state['position'])
+        and isinstance(state.get('stats', []), list)
     )
 
 
 def _check_done(state: dict, fresh: dict, partial: Path):
-    "Refuse to go on from `state` if the files it has read changed, or a shard it lists is not in `partial`."
-    done = state['position'][0] + 1
-    if state['files'][:done] != fresh['files'][:done]:
+    "Refuse to go on from `state` if it is another source's, the files it read changed or a shard is missing."
+    if any(state.get(k) != fresh[k] for k in ('format', 'tokenizer', 'source', 'shard_size')):
+        raise ValueError(
+            f'{partial} holds an unfinished prepare of {state.get("source")}: pass '
+            '--overwrite to discard it, or another --out'
+        )
+    done, stats = state['position'][0] + 1, state.get('stats', fresh['stats'])  # a progress without: as now
+    if state['files'][:done] != fresh['files'][:done] or stats[:done] != fresh['stats'][:done]:
         raise ValueError(
             f'the files of {fresh["source"]} changed since the unfinished prepare in {partial} started: '
             'pass --overwrite to start again'
@@ -381,26 +390,22 @@ def _check_done(state: dict, fresh: dict, partial: Path):
 
 # %% ../nbs/11_shards.ipynb #5a11e00a
 def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
-    """The state of the unfinished prepare in `partial` if it is this one (it goes on from there), else a
-    fresh start."""
+    "The unfinished prepare's state in `partial` if it is this one, to go on from; else a fresh start."
     try:
         state = json.loads((partial / PROGRESS).read_text(encoding='utf-8'))
     except (OSError, ValueError):
         state = None  # not one shard written: nothing to keep
     if not _resumable(state):
         state = None  # not a progress file of ours: nothing to go on from
-    if state and any(state.get(k) != fresh[k] for k in ('format', 'tokenizer', 'source', 'shard_size')):
+    try:
+        if state:
+            _check_done(state, fresh, partial)  # another source, or this one changed since: refused
+            return state | {'files': fresh['files']}
+    except ValueError:
         if not overwrite:
-            raise ValueError(
-                f'{partial} holds an unfinished prepare of {state.get("source")}: pass '
-                '--overwrite to discard it, or another --out'
-            )
-        state = None
-    if state is None:
-        shutil.rmtree(partial, ignore_errors=True)  # `_save` makes it again with the first shard
-        return fresh
-    _check_done(state, fresh, partial)
-    return state | {'files': fresh['files']}
+            raise  # with --overwrite: discarded
+    shutil.rmtree(partial, ignore_errors=True)  # `_save` makes it again with the first shard
+    return fresh
 
 
 def _finished(partial: Path, fresh: dict, val_frac: float) -> dict | None:
@@ -451,11 +456,10 @@ def prepare(
 ) -> dict:
     """Tokenize `src` (see `source_files`) into GPT-2 token shards in `out_dir`, by `workers` processes (one
     a core); the last `val_frac` of the tokens is the val split. Run again when stopped, it goes on."""
-    if not 0 <= val_frac < 1:
-        raise ValueError(f'val_frac must be in [0, 1), got {val_frac}')
-    if shard_size < 1:
-        raise ValueError(f'shard_size must be a positive number of tokens, got {shard_size}')
+    workers = _settings(val_frac, shard_size, workers)  # above
     out = Path(out_dir) if out_dir is not None else default_data_dir()
+    if out.name in ('', '..'):  # '', '.', '/': no folder of its own, to make beside the others and swap in
+        raise ValueError(f'out_dir must name a folder for the shards, like data/shards; got {str(out_dir)!r}')
     files, _ = source_files(src), gpt2_tokenizer()  # first: without them (offline, say) nothing is made
     partial, lock = (out.parent / f'.{out.name}.{what}' for what in ('partial', 'lock'))
     with folder_lock(lock, 'prepare'), _out_held(out, overwrite):
@@ -463,7 +467,7 @@ def prepare(
         manifest = _finished(partial, fresh, val_frac)  # the shards are made: only the swap is left
         if manifest is None:
             state = _resume(partial, fresh, overwrite)
-            _write(state, partial, workers or os.cpu_count() or 1, progress)
+            _write(state, partial, workers, progress)
             manifest = _manifest(state, partial, val_frac)
         _swap_in(partial, out)
     with contextlib.suppress(OSError):

@@ -12,8 +12,8 @@ from torch.nn import functional as F
 from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 
 # %% auto #0
-__all__ = ['PRESET_ENV', 'default_device', 'set_seed', 'preset_name', 'get_preset', 'patch', 'sample_logits', 'generate',
-           'estimate_loss', 'History', 'fit']
+__all__ = ['PRESET_ENV', 'default_device', 'set_seed', 'preset_name', 'get_preset', 'patch', 'check_temperature', 'sample_logits',
+           'generate', 'estimate_loss', 'History', 'fit']
 
 # %% ../nbs/02_train.ipynb #1133d072
 def default_device() -> str:
@@ -64,11 +64,17 @@ def patch(f=None, *, as_classmethod: bool = False):
     return f
 
 # %% ../nbs/02_train.ipynb #2d1bae5c
+def check_temperature(temperature: float):
+    """Refuse a temperature that is not 0 (greedy) or from 1e-4 up: below, the draw is the argmax anyway, and
+    float32 logits divided by it overflow (1e-320 is 0 in float32: NaNs, and `torch.multinomial` fails)."""
+    if not (isinstance(temperature, (int, float)) and (temperature == 0 or 1e-4 <= temperature < math.inf)):
+        raise ValueError(f"temperature must be 0 (greedy) or a number from 1e-4 up, got {temperature}")
+
+
 def sample_logits(logits, temperature: float = 1.0, top_k: int | None = None, generator=None):
     """Draw one token id per row of `logits` (B, V): divide by `temperature` (0: argmax), keep the `top_k`
     largest, and sample from the softmax."""
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {temperature}")
+    check_temperature(temperature)
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
     logits = (

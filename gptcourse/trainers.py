@@ -182,6 +182,12 @@ class RandomBatches:
         return self.generator.get_state().tolist()
 
     def load_state_dict(self, state: list):
+        n = self.generator.get_state().numel()  # a file's garbage: one line, not torch's traceback
+        if not (isinstance(state, list) and len(state) == n and all(b in range(256) for b in state)):
+            raise ValueError(
+                f"batch state must be a torch.Generator's state ({n} bytes, as "
+                "state_dict() saves it); this is not"
+            )
         self.generator.set_state(torch.tensor(state, dtype=torch.uint8))
 
 # %% ../nbs/19_trainers.ipynb #1ea00021
@@ -365,18 +371,6 @@ class Job:
     judge: Callable | None = None  # (run, history) -> one line on the finished run against its reference
 
 
-def _restore(job: Job, precision) -> tuple[int, TrainHistory]:
-    """Step and history of a resumed run, its state restored from its file: weights, optimizer, generators,
-    batches."""
-    if job.checkpoint is None:
-        return 0, TrainHistory()
-    meta = load_checkpoint(job.checkpoint, job.model, job.optimizer)
-    set_rng_state(meta["rng"])
-    job.batches.load_state_dict(meta["batches"])
-    if meta.get("scaler") and precision.scaler.is_enabled():
-        precision.scaler.load_state_dict(meta["scaler"])
-    return meta["step"], TrainHistory.from_state_dict(meta["history"])
-
 # %% ../nbs/19_trainers.ipynb #1ea00023
 def _saver(res: TrainResult, job: Job, folder, precision):
     "`save(step)`: a checkpoint of the run into its folder."
@@ -412,10 +406,31 @@ ON_CPU = (
     "--preset cpu takes minutes"
 )
 
+
+def _restore(job: Job, precision) -> tuple[int, TrainHistory]:
+    """Step and history of a resumed run, its state restored from its file: weights, optimizer, generators,
+    batches."""
+    if job.checkpoint is None:
+        return 0, TrainHistory()
+    meta = load_checkpoint(job.checkpoint, job.model, job.optimizer)
+    for what, sha in job.extra.get("inputs", {}).items():  # what the run reads, as it was: its sha256
+        if meta.get("inputs", {}).get(what, sha) != sha:
+            raise ValueError(
+                f"{what} changed since the run started: resume it on the data it started "
+                "from, or start a new run"
+            )
+    set_rng_state(meta["rng"])
+    job.batches.load_state_dict(meta["batches"])
+    if meta.get("scaler") and precision.scaler.is_enabled():
+        precision.scaler.load_state_dict(meta["scaler"])
+    return meta["step"], TrainHistory.from_state_dict(meta["history"])
+
 # %% ../nbs/19_trainers.ipynb #ec1c3e0a
 def _train(job: Job, out_dir, resume: bool, overwrite: bool, stop_after: int | None, progress: bool, log):
     """Hold the run folder, restore a resumed run, run lesson 18's loop with the report, save: both trainers'
     end."""
+    if stop_after is not None and (type(stop_after) is not int or stop_after < 1):  # the CLI's words
+        raise ValueError(f"stop_after must be a whole number >= 1, got {stop_after}")
     run, di = job.run, job.di or DistInfo(False, 0, 0, 1, job.policy.device)
     end, say = stop_after or run.max_steps, log if di.master else print_nothing
     if run.name == "lecture" and torch.device(job.policy.device).type == "cpu":
