@@ -241,3 +241,21 @@ def test_a_compiler_that_never_answers_is_given_up_on(kernel_cache, monkeypatch,
     kernel, note = decode.gemv_kernel()
     assert time.perf_counter() - t0 < 10 and kernel is None, note
     assert note.startswith('no kernel (') and 'timed out' in note, note
+
+
+def test_where_a_compiler_exists_both_kernels_build_and_agree(kernel_cache):
+    """The kernel tests skip without a kernel, so a kernel that no longer builds (or no longer agrees with
+    F.linear) would only show as skips: where a C compiler exists, not building is a failure."""
+    import os, shutil
+    from gptcourse.decode import gemv_kernel
+    from gptcourse.quantize import q8_kernel
+
+    cc = os.environ.get('CC') or 'cc'
+    if not shutil.which(cc):
+        pytest.skip(f'no C compiler ({cc}) here: the kernels are not expected to build')
+    q8_kernel.cache_clear()
+    try:
+        for name, (kernel, note) in (('gemv', gemv_kernel()), ('q8', q8_kernel())):
+            assert kernel is not None, f'{cc} is here, yet the {name} kernel was not built: {note}'
+    finally:
+        q8_kernel.cache_clear()
