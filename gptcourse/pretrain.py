@@ -19,7 +19,8 @@ from .optim import configure_adamw, get_lr, grad_accum_steps, micro_batch_that_f
 from .distributed import DistInfo, setup_distributed
 from .hellaswag import load_hellaswag, read_hellaswag
 from .loop import Run
-from .trainers import UNLEARNED, Job, TrainResult, _settle, _train, compare, print_nothing
+from .trainers import UNLEARNED, Job, TrainResult, _settle, _train, check_training_fits, compare
+from .trainers import print_nothing
 
 # %% auto #0
 __all__ = ['GPT2_PRESETS', 'GPT2_REFERENCE', 'GPT2Run', 'judge_gpt2', 'train_gpt2']
@@ -151,6 +152,8 @@ def _gpt2_job(run: GPT2Run, checkpoint, di: DistInfo, progress: bool, log) -> Jo
     policy = device_policy(di.device, run.dtype, run.compile)
     policy.set_tf32()
     set_seed(run.seed)
+    if run.init == 'scratch' or checkpoint is not None:  # OpenAI's models: lesson 09's check_fits, as loaded
+        check_training_fits(run, run.batch_size, run.seq_len, di.device)
     run, model = _gpt2_model(run, checkpoint is not None)
     model = model.to(di.device)
     run = _micro_batch(run, model, policy, di, log) if checkpoint is None else run

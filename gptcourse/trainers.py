@@ -13,7 +13,7 @@ from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyte
 from .data import CharTokenizer, get_batch, tiny_shakespeare, train_val_split
 from .train import History, get_preset, set_seed
 from .chargpt import CharTraining, PRESETS as CHAR_TRAINING
-from .gpt2 import GPT, GPTConfig, char_config
+from .gpt2 import GPT, GPTConfig, char_config, machine_bytes
 from .speed import device_policy, flops_per_token, mfu, peak_flops
 from .distributed import DistInfo
 from gptcourse.checkpoint import (
@@ -30,8 +30,8 @@ from .loop import Report, Run, TrainHistory, train_loop
 
 # %% auto #0
 __all__ = ['CHAR_PRESETS', 'COMMANDS', 'CHAR_RUN', 'LECTURE', 'CHAR_REFERENCE', 'UNLEARNED', 'ON_CPU', 'CharRun', 'run_meta',
-           'run_of', 'TrainResult', 'TrainerReport', 'RandomBatches', 'read_text', 'adamw', 'Arch', 'train_char',
-           'compare', 'judge_char', 'Job', 'print_nothing']
+           'run_of', 'TrainResult', 'TrainerReport', 'RandomBatches', 'read_text', 'adamw', 'Arch', 'training_bytes',
+           'check_training_fits', 'train_char', 'compare', 'judge_char', 'Job', 'print_nothing']
 
 # %% ../nbs/19_trainers.ipynb #1ea00010
 @dataclass(kw_only=True)
@@ -239,6 +239,25 @@ class Arch:
 
 LECTURE = Arch()
 
+# %% ../nbs/19_trainers.ipynb #4cf62fa6
+def training_bytes(c, batch_size: int, seq_len: int) -> int:
+    """A lower bound on the memory of a training step of `c`'s sizes (`n_embd`, `n_layer`, `vocab_size`,
+    `block_size`): 16 bytes a parameter, 34·B·T·C a layer of activations, 8·B·T·V of logits."""
+    C, L, V = c.n_embd, c.n_layer, c.vocab_size
+    n = (V + c.block_size) * C + L * 12 * C * C + (0 if getattr(c, 'tie_weights', True) else V * C)
+    return 16 * n + 34 * L * batch_size * seq_len * C + 8 * batch_size * seq_len * V
+
+
+def check_training_fits(c, batch_size: int, seq_len: int, device):
+    "Refuse a CPU run whose step cannot fit in this machine's memory (`training_bytes`), before it starts."
+    need, have = training_bytes(c, batch_size, seq_len), machine_bytes()
+    if torch.device(device).type == 'cpu' and have is not None and need > have:
+        raise ValueError(
+            f'a training step of this run needs at least {need / 1e9:,.1f} GB (16 bytes a parameter and the '
+            f'activations of {batch_size:,} x {seq_len:,} tokens); this machine has {have / 1e9:,.1f} GB: '
+            'lower the batch size, the context or the model'
+        )
+
 # %% ../nbs/19_trainers.ipynb #a4d2daf0
 def _char_job(run: CharRun, checkpoint, meta: dict | None, arch: Arch, log) -> Job:
     """What `train_char` trains: the text's tokens, the model of `arch` on the run's device, AdamW, random
@@ -254,7 +273,9 @@ def _char_job(run: CharRun, checkpoint, meta: dict | None, arch: Arch, log) -> J
     policy = device_policy(run.device, run.dtype, run.compile)
     policy.set_tf32()
     set_seed(run.seed)
-    model = arch.model(arch.config(run, tok.vocab_size)).to(policy.device)
+    config = arch.config(run, tok.vocab_size)
+    check_training_fits(config, run.batch_size, run.block_size, policy.device)  # before it is built
+    model = arch.model(config).to(policy.device)
     g = torch.Generator().manual_seed(run.seed)
     batches = RandomBatches(train, val, run.batch_size, run.block_size, policy.device, g, eval_seed=run.seed)
     log(

@@ -206,3 +206,37 @@ def test_a_path_that_is_not_there_is_a_valueerror_like_every_bad_input(tmp_path)
     with pytest.raises(ValueError, match=f'^{re.escape(str(gone))}: no such file or folder') as e:
         prepare(gone, tmp_path / 'out', progress=False)
     assert isinstance(e.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize('changes', [dict(n_layer=100_000), dict(batch_size=10**8)])
+def test_a_char_run_too_big_for_memory_is_refused_before_its_model_is_built(changes, tmp_path, monkeypatch):
+    "n_layer 100,000 used to spend minutes allocating 5 billion parameters; a batch of 10**8, to be killed."
+    from gptcourse import trainers
+
+    monkeypatch.setattr(
+        trainers, 'machine_bytes', lambda: 16 * 2**30
+    )  # a 16 GB machine, whatever this one is
+    built = []
+    monkeypatch.setattr(trainers.GPT, '__init__', lambda *a, **k: built.append(1) or pytest.fail('built'))
+    with pytest.raises(ValueError, match=r'needs at least [\d,.]+ GB .*this machine has 17.2 GB'):
+        trainers.train_char(
+            'cpu', tmp_path / 'run', device='cpu', progress=False, log=lambda *a: None, **changes
+        )
+    assert not built
+
+
+def test_a_gpt2_run_too_big_for_memory_is_refused_before_its_model_is_built(tmp_path, monkeypatch):
+    from gptcourse import pretrain, trainers
+
+    monkeypatch.setattr(trainers, 'machine_bytes', lambda: 16 * 2**30)
+    monkeypatch.setattr(pretrain, 'GPT', lambda *a, **k: pytest.fail('built'))
+    with pytest.raises(ValueError, match='activations of 100,000 x 32 tokens'):
+        pretrain.train_gpt2(
+            'cpu',
+            tmp_path / 'run',
+            device='cpu',
+            batch_size=100_000,
+            total_batch=3_200_000,
+            progress=False,
+            log=lambda *a: None,
+        )
