@@ -150,13 +150,17 @@ def test_no_transformers_at_run_time():
 
 
 def test_hub_failure_is_explained(monkeypatch):
-    "Without internet a model name fails with a message that says what to do instead."
+    "The hub answers, but the download fails: the message says what failed and what to do instead."
     import huggingface_hub
+    from huggingface_hub import constants
+    from gptcourse import pretrained
 
     def offline(*a, **k):
         raise ConnectionError('no network')
 
     monkeypatch.setattr(huggingface_hub, 'hf_hub_download', offline)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)  # as on a machine with internet
+    monkeypatch.setattr(pretrained, '_hub_reachable', lambda: True)
     with pytest.raises(
         OSError,
         match='could not get openai-community/gpt2-medium .*ConnectionError: no network.*pass a folder',
