@@ -11,6 +11,7 @@ import torch
 from .files import FolderBusy, atomic_write, folder_lock, pid_alive
 from .gpt2 import GPT, GPTConfig
 from .pretrained import HF_REPOS, from_pretrained
+from .shards import MANIFEST
 
 # %% auto #0
 __all__ = ['FORMAT', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'read_checkpoint', 'fits_file', 'load_checkpoint',
@@ -311,6 +312,9 @@ def run_folder(out_dir, resume: bool = False, overwrite: bool = False):
     """Hold `out_dir` for one run (lesson 10's `folder_lock`); another run's checkpoints are replaced only if
     asked."""
     out_dir = Path(out_dir)
+    if (out_dir / MANIFEST).exists():  # lesson 11's shards: their folder is theirs
+        why = f'holds token shards (its {MANIFEST}), not a run'
+        raise ValueError(f'{out_dir} {why}: a run needs its own folder')
     with folder_lock(out_dir, 'training run'):
         _put_back(out_dir)
         old, aside, run = list_checkpoints(out_dir), out_dir / f'.replaced-{os.getpid()}', _RunFolder(out_dir)

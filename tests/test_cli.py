@@ -660,3 +660,13 @@ def test_prepare_out_empty_is_refused_not_taken_for_the_default_folder(tmp_path,
     line = fails(capsys, 'prepare', '--src', tmp_path / 's.txt', '--out', '', '--no-progress')
     assert "must name a folder for the shards, like data/shards; got ''" in line, line
     assert not (tmp_path / 'data').exists()
+
+
+def test_a_folder_of_token_shards_is_not_taken_for_a_run_folder(tmp_path, capsys):
+    "train --out a shard folder used to be accepted: the run's checkpoints would have gone among the shards."
+    shards = tmp_path / 'shards'
+    shards.mkdir()
+    (shards / 'manifest.json').write_text('{}')
+    line = fails(capsys, 'train', *TINY, '--out', shards, '--max-steps', '2')
+    assert 'holds token shards (its manifest.json), not a run: a run needs its own folder' in line, line
+    assert sorted(p.name for p in shards.iterdir()) == ['manifest.json']
