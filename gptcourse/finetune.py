@@ -171,11 +171,11 @@ def _gpt2_finetune_job(run: GPT2Finetune, di, progress: bool, log):
     loads those) or from the newest checkpoint of a run."""
     f, meta = _gpt2_source(run.init, log)
     if meta is None:
-        job = _gpt2_job(run, None, di, progress, log)
+        job = _gpt2_job(run, None, None, di, progress, log)
     else:
         src = run_of(GPT2Finetune, meta)
         sizes = {k: getattr(src, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size')}
-        job = _gpt2_job(replace(run, init='scratch', **sizes), None, di, progress, log)
+        job = _gpt2_job(replace(run, init='scratch', **sizes), None, None, di, progress, log)
         load_checkpoint(f, job.model)
         job.run = replace(job.run, init=run.init)
     log(f'starting from the weights of {f}')
@@ -207,7 +207,7 @@ def finetune_gpt2(
         if meta is None and run.init != 'scratch':
             job = _gpt2_finetune_job(run, di, progress, say)
         else:
-            job = _gpt2_job(run, f, di, progress, say)
+            job = _gpt2_job(run, f, meta, di, progress, say)
             job.extra |= {'started_from': meta['started_from']} if meta and 'started_from' in meta else {}
         job.judge = judge_gpt2_finetune
         return _train(job, out_dir, resume, overwrite, stop_after, progress, log)

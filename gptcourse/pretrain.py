@@ -123,14 +123,19 @@ def _micro_batch(run: GPT2Run, model, policy, di, log) -> GPT2Run:
     return replace(run, batch_size=fits)
 
 # %% ../nbs/20_pretrain.ipynb #c10d0011
-def _shards(run: GPT2Run, di, progress: bool, log) -> Path:
-    """The run's shard folder: by default Tiny Shakespeare's, prepared once (by rank 0, the others waiting). A
-    corpus that the run would read more than ten times over is said, with how to make the lecture's."""
+def _shards(run: GPT2Run, meta: dict | None, di, progress: bool, log) -> tuple[Path, str]:
+    """The run's shard folder and its manifest's sha256: by default Tiny Shakespeare's, prepared once (by rank
+    0, the others waiting); a resumed run's as it started (`meta`). A corpus that the run would read more than
+    ten times over is said, with how to make the lecture's."""
     data = Path(run.data) if run.data is not None else default_data_dir()
     if run.data is None and di.master and not (data / MANIFEST).exists():
         prepare(None, data, progress=progress, overwrite=True)
     di.barrier()
-    have = sum(s['tokens'] for s in read_manifest(data)['splits'].get('train', []))
+    have = sum(s['tokens'] for s in read_manifest(data)['splits'].get('train', []))  # checked: it is there
+    manifest = hashlib.sha256((data / MANIFEST).read_bytes()).hexdigest()  # prepared again: another one
+    if meta and meta.get('data_sha256', manifest) != manifest:
+        why = 'resume it on the data it started from, or start a new run'
+        raise ValueError(f'{data} changed since the run started: {why}')
     need = run.max_steps * run.total_batch
     if have and need > 10 * have:  # none at all: the loader says so, by split
         log(
@@ -140,15 +145,15 @@ def _shards(run: GPT2Run, di, progress: bool, log) -> Path:
             '(`gptcourse prepare --src '
             'fineweb-edu-10B --out DIR` makes them; then --data DIR)'
         )
-    return data
+    return data, manifest
 
 # %% ../nbs/20_pretrain.ipynb #523a6ffd
-def _gpt2_job(run: GPT2Run, checkpoint, di: DistInfo, progress: bool, log) -> Job:
+def _gpt2_job(run: GPT2Run, checkpoint, meta: dict | None, di: DistInfo, progress: bool, log) -> Job:
     """What `train_gpt2` trains: its shards, GPT-2 (its sizes, or OpenAI's weights), AdamW, micro-steps,
     HellaSwag."""
     hs = None if run.hellaswag is None else run.hellaswag
     hs = load_hellaswag() if hs == "val" else read_hellaswag(hs) if hs else None
-    data = _shards(run, di, progress, log)
+    data, manifest = _shards(run, meta, di, progress, log)
     policy = device_policy(di.device, run.dtype, run.compile)
     policy.set_tf32()
     set_seed(run.seed)
@@ -168,8 +173,7 @@ def _gpt2_job(run: GPT2Run, checkpoint, di: DistInfo, progress: bool, log) -> Jo
         f"{run.name} preset: {model.num_params():,} parameters on {di.device} ({policy.dtype}), {accum} "
         f"micro-step(s) of {B}x{T} on {di.world_size} process(es) per step"
     )
-    manifest = hashlib.sha256((data / MANIFEST).read_bytes()).hexdigest()  # prepared again: another one
-    extra = dict(kind="gpt2", inputs={str(data): manifest})  # a resumed run checks it (lesson 19)
+    extra = dict(kind="gpt2", data_sha256=manifest)
     tokens, judge = run.total_batch, judge_gpt2
     return Job(run, model, optimizer, batches, policy, checkpoint, tokens, T, extra, accum, hs, di, judge)
 
@@ -191,7 +195,7 @@ def train_gpt2(
     say = log if di.master else print_nothing
     try:
         run, f, meta = _settle(run, GPT2_PRESETS, "gpt2", out_dir, resume, changes, say)
-        job = _gpt2_job(run, f, di, progress, say)
+        job = _gpt2_job(run, f, meta, di, progress, say)
         return _train(job, out_dir, resume, overwrite, stop_after, progress, log)
     finally:
         di.close()

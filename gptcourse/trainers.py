@@ -434,12 +434,6 @@ def _restore(job: Job, precision) -> tuple[int, TrainHistory]:
     if job.checkpoint is None:
         return 0, TrainHistory()
     meta = load_checkpoint(job.checkpoint, job.model, job.optimizer)
-    for what, sha in job.extra.get("inputs", {}).items():  # what the run reads, as it was: its sha256
-        if meta.get("inputs", {}).get(what, sha) != sha:
-            raise ValueError(
-                f"{what} changed since the run started: resume it on the data it started "
-                "from, or start a new run"
-            )
     set_rng_state(meta["rng"])
     job.batches.load_state_dict(meta["batches"])
     if meta.get("scaler") and precision.scaler.is_enabled():
