@@ -11,8 +11,8 @@ from .train import patch
 from .decode import _cpu_autocast, bytes_per_token, load_kernel
 
 # %% auto #0
-__all__ = ['Q8_WIDE', 'Q8_C', 'quantize', 'dequantize', 'pack', 'unpack', 'q8_kernel', 'Int8Linear', 'use_int8_kernel',
-           'int8_bytes_per_token']
+__all__ = ['Q8_WIDE', 'Q8_C', 'Q8DOT_C', 'quantize', 'dequantize', 'pack', 'unpack', 'q8_kernel', 'Int8Linear', 'use_int8_kernel',
+           'int8_bytes_per_token', 'q8dot_kernel', 'Int8DotLinear']
 
 # %% ../nbs/23_quantize.ipynb #23a00007
 def quantize(W, group: int | None = 32):
@@ -156,38 +156,49 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return f'in_features={self.q.size(1)}, out_features={self.q.size(0)}, group={self.group}'
 
-# %% ../nbs/23_quantize.ipynb #23a00029
-@patch
-def forward(self: Int8Linear, x):
-    q, scale, b, group = self.q, self.scale, self.bias, self.group
-    rows = x.numel() // max(x.size(-1), 1)
-    kernel = q8_kernel()[0] if rows <= self.max_rows else None
-    if (
-        kernel is None
-        or group % 16
-        or (torch.is_grad_enabled() and x.requires_grad)
-        or x.device.type != 'cpu'
-        or q.device.type != 'cpu'
-        or x.dtype != torch.float32
-        or x.size(-1) != q.size(1)  # a wrong width: F.linear refuses it (the kernel would read past x)
-        or _cpu_autocast()
-    ):
-        return F.linear(x, self.dequantized().to(x.dtype), None if b is None else b.to(x.dtype))
-    x = x.contiguous()
-    y = x.new_empty(*x.shape[:-1], q.size(0))
-    ptr = lambda t: None if t is None else t.data_ptr()
-    kernel(ptr(x), ptr(q), ptr(scale), ptr(b), ptr(y), rows, q.size(1), q.size(0), group)
-    return y
 
-
-def use_int8_kernel(model, group: int | None = 32):
-    """Replace every `nn.Linear` of `model` — the output layer too, tied or not — by an `Int8Linear` of its
-    weights, for good; returns `model`. (A tied embedding keeps its float32 matrix for looking up rows.)"""
+def use_int8_kernel(model, group: int | None = 32, layer=None):
+    """Replace every `nn.Linear` of `model` — the output layer too, tied or not — by a `layer` (default
+    `Int8Linear`) of its weights, for good; returns `model`. (A tied embedding keeps its float32 matrix for
+    looking up rows.)"""
+    layer = layer or Int8Linear
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear(child, group))
+                setattr(parent, name, layer(child, group))
     return model
+
+# %% ../nbs/23_quantize.ipynb #23a00029
+@patch
+def _kernel(self: Int8Linear, x, kernel):
+    "`kernel()`'s function where it may compute `self(x)`: a few float32 rows, no gradients, a CPU; or None."
+    fits = (
+        x.numel() <= self.max_rows * x.size(-1)
+        and not (torch.is_grad_enabled() and x.requires_grad)
+        and x.device.type == self.q.device.type == 'cpu'
+        and x.dtype == torch.float32
+        and x.size(-1) == self.q.size(1)  # a wrong width: F.linear refuses it (the kernel would read past x)
+        and not _cpu_autocast()
+    )
+    return kernel()[0] if fits else None
+
+
+@patch
+def _run(self: Int8Linear, kernel, x):
+    "`x·Wᵀ + b` by `kernel`, from this layer's integers, scales and bias."
+    x, (out_f, in_f) = x.contiguous(), self.q.shape
+    y = x.new_empty(*x.shape[:-1], out_f)
+    ptr = lambda t: None if t is None else t.data_ptr()
+    kernel(*map(ptr, (x, self.q, self.scale, self.bias, y)), x.numel() // in_f, in_f, out_f, self.group)
+    return y
+
+
+@patch
+def forward(self: Int8Linear, x):
+    kernel = self._kernel(x, q8_kernel) if self.group % 16 == 0 else None
+    if kernel is not None:
+        return self._run(kernel, x)
+    return F.linear(x, self.dequantized().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
 # %% ../nbs/23_quantize.ipynb #23a0002d
 def int8_bytes_per_token(model) -> int:
@@ -199,3 +210,119 @@ def int8_bytes_per_token(model) -> int:
         if isinstance(m, Int8Linear)
         for t in m.buffers(recurse=False)
     )
+
+# %% ../nbs/23_quantize.ipynb #23b00002
+Q8DOT_C = r'''
+/* y = x @ W.T + b, x rounded to int8 as quantize(x, g) rounds it; the weights int8 + 128 (unsigned). */
+#include <math.h>
+#include <stdint.h>
+static void round_x(const float *x, signed char *xq, float *sx, int *cx, int in, int g) {
+  for (int c = 0; c < in / g; c++) {             /* quantize(x, g): the largest |x| of a group is ±127 */
+    float a = 0;
+    int t = 0;
+    for (int i = c * g; i < (c + 1) * g; i++) a = fmaxf(a, fabsf(x[i]));
+    sx[c] = a / 127;
+    for (int i = c * g; i < (c + 1) * g; i++) t += xq[i] = sx[c] > 0 ? (signed char)rintf(x[i] / sx[c]) : 0;
+    cx[c] = -128 * t;                            /* sums start there: Σ (q + 128)·x − 128·Σx = Σ q·x */
+  }
+}
+static float row(const signed char *xq, const float *sx, const int *cx, const uint8_t *w, const float *s,
+                 int in, int g, int R, int r) {  /* row r of a block of R rows (alone: R = 1, r = 0) */
+  float t = 0;
+  for (int c = 0; c < in / g; c++) {
+    int d = cx[c];                               /* the exact int32 sum of the group's products */
+    for (int i = c * g; i < (c + 1) * g; i++) d += w[(long)R * (i - i % 4) + 4 * r + i % 4] * xq[i];
+    t += d * (s[R * c + r] * sx[c]);             /* times the two scales */
+  }
+  return t;
+}
+'''
+
+# %% ../nbs/23_quantize.ipynb #23b00004
+Q8DOT_C += r'''
+#if defined(__AVX512VNNI__)
+#include <immintrin.h>
+static void rows16(const int32_t *x4, const float *sx, const int *cx, const uint8_t *w, const float *s,
+                   float *y, int in, int g) {    /* 16 rows at once: lane r of every vector is row r */
+  __m512 acc = _mm512_setzero_ps();
+  for (int c = 0; c < in / g; c++) {
+    __m512i d = _mm512_set1_epi32(cx[c]);        /* 16 int32 sums, one a row */
+    for (int k = c * g / 4; k < (c + 1) * g / 4; k++)  /* 4 columns of 16 rows: 64 products at once */
+      d = _mm512_dpbusd_epi32(d, _mm512_loadu_si512(w + 64L * k), _mm512_set1_epi32(x4[k]));
+    __m512 scale = _mm512_mul_ps(_mm512_loadu_ps(s + 16 * c), _mm512_set1_ps(sx[c]));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, acc);
+  }
+  _mm512_storeu_ps(y, acc);
+}
+#endif
+'''
+
+# %% ../nbs/23_quantize.ipynb #23b00005
+Q8DOT_C += r'''
+void q8dot_gemv(const float *x, const uint8_t *Q, const float *S, const float *b, float *y,
+                int m, int in, int out, int g) {  /* g: a multiple of 4 that divides in; m: a few rows */
+  int ng = in / g, cx[m * ng], r = 0;
+  int32_t x4[m * in / 4];                        /* the rows of x rounded to int8, four to an int32 */
+  float sx[m * ng], y16[16];
+  signed char *xq = (signed char *)x4;
+  for (int j = 0; j < m; j++) round_x(x + (long)j * in, xq + j * in, sx + j * ng, cx + j * ng, in, g);
+  for (; r + 16 <= out; r += 16)                 /* 16 rows of W for every row of x, while in cache */
+    for (int j = 0; j < m; j++) {
+      const uint8_t *w = Q + (long)r * in;
+#if defined(__AVX512VNNI__)
+      rows16(x4 + j * in / 4, sx + j * ng, cx + j * ng, w, S + (long)r * ng, y16, in, g);
+#else
+      for (int k = 0; k < 16; k++)                /* the same sums, one row at a time */
+        y16[k] = row(xq + j * in, sx + j * ng, cx + j * ng, w, S + (long)r * ng, in, g, 16, k);
+#endif
+      for (int k = 0; k < 16; k++) y[(long)j * out + r + k] = y16[k] + (b ? b[r + k] : 0);
+    }
+  for (; r < out; r++)                           /* the last out % 16 rows, stored one after another */
+    for (int j = 0; j < m; j++) {
+      float t = row(xq + j * in, sx + j * ng, cx + j * ng, Q + (long)r * in, S + (long)r * ng, in, g, 1, 0);
+      y[(long)j * out + r] = t + (b ? b[r] : 0);
+    }
+}
+'''
+
+# %% ../nbs/23_quantize.ipynb #23b00006
+def _dot_agrees(fn) -> bool:
+    "Whether `fn` computes F.linear with `x` and `W` both rounded by `quantize` and back, on every branch."
+    g = torch.Generator().manual_seed(0)
+    for m, in_f, out_f, group in ((3, 64, 35, 32), (1, 48, 16, 16)):
+        x, W, b = (torch.randn(*s, generator=g) for s in ((m, in_f), (out_f, in_f), (out_f,)))
+        q, s = quantize(W, group)
+        q8, s16, y = pack((q.short() + 128).byte(), 4, 16), pack(s, 1, 16), torch.empty(m, out_f)
+        fn(x.data_ptr(), q8.data_ptr(), s16.data_ptr(), b.data_ptr(), y.data_ptr(), m, in_f, out_f, group)
+        if not torch.allclose(y, F.linear(dequantize(*quantize(x, group)), dequantize(q, s), b), atol=1e-4):
+            return False
+    return True
+
+
+@functools.cache
+def q8dot_kernel():
+    "`Q8DOT_C`, built and loaded once, as `q8_kernel()` loads `Q8_C`: `(fn, note)`."
+    return load_kernel(Q8DOT_C, 'q8dot_gemv', [ctypes.c_void_p] * 5 + [ctypes.c_int] * 4, _dot_agrees)
+
+# %% ../nbs/23_quantize.ipynb #23b00007
+class Int8DotLinear(Int8Linear):
+    """`Int8Linear` with `x` rounded too, by `quantize(x, group)`: the kernel `Q8DOT_C` (its integers stored
+    plus 128, 16 rows and 4 columns at a time; its scales 16 rows at a time), else F.linear, both rounded."""
+
+    def __init__(self, linear: nn.Linear, group: int | None = 32):
+        super().__init__(linear, group)
+        self.q = pack((unpack(self.q, self.group).short() + 128).byte(), 4, 16)
+        self.scale = pack(self.scale, 1, 16)
+
+    def dequantized(self):
+        return dequantize((unpack(self.q, 4, 16).short() - 128).char(), unpack(self.scale, 1, 16))
+
+
+@patch
+def forward(self: Int8DotLinear, x):
+    kernel = self._kernel(x, q8dot_kernel) if self.group % 4 == 0 else None
+    if kernel is not None:
+        return self._run(kernel, x)
+    if x.size(-1) == self.q.size(1):  # x rounded as the kernel rounds it; a wrong width: F.linear refuses
+        x = dequantize(*quantize(x.reshape(-1, x.size(-1)), self.group)).view(x.shape).to(x.dtype)
+    return F.linear(x, self.dequantized().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))

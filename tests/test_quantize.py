@@ -2,7 +2,7 @@
 wrong scale or a dropped rounding step fails here), where Int8Linear takes the kernel,
 and every way it can fail."""
 
-import copy, os, shutil
+import copy, os, shutil, subprocess
 import pytest, torch
 from torch.nn import functional as F
 
@@ -221,3 +221,152 @@ def test_a_kernel_with_a_wrong_scale_is_not_used(kernel_cache, monkeypatch, tmp_
     monkeypatch.setenv('CC', str(cc))
     kernel, note = q8_kernel()
     assert kernel is None and 'disagrees with F.linear' in note
+
+
+# Lesson 23's second kernel: x rounded to int8 too, integer dot products (Q8DOT_C, Int8DotLinear).
+
+
+def _dot_kernel():
+    "q8dot_kernel()'s function; a C compiler here without a kernel is a failure, not a skip."
+    from gptcourse.quantize import q8dot_kernel
+
+    kernel, note = q8dot_kernel()
+    cc = os.environ.get('CC') or 'cc'
+    if kernel is None and shutil.which(cc):
+        pytest.fail(f'a C compiler is here but no integer kernel: {note}')
+    if kernel is None:
+        pytest.skip(note)
+    ask = [cc, '-march=native', '-dM', '-E', '-x', 'c', os.devnull]  # what the compiler knows of this CPU
+    vnni = '__AVX512VNNI__' in subprocess.run(ask, capture_output=True, text=True).stdout
+    if vnni and '-march=native' not in note:  # VNNI rows that disagree would pass as the plain ones
+        pytest.fail(f'this CPU has AVX-512 VNNI, but its kernel was not the one built for it: {note}')
+    return kernel
+
+
+def _dot(kernel, x, q, scale, b=None):
+    "`kernel` on `x` and the int8 `q` with its `scale`, stored as Int8DotLinear stores them."
+    from gptcourse.quantize import pack
+
+    group, y = q.size(1) // scale.size(1), torch.empty(x.size(0), q.size(0))
+    q8, s16 = pack((q.short() + 128).byte(), 4, 16), pack(scale, 1, 16)  # held: the kernel reads them
+    ptr = lambda t: None if t is None else t.data_ptr()
+    kernel(ptr(x), ptr(q8), ptr(s16), ptr(b), ptr(y), *x.shape, q.size(0), group)
+    return y
+
+
+@pytest.mark.parametrize('m', [1, 3, 8])
+@pytest.mark.parametrize('in_f, group', [(16, 16), (48, 16), (96, 32), (96, 96), (768, 32), (64, 4)])
+@pytest.mark.parametrize('out_f', [1, 15, 16, 17, 33])
+def test_the_dot_kernel_computes_the_product_of_x_and_w_both_rounded(m, in_f, group, out_f):
+    """Rows that fill no block of 16, exactly one, or blocks and a remainder; one group or many: F.linear of
+    x and W both rounded by `quantize` and back, to float32 rounding."""
+    from gptcourse.quantize import dequantize, quantize
+
+    kernel = _dot_kernel()
+    g = torch.Generator().manual_seed(m * 1000 + in_f * 10 + out_f)
+    x, W, b = (torch.randn(*s, generator=g) for s in ((m, in_f), (out_f, in_f), (out_f,)))
+    W[:, :group] *= 50  # the first group's scales are far from the others': a wrong scale index shows
+    x[:, -group:] *= 20  # and so is x's last group
+    x_hat, W_hat = dequantize(*quantize(x, group)), dequantize(*quantize(W, group))
+    bound = 1e-5 * (x_hat.abs() @ W_hat.abs().T + b.abs()) + 1e-6
+    q, scale = quantize(W, group)
+    assert ((_dot(kernel, x, q, scale, b) - F.linear(x_hat, W_hat, b)).abs() <= bound).all()
+    assert ((_dot(kernel, x, q, scale) - F.linear(x_hat, W_hat)).abs() <= bound).all()
+
+
+@pytest.mark.parametrize('group', [4, 32, 96])
+def test_the_dot_kernel_rounds_x_exactly_as_quantize_rounds_it(group):
+    """Through an identity matrix (127 on the diagonal, a scale of 1/127) the kernel returns x as it rounded
+    it: equal to `dequantize(*quantize(x))` up to float32 rounding, where one step off (truncating instead of
+    rounding, a wrong scale, a dropped rounding) is a whole step of x's scale away."""
+    from gptcourse.quantize import dequantize, quantize
+
+    kernel = _dot_kernel()
+    g = torch.Generator().manual_seed(group)
+    x = torch.randn(3, 96, generator=g) * torch.logspace(-2, 2, 96)
+    x[1, :group] = 0  # a group of zeros: zeros back, no NaN
+    x[2, 5] = 0.5 * x[2].abs().max()  # (ties and near-ties of the rounding are everywhere in 3 x 96 numbers)
+    q, scale = torch.eye(96, dtype=torch.int8) * 127, torch.full((96, 96 // group), 1 / 127)
+    got, want = _dot(kernel, x, q, scale), dequantize(*quantize(x, group))
+    step = quantize(x, group)[1].repeat_interleave(group, dim=1)
+    assert ((got - want).abs() <= 1e-3 * step + 1e-30).all()
+    assert not got.isnan().any() and torch.equal(got[1, :group], torch.zeros(group))
+
+
+def test_the_dot_kernel_without_vnni_makes_the_same_sums(kernel_cache, monkeypatch):
+    "Built for any CPU (-O3 alone: no AVX-512 VNNI), the plain C rows give what the VNNI rows give."
+    from gptcourse import decode
+    from gptcourse.quantize import dequantize, q8dot_kernel, quantize
+
+    if shutil.which(os.environ.get('CC') or 'cc') is None:
+        pytest.skip('no C compiler here')
+    monkeypatch.setattr(decode, 'KERNEL_FLAGS', (('-O3',),))
+    q8dot_kernel.cache_clear()
+    kernel, note = q8dot_kernel()
+    q8dot_kernel.cache_clear()
+    assert kernel is not None and '-march' not in note, note
+    g = torch.Generator().manual_seed(1)
+    x, W, b = (torch.randn(*s, generator=g) for s in ((2, 192), (37, 192), (37,)))
+    x_hat, W_hat = dequantize(*quantize(x)), dequantize(*quantize(W))
+    bound = 1e-5 * (x_hat.abs() @ W_hat.abs().T + b.abs())
+    assert ((_dot(kernel, x, *quantize(W), b) - F.linear(x_hat, W_hat, b)).abs() <= bound).all()
+
+
+def test_a_dot_kernel_that_forgets_x_scale_is_not_used(kernel_cache, monkeypatch, tmp_path):
+    "A library that loads but multiplies by the weights' scales alone is refused by q8dot_kernel()'s check."
+    from gptcourse.quantize import Q8DOT_C, q8dot_kernel
+
+    real = shutil.which('cc')
+    if real is None:
+        pytest.skip('no C compiler here')
+    wrong = Q8DOT_C.replace('_mm512_set1_ps(sx[c])', '_mm512_set1_ps(1)').replace('* sx[c])', '* 1)')
+    assert wrong != Q8DOT_C
+    (tmp_path / 'wrong.c').write_text(wrong)
+    cc = tmp_path / 'wrong-cc'
+    cc.write_text(
+        f'#!/bin/sh\n[ $# -gt 1 ] || exec {real} "$@"\nfor a; do out=$a; done\n'
+        f'exec {real} -O3 -march=native -shared -fPIC {tmp_path}/wrong.c -o "$out"\n'
+    )
+    cc.chmod(0o755)
+    monkeypatch.setenv('CC', str(cc))
+    q8dot_kernel.cache_clear()
+    kernel, note = q8dot_kernel()
+    q8dot_kernel.cache_clear()
+    assert kernel is None and 'disagrees with F.linear' in note
+
+
+def test_int8_dot_linear_rounds_x_on_every_path():
+    """The same weights as Int8Linear's, stored in the kernel's order; the kernel (a few rows) and F.linear
+    (many rows, float64, gradients) both multiply x rounded by `quantize` with the rounded weights."""
+    from gptcourse.quantize import Int8DotLinear, Int8Linear, dequantize, quantize
+
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(96, 21)
+    layer = Int8DotLinear(plain)
+    assert layer.q.dtype == torch.uint8 and layer.q.shape == (21, 96)
+    assert torch.equal(layer.dequantized(), Int8Linear(plain).dequantized())
+    x_hat = lambda x: dequantize(*quantize(x.reshape(-1, 96))).view(x.shape)
+    ref = lambda x: F.linear(x_hat(x), layer.dequantized(), layer.bias)
+    with torch.no_grad():
+        for x in (torch.randn(96, 2).t(), torch.randn(1, 1, 96), torch.randn(Int8DotLinear.max_rows + 1, 96)):
+            assert torch.allclose(layer(x), ref(x), atol=1e-5)
+            assert not torch.allclose(layer(x), F.linear(x, layer.dequantized(), layer.bias), atol=1e-4)
+        x = torch.randn(1, 96, dtype=torch.float64)
+        assert layer(x).dtype == torch.float64
+        assert torch.allclose(layer(x), ref(x.float()).double(), atol=1e-5)
+    with pytest.raises(RuntimeError):
+        layer(torch.randn(1, 95))  # a wrong width: F.linear refuses it, the kernel never sees it
+    _dot_kernel()
+
+
+def test_use_int8_kernel_takes_the_layer_to_use():
+    "Every nn.Linear becomes an Int8DotLinear, the output layer too; a token reads what Int8Linear's read."
+    from gptcourse.gpt2 import GPT, GPTConfig
+    from gptcourse.quantize import Int8DotLinear, int8_bytes_per_token, use_int8_kernel
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=70, n_layer=2, n_head=2, n_embd=32)).eval()
+    dot = use_int8_kernel(copy.deepcopy(model), 32, Int8DotLinear)
+    assert not any(isinstance(m, torch.nn.Linear) for m in dot.modules())
+    assert isinstance(dot.lm_head, Int8DotLinear)
+    assert int8_bytes_per_token(dot) == int8_bytes_per_token(use_int8_kernel(copy.deepcopy(model)))
