@@ -15,8 +15,8 @@ from .shards import MANIFEST
 
 # %% auto #0
 __all__ = ['FORMAT', 'CheckpointError', 'unwrap_model', 'save_checkpoint', 'read_checkpoint', 'fits_file', 'load_checkpoint',
-           'rng_state', 'set_rng_state', 'checkpoint_path', 'list_checkpoints', 'save_step', 'load_latest',
-           'run_folder', 'class_name', 'model_meta', 'model_class', 'model_spec', 'load_model']
+           'rng_state', 'set_rng_state', 'checked_rng_state', 'checkpoint_path', 'list_checkpoints', 'save_step',
+           'load_latest', 'run_folder', 'class_name', 'model_meta', 'model_class', 'model_spec', 'load_model']
 
 # %% ../nbs/16_checkpoint.ipynb #b4865a45
 class CheckpointError(ValueError):
@@ -203,16 +203,37 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict):
-    "Restore generator states saved by `rng_state`; a state that is not one is a `CheckpointError`."
+    "Restore generator states saved by `rng_state`, checked first (`checked_rng_state`): all or none."
+    python, numpy, cpu, cuda = checked_rng_state(state)
+    if cuda and torch.cuda.is_available():  # the one that can still fail: states of more GPUs than here
+        try:
+            torch.cuda.set_rng_state_all(cuda)
+        except RuntimeError as e:
+            raise CheckpointError(f'not a random state of these GPUs: {str(e)[:100]}') from None
+    random.setstate(python)
+    np.random.set_state(numpy)
+    torch.set_rng_state(cpu)
+
+# %% ../nbs/16_checkpoint.ipynb #7a1c0e01
+def checked_rng_state(state: dict) -> tuple:
+    """The states saved by `rng_state` as the generators take them (Python's, NumPy's, PyTorch's CPU and
+    CUDA), each tried on a new generator of its own; what is not such a state is a `CheckpointError`."""
     try:
         v, st, gauss = state['python']
-        random.setstate((v, tuple(st), gauss))
         name, keys, pos, has_gauss, cached = state['numpy']
-        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-        torch.set_rng_state(torch.tensor(state['torch'], dtype=torch.uint8))
-        if 'cuda' in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state['cuda']])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        if not (any(st[:-1]) and any(keys) and type(pos) is int and 0 <= pos <= 624 and has_gauss in (0, 1)):
+            raise ValueError('a Mersenne Twister of zeros, or its position or Gaussian flag out of range')
+        gaussians = (cached, 0.0 if gauss is None else gauss)  # NumPy's and Python's next normal, cached
+        if not all(type(g) is float and abs(g) < float('inf') for g in gaussians):
+            raise ValueError(f'a cached Gaussian that is not a finite number: {gaussians}')
+        python, numpy = (v, tuple(st), gauss), (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
+        cpu = torch.tensor(state['torch'], dtype=torch.uint8)
+        cuda = [torch.tensor(s, dtype=torch.uint8) for s in state.get('cuda', [])]
+        random.Random().setstate(python)
+        np.random.RandomState().set_state(numpy)
+        torch.Generator().set_state(cpu)
+        return python, numpy, cpu, cuda
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as e:  # OverflowError: a key < 0
         raise CheckpointError(f'not a saved random state: {type(e).__name__}: {str(e)[:100]}') from None
 
 # %% ../nbs/16_checkpoint.ipynb #2d62344b

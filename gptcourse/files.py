@@ -4,11 +4,11 @@
 
 # %% ../nbs/10_files.ipynb #9f1e0a05
 from __future__ import annotations
-import contextlib, os, secrets, socket
+import contextlib, os, secrets, shutil, socket
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['pid_alive', 'remove_stale_temps', 'MissingPath', 'atomic_write', 'FolderBusy', 'folder_lock']
+__all__ = ['pid_alive', 'remove_stale_temps', 'MissingPath', 'atomic_write', 'FolderBusy', 'folder_lock', 'replacing', 'swap_in']
 
 # %% ../nbs/10_files.ipynb #9f1e0a08
 def pid_alive(pid: int) -> bool:
@@ -133,3 +133,32 @@ def folder_lock(folder, what: str = 'run'):
         if made:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty: made for a run that wrote nothing
+
+# %% ../nbs/10_files.ipynb #5f0a1d02
+@contextlib.contextmanager
+def replacing(out, overwrite: bool, what: str = 'run'):
+    """Hold the folder `out` while its replacement is built beside it (to `swap_in` at the end): refused if
+    it is a file, or holds files unless `overwrite`; held (`folder_lock`) if it exists. First, a swap into it
+    that was stopped halfway is put right."""
+    out = Path(out)
+    for old in out.parent.glob(f'.{out.name}.old-*'):
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)  # it had swapped: only the old folder was left to delete
+        else:
+            os.replace(old, out)  # it had not: the old folder back, as if it never started
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'{out} is a file, not a folder')
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f'{out} already holds files: pass --overwrite to replace them, or another --out')
+    with folder_lock(out, what) if out.exists() else contextlib.nullcontext():
+        yield out
+
+
+def swap_in(new, out):
+    "The finished folder `new` becomes `out`: the old one aside, the new one in its place, the old deleted."
+    new, out = Path(new), Path(out)
+    old = out.parent / f'.{out.name}.old-{os.getpid()}'
+    if out.exists():
+        os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)

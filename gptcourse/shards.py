@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_shards.ipynb #35c12404
 from __future__ import annotations
-import collections, contextlib, ctypes, json, multiprocessing as mp, os, re, shutil, signal, sys, time
+import collections, contextlib, ctypes, hashlib, json, multiprocessing as mp, os, re, shutil, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from fnmatch import fnmatch
 from pathlib import Path
@@ -13,7 +13,7 @@ from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyte
 from .data import data_dir, tiny_shakespeare
 from .gpt2 import machine_bytes
 from .pretrained import EOT, gpt2_tokenizer
-from .files import MissingPath, atomic_write, folder_lock
+from .files import MissingPath, atomic_write, folder_lock, replacing, swap_in
 
 # %% auto #0
 __all__ = ['MANIFEST', 'PROGRESS', 'FORMAT', 'HUB', 'SUFFIXES', 'CHUNK_CHARS', 'write_shards', 'source_files', 'documents',
@@ -48,23 +48,17 @@ def write_shards(folder, splits: dict, shard_size: int = 100_000_000, **info) ->
 # %% ../nbs/11_shards.ipynb #cad0a012
 def _well_formed(m) -> bool:
     "Whether `m` is a manifest of ours: its shards and splits' parts files of the folder, with whole counts."
-    if not (
-        isinstance(m, dict)
-        and m.get('format') in (FORMAT, 'gptcourse-shards-1')
-        and isinstance(m.get('splits'), dict)
-        and isinstance(m.get('shards', []), list)
-    ):
+    ours = isinstance(m, dict) and m.get('format') in (FORMAT, 'gptcourse-shards-1')
+    if not (ours and isinstance(m.get('splits'), dict) and isinstance(m.get('shards', []), list)):
         return False
-    parts = m.get('shards', []) + [
-        s for v in m['splits'].values() for s in (v if isinstance(v, list) else [None])
-    ]
+    parts = [s for v in m['splits'].values() for s in (v if isinstance(v, list) else [None])]
     return all(
         isinstance(s, dict)
         and isinstance(s.get('file'), str)
         and s['file'] == Path(s['file']).name
         and type(s.get('tokens')) is int
         and type(s.get('start', 0)) is int
-        for s in parts
+        for s in m.get('shards', []) + parts
     )
 
 # %% ../nbs/11_shards.ipynb #8bbd228c
@@ -175,29 +169,30 @@ def documents(name: str):
     read = {'.parquet': _parquet_documents, '.jsonl': _jsonl_documents}.get(path.suffix, _text_documents)
     yield from read(path)
 
-# %% ../nbs/11_shards.ipynb #8bbd2291
-def encode(enc, text: str) -> np.ndarray:
-    """GPT-2 ids of `text`, uint32, as tiktoken's `encode_ordinary`; whitespace runs of 100,000 or more in
-    pieces."""
-    parts, pieces = re.split(r'(\s{100000,})', text) if len(text) >= 100_000 else [text], []
-    for i, part in enumerate(parts):
-        step = 100_000 if i % 2 else max(len(part), 1)
-        pieces += [
-            enc.encode_to_numpy(part[j : j + step], disallowed_special=()) for j in range(0, len(part), step)
-        ]
-    return np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)
-
-
+# %% ../nbs/11_shards.ipynb #6e1f0c02
 CHUNK_CHARS = 1 << 20  # documents go to the workers about a million characters at a time
 
 
-def _chunks(files: list[str], start: tuple[int, int]):
-    """(file index, index of its first document, texts) of about CHUNK_CHARS characters, from `start` = (file,
-    document) on; every file ends with (file, its number of documents, [])."""
+def _digested(name: str, digests: list, fi: int):
+    """The documents of file `fi`, named `name`, each added as it is read to `digests[fi]` = [documents read,
+    their blake2b digest]: what a resumed prepare reads again and compares."""
+    h = hashlib.blake2b(digest_size=16)
+    digests[fi:] = [[0, h.hexdigest()]]
+    for n, text in enumerate(documents(name), 1):
+        b = text.encode('utf-8', 'surrogatepass')
+        h.update(b'%d:' % len(b))  # its length first: the same text cut into other documents differs
+        h.update(b)
+        digests[fi:] = [[n, h.hexdigest()]]
+        yield text
+
+
+def _chunks(files: list[str], start: tuple[int, int], digests: list):
+    """(file index, index of its first document, texts) of about CHUNK_CHARS characters from `start` = (file,
+    document) on, digested into `digests`; each file ends with (file, its number of documents, [])."""
     for fi in range(start[0], len(files)):
         skip = start[1] if fi == start[0] else 0
         texts, first, size, n = [], skip, 0, 0
-        for n, text in enumerate(documents(files[fi]), 1):
+        for n, text in enumerate(_digested(files[fi], digests, fi), 1):
             if n <= skip:
                 continue
             texts.append(text)
@@ -210,10 +205,22 @@ def _chunks(files: list[str], start: tuple[int, int]):
         yield fi, max(n, skip), []
 
 # %% ../nbs/11_shards.ipynb #8bbd2292
+def encode(enc, text: str) -> np.ndarray:
+    """GPT-2 ids of `text`, uint32, as tiktoken's `encode_ordinary`; whitespace runs of 100,000 or more in
+    pieces."""
+    parts, pieces = re.split(r'(\s{100000,})', text) if len(text) >= 100_000 else [text], []
+    for i, part in enumerate(parts):
+        step = 100_000 if i % 2 else max(len(part), 1)
+        pieces += [
+            enc.encode_to_numpy(part[j : j + step], disallowed_special=()) for j in range(0, len(part), step)
+        ]
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)
+
+
 def _worker_init():
     "In each worker process: on Linux, end with the parent however it ends (no orphan keeps tokenizing)."
     if sys.platform == 'linux':
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG: SIGKILL
 
 
 _enc = None
@@ -240,20 +247,52 @@ def _tokenized(chunks, workers: int):
         return
     ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else 'spawn')
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
-    pending = collections.deque()
+    jobs = ((fi, di, pool.submit(_tokenize, texts)) for fi, di, texts in chunks)  # each sent as it is taken
     try:
-        for fi, di, texts in chunks:
-            pending.append((fi, di, pool.submit(_tokenize, texts)))
-            if len(pending) >= 2 * workers:
-                fi_, di_, job = pending.popleft()
-                yield fi_, di_, *job.result()
+        pending = collections.deque(job for _, job in zip(range(2 * workers), jobs))  # two a worker at most
         while pending:
-            fi_, di_, job = pending.popleft()
-            yield fi_, di_, *job.result()
+            fi, di, job = pending.popleft()
+            pending.extend(job for _, job in zip(range(1), jobs))  # the next in its place, if there is one
+            yield fi, di, *job.result()
     finally:
         pool.shutdown(cancel_futures=True)
 
-# %% ../nbs/11_shards.ipynb #99ac9d72
+# %% ../nbs/11_shards.ipynb #6e1f0c03
+def _settings(val_frac: float, shard_size: int, workers: int | None) -> int:
+    "Refuse what `prepare` cannot do, before a byte or a process is spent; the number of workers to start."
+    most, cores = (machine_bytes() or 2**64) // 4, os.cpu_count() or 1  # a shard is filled in memory
+    if not 0 <= val_frac < 1:
+        raise ValueError(f'val_frac must be in [0, 1), got {val_frac}')
+    if type(shard_size) is not int or not 1 <= shard_size <= most:
+        raise ValueError(
+            f"shard_size must be a whole number from 1 to {most:,} (a shard's tokens, 2 bytes each, in half "
+            f"this machine's memory), got {shard_size}"
+        )
+    room, why = _process_room()  # more than 4 a core only wait; more than the room hang
+    top, why = (4 * cores, '4 a core') if 4 * cores <= room else (max(room, 1), why)
+    if workers is not None and (type(workers) is not int or not 1 <= workers <= top):
+        raise ValueError(f'workers must be a whole number from 1 to {top} ({why}), got {workers}')
+    return min(workers or cores, top)
+
+
+def _process_room() -> tuple[float, str]:
+    """How many more processes this user may start, and why: the process limit less the threads of its
+    processes running now, which it counts too (and the pool's own two); where there is no limit, infinity."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    except (ImportError, AttributeError):  # Windows: no such limit
+        limit = -1
+    if limit < 0 or limit == resource.RLIM_INFINITY:  # none
+        return float('inf'), ''
+    running, uid = 2, os.getuid()
+    for p in Path('/proc').glob('[0-9]*/task'):  # Linux: each process's threads (elsewhere: none counted)
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            running += len(os.listdir(p)) if p.stat().st_uid == uid else 0
+    return limit - running, f"this user's process limit, ulimit -u {limit}, less {running} threads it runs"
+
+# %% ../nbs/11_shards.ipynb #5a11e009
 def default_data_dir() -> Path:
     "Where `prepare` writes Tiny Shakespeare's shards by default: `<data_dir>/gpt2_tokens/tinyshakespeare`."
     return data_dir() / 'gpt2_tokens' / 'tinyshakespeare'
@@ -270,31 +309,10 @@ def _slices(shards: list[dict], a: int, b: int) -> list[dict]:
     return out
 
 
-def _settings(val_frac: float, shard_size: int, workers: int | None) -> int:
-    "Refuse what `prepare` cannot do, before a byte or a process is spent; the number of workers to start."
-    most, cores = (machine_bytes() or 2**64) // 4, os.cpu_count() or 1  # a shard is filled in memory
-    if not 0 <= val_frac < 1:
-        raise ValueError(f'val_frac must be in [0, 1), got {val_frac}')
-    if type(shard_size) is not int or not 1 <= shard_size <= most:
-        raise ValueError(
-            f"shard_size must be a whole number from 1 to {most:,} (a shard's tokens, 2 bytes each, in half "
-            f"this machine's memory), got {shard_size}"
-        )
-    if workers is not None and (type(workers) is not int or not 1 <= workers <= 4 * cores):  # more: they wait
-        raise ValueError(f'workers must be a whole number from 1 to {4 * cores} (4 a core), got {workers}')
-    return workers or cores
-
-# %% ../nbs/11_shards.ipynb #5a11e009
 def _start(src, files: list[str], shard_size: int) -> dict:
     "The progress of a prepare that has written nothing yet: no shards, at the first file's first document."
     head = dict(format=FORMAT, tokenizer='gpt2', source=str(src or 'tinyshakespeare'), shard_size=shard_size)
-    return head | dict(files=files, file_documents=[], shards=[], position=[0, 0, 0], stats=_stats(files))
-
-
-def _stats(files: list[str]) -> list:
-    "Size and modification time of each local source file, for a resume to compare (a hub file's: None)."
-    stats = [None if f.startswith('hub:') else _local(f).stat() for f in files]
-    return [s and [s.st_size, s.st_mtime_ns] for s in stats]
+    return head | dict(files=files, digests=[], shards=[], position=[0, 0, 0])
 
 
 def _save(state: dict, partial: Path, tokens: np.ndarray, position: list[int]):
@@ -317,10 +335,9 @@ def _write(state: dict, partial: Path, workers: int, progress: bool):
 
     bar = tqdm(unit='tok', unit_scale=True, desc='tokenizing', disable=not progress)
     files, docs, eta, start = state['files'], 0, '', time.monotonic()
-    with contextlib.closing(_tokenized(_chunks(files, (f0, d0)), workers)) as chunks, bar:
+    with contextlib.closing(_tokenized(_chunks(files, (f0, d0), state['digests']), workers)) as chunks, bar:
         for fi, di, toks, lengths in chunks:
-            if not len(lengths):  # the end of file fi; a source's files are much alike,
-                state['file_documents'][fi:] = [di]  # so the time per file so far says the time left
+            if not len(lengths):  # the end of file fi: the time per file so far (alike) says the time left
                 left = (time.monotonic() - start) / (fi + 1 - f0) * (len(files) - fi - 1)
                 eta = f', about {tqdm.format_interval(left)} left' if left else ''
                 continue
@@ -347,10 +364,10 @@ def _manifest(state: dict, partial: Path, val_frac: float) -> dict:
     if total - n_val < 2 or (val_frac and n_val < 2):
         shutil.rmtree(partial, ignore_errors=True)
         raise ValueError(f'{total} tokens are too few to split into train and val (val_frac {val_frac})')
-    shards, cut = state['shards'], total - n_val
+    shards, cut, docs = state['shards'], total - n_val, sum(n for n, _ in state['digests'])
     splits = {'train': _slices(shards, 0, cut), 'val': _slices(shards, cut, total)}  # the last val_frac: val
     manifest = {k: state[k] for k in ('format', 'tokenizer', 'source', 'shard_size', 'files', 'shards')}
-    manifest |= dict(documents=sum(state['file_documents']), tokens=total, val_frac=val_frac, splits=splits)
+    manifest |= dict(documents=docs, tokens=total, val_frac=val_frac, splits=splits)
     with atomic_write(partial / MANIFEST, 'w') as f:
         json.dump(manifest, f, indent=1)
     (partial / PROGRESS).unlink(missing_ok=True)
@@ -365,20 +382,32 @@ def _resumable(state) -> bool:
         and isinstance(state.get('files'), list)
         and isinstance(state.get('position'), list)
         and len(state['position']) == 3
-        and all(type(v) is int for v in state['position'])
-        and isinstance(state.get('stats', []), list)
+        and all(type(v) is int and v >= 0 for v in state['position'])
+        and isinstance(state.get('digests'), list)
+        and len(state['digests']) >= min(state['position'][0] + 1, len(state['files']))  # every file it read
+        and all(type(d) is list and [*map(type, d)] == [int, str] for d in state['digests'])
     )
 
 
+def _read_again(name: str, n: int) -> list:
+    "The first `n` documents of file `name` read again: [[n, their digest]] if they are what a prepare read."
+    digests = []
+    collections.deque(zip(range(n), _digested(name, digests, 0)), maxlen=0)  # read, keeping none
+    return digests
+
+# %% ../nbs/11_shards.ipynb #6e1f0c06
 def _check_done(state: dict, fresh: dict, partial: Path):
-    "Refuse to go on from `state` if it is another source's, the files it read changed or a shard is missing."
+    """Refuse to go on from `state` if it is another source's, what it read is not what its files hold now
+    (read again: an edit that kept their size and time is found too), or a shard is missing."""
     if any(state.get(k) != fresh[k] for k in ('format', 'tokenizer', 'source', 'shard_size')):
         raise ValueError(
             f'{partial} holds an unfinished prepare of {state.get("source")}: pass '
             '--overwrite to discard it, or another --out'
         )
-    done, stats = state['position'][0] + 1, state.get('stats', fresh['stats'])  # a progress without: as now
-    if state['files'][:done] != fresh['files'][:done] or stats[:done] != fresh['stats'][:done]:
+    at = state['position'][0]  # the files before it were read to their end, the file at it in part
+    read = enumerate(zip(fresh['files'], state['digests'][: at + 1]))
+    same = (_read_again(f, n + (i < at)) == [[n, d]] for i, (f, (n, d)) in read)  # +1: a document added too
+    if state['files'][: at + 1] != fresh['files'][: at + 1] or not all(same):  # the names first, then what
         raise ValueError(
             f'the files of {fresh["source"]} changed since the unfinished prepare in {partial} started: '
             'pass --overwrite to start again'
@@ -389,16 +418,19 @@ def _check_done(state: dict, fresh: dict, partial: Path):
             raise ValueError(f'{f} is not the shard its {PROGRESS} lists: pass --overwrite to start again')
 
 # %% ../nbs/11_shards.ipynb #5a11e00a
+def _json(path: Path):
+    "What the JSON file `path` holds; None if there is no such file, or it is not JSON."
+    try:
+        return json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return None
+
+
 def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
     "The unfinished prepare's state in `partial` if it is this one, to go on from; else a fresh start."
+    state = _json(partial / PROGRESS)  # None: not one shard written, nothing to keep
     try:
-        state = json.loads((partial / PROGRESS).read_text(encoding='utf-8'))
-    except (OSError, ValueError):
-        state = None  # not one shard written: nothing to keep
-    if not _resumable(state):
-        state = None  # not a progress file of ours: nothing to go on from
-    try:
-        if state:
+        if _resumable(state):  # else not a progress file of ours: nothing to go on from
             _check_done(state, fresh, partial)  # another source, or this one changed since: refused
             return state | {'files': fresh['files']}
     except ValueError:
@@ -410,39 +442,9 @@ def _resume(partial: Path, fresh: dict, overwrite: bool) -> dict:
 
 def _finished(partial: Path, fresh: dict, val_frac: float) -> dict | None:
     "The manifest in `partial` if it is this prepare's, finished and then stopped before its swap."
-    keys = ('format', 'tokenizer', 'source', 'shard_size', 'files')
-    try:
-        m = json.loads((partial / MANIFEST).read_text(encoding='utf-8'))
-    except (OSError, ValueError):
-        return None
+    m, keys = _json(partial / MANIFEST), ('format', 'tokenizer', 'source', 'shard_size', 'files')
     ours = _well_formed(m) and m.get('val_frac') == val_frac and all(m.get(k) == fresh[k] for k in keys)
     return m if ours else None
-
-# %% ../nbs/11_shards.ipynb #5a11e00c
-@contextlib.contextmanager
-def _out_held(out: Path, overwrite: bool):
-    """Refuse an `out` that is a file, or holds files unless `overwrite`; hold it (lesson 10) if it exists, so
-    that no run using it is replaced under it. First, a swap that was stopped halfway is put right."""
-    for old in out.parent.glob(f'.{out.name}.old-*'):
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)  # it had swapped: only the old folder was left to delete
-        else:
-            os.replace(old, out)  # it had not: the old folder back, as if it never started
-    if out.exists() and not out.is_dir():
-        raise ValueError(f'{out} is a file, not a folder for shards')
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f'{out} already holds files: pass --overwrite to replace them, or another --out')
-    with folder_lock(out, 'prepare') if out.exists() else contextlib.nullcontext():
-        yield
-
-
-def _swap_in(partial: Path, out: Path):
-    "`partial`, finished, becomes `out`: the old folder aside, the new one in its place, the old one deleted."
-    old = out.parent / f'.{out.name}.old-{os.getpid()}'
-    if out.exists():
-        os.replace(out, old)
-    os.replace(partial, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/11_shards.ipynb #99ac9d74
 def prepare(
@@ -462,14 +464,14 @@ def prepare(
         raise ValueError(f'out_dir must name a folder for the shards, like data/shards; got {str(out_dir)!r}')
     files, _ = source_files(src), gpt2_tokenizer()  # first: without them (offline, say) nothing is made
     partial, lock = (out.parent / f'.{out.name}.{what}' for what in ('partial', 'lock'))
-    with folder_lock(lock, 'prepare'), _out_held(out, overwrite):
+    with folder_lock(lock, 'prepare'), replacing(out, overwrite, 'prepare'):  # lesson 10
         fresh = _start(src, files, shard_size)
         manifest = _finished(partial, fresh, val_frac)  # the shards are made: only the swap is left
         if manifest is None:
             state = _resume(partial, fresh, overwrite)
             _write(state, partial, workers, progress)
             manifest = _manifest(state, partial, val_frac)
-        _swap_in(partial, out)
+        swap_in(partial, out)
     with contextlib.suppress(OSError):
         lock.rmdir()  # empty once let go, unless another prepare holds it by now
     return manifest

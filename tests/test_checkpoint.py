@@ -188,3 +188,57 @@ def test_a_replacement_killed_before_its_first_checkpoint_leaves_the_replaced_ru
     (tmp_path / 'step_0000010.safetensors').rename(aside / 'step_0000010.safetensors')
     f, meta = load_latest(tmp_path)
     assert f.name == 'step_0000010.safetensors' and meta['step'] == 10 and not aside.exists()
+
+
+GARBAGE_RNG = {  # what a file may hold where a run saved its generators: each was a traceback, or taken
+    'Python keys below 0': ('python', 1, [-1] * 625),  # OverflowError from random.setstate
+    'NumPy keys of 2**40': ('numpy', 1, [2**40] * 624),  # OverflowError from NumPy
+    'NumPy position -5': ('numpy', 2, -5),  # taken: a read before NumPy's key
+    'Python cached Gaussian a string': ('python', 2, 'x'),  # taken: random.gauss then fails, much later
+    'Python keys all zero': ('python', 1, [0] * 624 + [624]),  # taken: random.random() is 0.0 for ever
+    'NumPy keys all zero': ('numpy', 1, [0] * 624),
+    'NumPy cached Gaussian infinite': ('numpy', 4, float('inf')),
+}
+
+
+@pytest.mark.parametrize('what', GARBAGE_RNG)
+def test_a_garbage_random_state_is_one_error_and_changes_no_generator(what):
+    import copy, random
+    import numpy as np
+    from gptcourse.checkpoint import rng_state, set_rng_state
+
+    gen, i, bad = GARBAGE_RNG[what]
+    state = copy.deepcopy(rng_state())
+    state[gen][i] = bad
+    before = rng_state()
+    with pytest.raises(CheckpointError, match='^not a saved random state: '):
+        set_rng_state(state)
+    assert rng_state() == before  # none was set, not even those before the bad one
+    draws = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(before)  # a good state still restores all three
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == draws
+
+
+def test_a_resumed_run_whose_random_state_is_garbage_is_one_error(tmp_path):
+    """A run's newest checkpoint with garbage generator states (sha256 recomputed): resuming it was an
+    OverflowError from Python's or NumPy's generator, or went on with a broken one."""
+    import copy
+    from safetensors import safe_open
+    from gptcourse.trainers import train_char
+
+    kw = dict(max_steps=4, batch_size=2, block_size=8, n_layer=1, n_head=1, n_embd=8, eval_iters=1)
+    quiet = dict(progress=False, log=lambda *a: None)
+    train_char('cpu', tmp_path, stop_after=2, **kw, **quiet)
+    f = list_checkpoints(tmp_path)[-1]
+    with safe_open(f, 'pt') as h:
+        header = json.loads(h.metadata()['gptcourse'])
+        tensors = {k: h.get_tensor(k).clone() for k in h.keys()}  # copies: the file is written again below
+    good = f.read_bytes()
+    for what, (gen, i, bad) in GARBAGE_RNG.items():
+        forged = copy.deepcopy(header)
+        forged['meta']['rng'][gen][i] = bad
+        _crafted(f, tensors, forged)
+        with pytest.raises(CheckpointError, match='meta is not a usable run .*not a saved random state: '):
+            train_char(None, tmp_path, resume=True, **quiet)  # lesson 19 checks it before it starts
+    f.write_bytes(good)
+    train_char(None, tmp_path, resume=True, **quiet)  # the checkpoint as it was: it resumes

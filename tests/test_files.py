@@ -3,7 +3,7 @@ across processes — refused at once, released when its holder dies however it d
 
 import os, stat, subprocess, sys, time
 import pytest
-from gptcourse.files import FolderBusy, atomic_write, folder_lock
+from gptcourse.files import FolderBusy, atomic_write, folder_lock, replacing, swap_in
 
 
 def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
@@ -128,3 +128,29 @@ def test_a_file_written_whole_has_the_permissions_of_any_new_file(tmp_path):
         os.umask(old)
     mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)
     assert mode(tmp_path / 'a.bin') == mode(tmp_path / 'b.bin') == 0o644
+
+
+def test_a_folder_is_replaced_whole_and_a_swap_stopped_halfway_is_put_right(tmp_path):
+    """`swap_in` replaces a folder with two renames; `replacing` first finishes a swap a kill stopped after
+    its first rename (the new folder in: the old one deleted) or undoes it (not in: the old one back), refuses
+    a file and a folder of files unless asked, and holds the folder while the new one is built."""
+    out, new = tmp_path / 'out', tmp_path / '.out.new'
+    for folder, name in ((out, 'old.txt'), (new, 'new.txt')):
+        folder.mkdir()
+        (folder / name).write_text(name)
+    (tmp_path / 'a-file').write_text('x')
+    with pytest.raises(ValueError, match='a-file is a file, not a folder'):
+        replacing(tmp_path / 'a-file', overwrite=True).__enter__()
+    with pytest.raises(ValueError, match='already holds files: pass --overwrite'):
+        replacing(out, overwrite=False).__enter__()
+    os.replace(out, tmp_path / '.out.old-999999')  # stopped between the renames: the old folder aside
+    with replacing(out, overwrite=True, what='test') as held:  # put back, then held
+        assert sorted(p.name for p in out.iterdir()) == ['.lock', 'old.txt']
+        swap_in(new, held)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a-file', 'out']
+    assert [p.name for p in out.iterdir()] == ['new.txt']
+    os.replace(out, tmp_path / '.out.old-999999')
+    (tmp_path / 'out').mkdir()  # stopped after both renames, before the old folder was deleted
+    with replacing(out, overwrite=True):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a-file', 'out'] and not list(out.iterdir())

@@ -2,7 +2,7 @@
 another prepare at the same time, an unfinished prepare of something else), reads the lecture's FineWeb-Edu
 through the hub (from a hub cache filled here: no internet). The loader's own tests are in test_loader.py."""
 
-import json, os, subprocess, sys, time
+import hashlib, json, os, re, subprocess, sys, time
 import numpy as np
 import pyarrow as pa, pyarrow.parquet as pq
 import pytest
@@ -170,6 +170,15 @@ def test_fineweb_edu_by_name_through_the_hub_cache(tmp_path):
     assert not (tmp_path / 'fw2').exists() and not (tmp_path / '.fw2.partial').exists()
 
 
+def _digest_of(documents: list[str]) -> list:
+    "What a progress file records of a file whose `documents` were read: their number and blake2b digest."
+    h = hashlib.blake2b(digest_size=16)
+    for d in documents:
+        b = d.encode()
+        h.update(b'%d:' % len(b) + b)
+    return [len(documents), h.hexdigest()]
+
+
 def test_an_unfinished_prepare_of_another_source_is_kept_unless_asked(tmp_path):
     "A .partial folder holds work: another source is refused without --overwrite; a changed source too."
     a, b = tmp_path / 'a', tmp_path / 'b'
@@ -187,7 +196,7 @@ def test_an_unfinished_prepare_of_another_source_is_kept_unless_asked(tmp_path):
         source=str(a),
         shard_size=100,
         files=full['files'],
-        file_documents=[],
+        digests=[_digest_of([(a / '0.txt').read_text()])],  # file 0: read, in part in its shards
         shards=full['shards'][:3],
         position=[0, 0, 300],
     )
@@ -323,3 +332,87 @@ def test_a_parquet_text_column_that_is_not_text_is_one_error(tmp_path):
     large = pa.table({'text': pa.array(['one two three'] * 3, pa.large_string())})  # the hub's usual type
     pq.write_table(large, tmp_path / 'l.parquet')
     assert prepare(tmp_path / 'l.parquet', tmp_path / 'out', progress=False, val_frac=0.0)['documents'] == 3
+
+
+def _same_size_and_time(f, old: str, new: str):
+    "Edit the file `f` in place, `old` to `new` once, keeping its size, then put its modification time back."
+    st = f.stat()
+    f.write_text(f.read_text().replace(old, new, 1))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (f.stat().st_size, f.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_a_resumed_prepare_refuses_a_file_edited_to_the_same_size_and_time(tmp_path, monkeypatch):
+    """Stopped in its second file, then a file it had read edited in place to the same size and its time
+    put back (`os.utime`): the same command went on silently, its shards a mix of the old and the new text.
+    What it read is now read again and compared by digest; what it had not read yet may change."""
+    from gptcourse import shards
+
+    src = tmp_path / 'src'
+    src.mkdir()
+    for i in range(3):
+        docs = [f'Document {j} of file {i}: the quick brown fox jumps. ' * 3 for j in range(40)]
+        (src / f'{i}.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in docs))
+    kw = dict(shard_size=200, workers=1, progress=False)
+    save = shards._save
+
+    def stopped_in_file_1(state, partial, tokens, position):  # as by a kill: no clean-up
+        save(state, partial, tokens, position)
+        if position[0] == 1 and position[1] >= 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(shards, '_save', stopped_in_file_1)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(src, tmp_path / 'out', **kw)
+    monkeypatch.setattr(shards, '_save', save)
+    changed = f'the files of {src} changed since the unfinished prepare'
+    for f in (src / '0.jsonl', src / '1.jsonl'):  # read to its end; read as far as the position
+        _same_size_and_time(f, 'quick', 'QUICK')
+        with pytest.raises(ValueError, match=changed):
+            prepare(src, tmp_path / 'out', **kw)
+        _same_size_and_time(f, 'QUICK', 'quick')  # as it was again
+    line = json.dumps({'text': 'A document added at the end.'}) + '\n'
+    before = (src / '0.jsonl').read_bytes()
+    (src / '0.jsonl').write_text(before.decode() + line)  # to a file it had read to its end: a change
+    with pytest.raises(ValueError, match=changed):
+        prepare(src, tmp_path / 'out', **kw)
+    (src / '0.jsonl').write_bytes(before)
+    (src / '1.jsonl').write_text((src / '1.jsonl').read_text() + line)  # after what it read: it goes on
+    resumed = prepare(src, tmp_path / 'out', **kw)
+    assert resumed == prepare(src, tmp_path / 'fresh', **kw) and resumed['documents'] == 121
+    for s in resumed['shards']:
+        assert (tmp_path / 'out' / s['file']).read_bytes() == (tmp_path / 'fresh' / s['file']).read_bytes()
+
+
+def test_prepare_refuses_more_workers_than_the_process_limit_leaves(tmp_path):
+    """--workers 300 under a process limit (ulimit -u) of 200: forking stopped at the limit and prepare hung
+    (as root, which the limit does not bind, it forked all 300). It is refused before a process is started,
+    and the default number of workers stays within the limit."""
+    import resource
+
+    src = tmp_path / 'a.txt'
+    src.write_text('Some text to tokenize. ' * 100)
+    code = (
+        'import os\n'
+        'os.cpu_count = lambda: 100  # 4 a core would allow 400 workers\n'
+        'from gptcourse.shards import _settings, prepare\n'
+        'print(_settings(0.1, 100, None))\n'
+        f'prepare({str(src)!r}, {str(tmp_path / "out")!r}, workers=300, progress=False)\n'
+    )
+    r = subprocess.run(
+        [sys.executable, '-c', code],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC, (200, 200)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1, f'it ran, with 300 worker processes: {r.stdout}{r.stderr[-2000:]}'
+    last = r.stderr.strip().splitlines()[-1]
+    want = (
+        r'ValueError: workers must be a whole number from 1 to (\d+) \(this user\'s process limit, ulimit -u '
+        r'200, less (\d+) threads it runs\), got 300'
+    )
+    m = re.fullmatch(want, last)
+    assert m and int(m[1]) == max(200 - int(m[2]), 1), last
+    assert 1 <= int(r.stdout) <= int(m[1])  # the default: one a core, within the limit
+    assert not (tmp_path / 'out').exists() and not list(tmp_path.glob('.out.*'))

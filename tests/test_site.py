@@ -116,32 +116,42 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def cut_short(page, request) -> bool:
+    """Whether a failed request is the browser's, not the site's: cut short (net::ERR_ABORTED) as the page was
+    left, or the favicon, which the browser fetches on its own after `load` and drops when the page moves on
+    (under load, the news of it can come after the next page has loaded). A favicon that is missing is still
+    an HTTP 404, and a failure."""
+    aborted = request.failure == 'net::ERR_ABORTED'
+    return aborted and (page.leaving or request.url.split('?')[0].endswith('/_static/favicon.svg'))
+
+
 def visit(browser, base: str, path: str):
-    """Open `path`; the page and the list of what went wrong while it loaded (errors, failed or remote
-    requests)."""
+    """Open `path` and wait for its own requests to settle (no request for 0.5 s: the favicon, MathJax's
+    fonts); the page and the list of what went wrong while it loaded (errors, failed or remote requests)."""
     page, problems = browser.new_page(viewport={'width': 1280, 'height': 900}), []
     page.leaving = False  # set by `leave`: requests the page's own departure cut short are not failures
     page.on('console', lambda m: m.type == 'error' and problems.append(f'console error: {m.text}'))
     page.on('pageerror', lambda e: problems.append(f'script error: {e}'))
-    cut_short = lambda r: page.leaving and r.failure == 'net::ERR_ABORTED'  # noqa: E731
-    page.on('requestfailed', lambda r: cut_short(r) or problems.append(f'failed request: {r.url}'))
+    page.on('requestfailed', lambda r: cut_short(page, r) or problems.append(f'failed request: {r.url}'))
     page.on('response', lambda r: r.status >= 400 and problems.append(f'HTTP {r.status}: {r.url}'))
     page.on(
         'request', lambda r: r.url.startswith((base, 'data:', 'blob:')) or problems.append(f'remote: {r.url}')
     )
     page.goto(base + path, wait_until='load')
+    page.wait_for_load_state('networkidle')
     return page, problems
 
 
 def leave(page, link=None):
     """Leave the page by following `link` (a selector or a locator), or by closing it. A request still in
-    flight then (the browser fetches the favicon after `load`) ends as net::ERR_ABORTED, which says nothing
-    about the site."""
+    flight then ends as net::ERR_ABORTED, which says nothing about the site; the next page is judged once its
+    own requests have settled."""
     page.leaving = True
     if link is None:
         return page.close()
     page.click(link) if isinstance(link, str) else link.click()
     page.wait_for_load_state('load')
+    page.wait_for_load_state('networkidle')
     page.leaving = False
 
 
