@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import gptcourse
 from .data import CharTokenizer, DownloadError
-from .train import PRESET_ENV, default_device
+from .train import PRESET_ENV, check_max_new_tokens, check_temperature, default_device
 from .gpt2 import GPT
 from .pretrained import EOT, HF_REPOS, gpt2_tokenizer
 from .files import FolderBusy
@@ -18,7 +18,7 @@ from .shards import default_data_dir, prepare
 from .speed import check_device
 from .checkpoint import CheckpointError, list_checkpoints, load_latest, load_model
 from .loop import TrainHistory
-from .trainers import CHAR_REFERENCE, CHAR_RUN, run_of
+from .trainers import CHAR_REFERENCE, CHAR_RUN, check_run_folder, run_of
 from .pretrain import GPT2_REFERENCE
 from .finetune import CHAR_FINETUNE_PRESETS, CharFinetune, finetune_char, judge_char_finetune
 from .finetune import GPT2_FINETUNE_PRESETS, GPT2Finetune, finetune_gpt2, judge_gpt2_finetune
@@ -36,8 +36,7 @@ __all__ = ['HELP', 'SET_ELSEWHERE', 'MODELS', 'PRESET_COST', 'KINDS', 'add_run_o
 
 # %% ../nbs/28_cli.ipynb #e6ae9181
 def _number(low: float = 0, high: float = math.inf, low_open=False, high_closed=False, whole=False):
-    """An argparse type: a finite number (`whole`: a whole number) from `low` (`low_open`: excluded) to `high`
-    (`high_closed`: included)."""
+    "An argparse type: a finite (`whole`) number from `low` to `high`, each end in or out as asked."
     what = 'a whole number' if whole else 'a number'
     upto = f' and {"<=" if high_closed else "<"} {high:g}' if high < 2**63 - 1 else ''
     bounds = f'{">" if low_open else ">="} {low:g}{upto}'
@@ -55,17 +54,22 @@ def _number(low: float = 0, high: float = math.inf, low_open=False, high_closed=
     return parse
 
 
-def _int_at_least(low: int, high: int = 2**63 - 1):
-    "An argparse type: a whole number in [low, high]."
-    return _number(low, high, high_closed=True, whole=True)
+_int_at_least = lambda low, high=2**63 - 1: _number(low, high, high_closed=True, whole=True)  # in [low, high]
 
 
-def _device(s: str) -> str:
-    "An argparse type: a device this machine has (cpu, cuda, cuda:N, mps): lesson 13's `check_device`."
-    try:
-        return check_device(s)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _checked(check, parse=float):
+    "An argparse type: `parse`d, then checked by the library's own `check`, refused in the library's words."
+
+    def typed(s):
+        try:
+            return check(v := parse(s)) or v  # what `check` returns (check_device: the device), else v
+        except ValueError as e:  # float('x') too
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return typed
+
+
+_device = _checked(check_device, str)  # a device this machine has (cpu, cuda, cuda:N, mps): lesson 13's check
 
 # %% ../nbs/28_cli.ipynb #86fa149d
 # fmt: off
@@ -131,8 +135,7 @@ def add_folder_options(p, default_out, presets: dict):
     "The run folder and the running of a training command, the same for `train` and `gpt2-train`."
     # fmt: off
     p.add_argument('--preset', choices=list(presets), default=None,
-                   help=f'the sizes to start from (default: ${PRESET_ENV}, else lecture '
-                        'with CUDA and cpu without)')
+                   help=f'sizes to start from (default: ${PRESET_ENV}, else lecture with CUDA, cpu without)')
     p.add_argument('--out', default=default_out,
                    help=f'the run folder (default: {default_out or "none: no checkpoints"})')
     p.add_argument('--resume', action='store_true',
@@ -140,8 +143,7 @@ def add_folder_options(p, default_out, presets: dict):
     p.add_argument('--overwrite', action='store_true',
                    help='replace the run in --out (once the new one has a checkpoint)')
     p.add_argument('--stop-after', type=_int_at_least(1), default=None,
-                   help='stop after this step, keeping the schedule of --max-steps, to resume later '
-                        '(default: run to the end)')
+                   help='stop at this step, to resume later on the schedule of --max-steps (default: none)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar (for logs)')
 
 # %% ../nbs/28_cli.ipynb #4c1a0004
@@ -159,6 +161,8 @@ class Stopped(Exception):
 def _train(args, train, run_cls, **kw):
     "A training command: lesson 19's `train` with the run's changes from the flags; a stop is a `Stopped`."
     folder = (args.preset, args.out, args.resume, args.overwrite, args.stop_after)
+    if os.environ.get('RANK', '0') == '0':  # under torchrun, rank 0 holds the folder: its refusals, first
+        check_run_folder(args.out, args.resume, args.overwrite)  # before anything is built (lesson 19)
     try:
         return train(*folder, progress=not args.no_progress, **kw, **run_changes(args, run_cls))
     except FloatingPointError as e:
@@ -189,9 +193,9 @@ def train_command(args):
 def add_sampling_options(p, max_new_tokens: int, top_k: int | None):
     "The options of a sampling command: the prompt's continuation and how it is drawn."
     # fmt: off
-    p.add_argument('--max-new-tokens', type=_int_at_least(1), default=max_new_tokens,
-                   help=f'tokens to generate (default: {max_new_tokens})')
-    p.add_argument('--temperature', type=_number(0), default=1.0,
+    p.add_argument('--max-new-tokens', type=_checked(check_max_new_tokens, _int_at_least(1)),
+                   default=max_new_tokens, help=f'tokens to generate (default: {max_new_tokens})')
+    p.add_argument('--temperature', type=_checked(check_temperature), default=1.0,
                    help='below 1: safer, above 1: wilder; 0: greedy (default: 1.0)')
     p.add_argument('--top-k', type=_int_at_least(1), default=top_k,
                    help=f'sample among the k most likely tokens (default: {top_k or "all"})')
@@ -249,7 +253,7 @@ def add_char_commands(sub):
                    help="the architecture: lecture (lesson 07's, AdamW), modern (lesson 26's changes and "
                         "Muon) or one of lesson 26's ideas alone (default: lecture; resuming: the run's own)")
     add_folder_options(p, CHAR_RUN, CHAR_FINETUNE_PRESETS)
-    p.add_argument('--max-new-tokens', type=_int_at_least(0), default=300,
+    p.add_argument('--max-new-tokens', type=_checked(check_max_new_tokens, int), default=300,
                    help='characters to sample at the end (default: 300; 0: none)')
     p.set_defaults(func=train_command)
     s = sub.add_parser('sample', help='sample text from a character model run',
@@ -363,7 +367,7 @@ def add_gpt2_train_command(sub):
 
 # %% ../nbs/28_cli.ipynb #a5c62472
 PRESET_COST = {  # what a run of each preset costs; measured where it says so
-    ('train', 'cpu'): '≈40 s on one CPU thread (measured, 2026-11)',
+    ('train', 'cpu'): '≈75 s on one thread of a 2-core CPU, the default there (72-77 s, measured 2026-12)',
     ('train', 'lecture'): "≈7 min on an H100 (measured, 2026-11), ≈15 on the lecture's A100; hours on a CPU",
     ('gpt2-train', 'cpu'): '≈5 s on one CPU thread (measured, 2026-11)',
     ('gpt2-train', 'lecture'): '10B tokens: hours on 8 GPUs (the lecture ran it on 8×A100), days on one',
@@ -433,8 +437,7 @@ def add_run_commands(sub):
 
 # %% ../nbs/28_cli.ipynb #0a1d2fd6
 def default_threads() -> int:
-    """Torch's CPU threads without `--threads`: `$OMP_NUM_THREADS` if set, else half the cores, at most 4 (a
-    thread waiting for a busy core costs more than it brings: see the lesson)."""
+    "Torch's CPU threads without `--threads`: `$OMP_NUM_THREADS`, else half the cores and at most 4."
     if os.environ.get('OMP_NUM_THREADS', '').isdigit():
         return max(1, int(os.environ['OMP_NUM_THREADS']))
     return max(1, min(4, (os.cpu_count() or 2) // 2))
@@ -446,20 +449,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='gptcourse',
                                      description='Train and sample the models of the gptcourse lessons.')
     parser.add_argument('--version', action='version', version=f'gptcourse {gptcourse.__version__}')
-    parser.add_argument('--threads', type=_int_at_least(1, os.cpu_count() or 1), default=None,
-                        help='CPU threads for torch (default: $OMP_NUM_THREADS if set, else half the cores, '
-                             f'at most 4: {default_threads()} here)')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
     for add in (add_char_commands, add_gpt2_sample_command, add_data_commands, add_gpt2_train_command,
                 add_run_commands):
         add(sub)
+    for p in (parser, *sub.choices.values()):  # before the command or after it: `gptcourse train --threads 1`
+        p.add_argument('--threads', type=_int_at_least(1, os.cpu_count() or 1), default=argparse.SUPPRESS,
+                       help='CPU threads for torch (default: $OMP_NUM_THREADS if set, else half the cores, '
+                            f'at most 4: {default_threads()} here)')
     return parser
 
 # %% ../nbs/28_cli.ipynb #c15d0020
 def main(argv: list[str] | None = None) -> int:
     "Run the `gptcourse` command line with `argv` (default: `sys.argv[1:]`); returns the exit status."
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads or default_threads())
+    torch.set_num_threads(getattr(args, 'threads', None) or default_threads())  # not given: not in `args`
     try:
         args.func(args)
         sys.stdout.flush()  # a reader that went away is noticed here, not at exit

@@ -20,7 +20,7 @@ from .distributed import DistInfo, setup_distributed
 from .hellaswag import load_hellaswag, read_hellaswag
 from .loop import Run
 from .trainers import UNLEARNED, Job, TrainResult, _settle, _train, check_training_fits, compare
-from .trainers import print_nothing
+from .trainers import check_batches, check_run_folder, print_nothing
 
 # %% auto #0
 __all__ = ['GPT2_PRESETS', 'GPT2_REFERENCE', 'GPT2Run', 'judge_gpt2', 'train_gpt2']
@@ -125,25 +125,30 @@ def _micro_batch(run: GPT2Run, model, policy, di, log) -> GPT2Run:
 # %% ../nbs/20_pretrain.ipynb #c10d0011
 def _shards(run: GPT2Run, meta: dict | None, di, progress: bool, log) -> tuple[Path, str]:
     """The run's shard folder and its manifest's sha256: by default Tiny Shakespeare's, prepared once (by rank
-    0, the others waiting); a resumed run's as it started (`meta`). A corpus that the run would read more than
-    ten times over is said, with how to make the lecture's."""
+    0, the others waiting); a resumed run's as it started (`meta`). A step that would read it more than ten
+    times over is refused, as are evaluations it cannot fill; a run that would, said, with how to make the
+    lecture's corpus."""
     data = Path(run.data) if run.data is not None else default_data_dir()
     if run.data is None and di.master and not (data / MANIFEST).exists():
         prepare(None, data, progress=progress, overwrite=True)
     di.barrier()
-    have = sum(s['tokens'] for s in read_manifest(data)['splits'].get('train', []))  # checked: it is there
+    splits = read_manifest(data)['splits']  # checked: it is there
+    have, val = (sum(s['tokens'] for s in splits.get(split, [])) for split in ('train', 'val'))
     manifest = hashlib.sha256((data / MANIFEST).read_bytes()).hexdigest()  # prepared again: another one
     if meta and meta.get('data_sha256', manifest) != manifest:
         why = 'resume it on the data it started from, or start a new run'
         raise ValueError(f'{data} changed since the run started: {why}')
+    if have and run.total_batch > 10 * have:  # none at all: the loader says so, by split
+        why = f'a step may read the {have:,} training tokens of {data} at most ten times over'
+        raise ValueError(f'total_batch must be at most {10 * have:,} here, got {run.total_batch:,}: {why}')
+    if run.eval_interval and val:  # lesson 19's bound: no more evaluation sequences than places to start one
+        check_batches(run.batch_size, run.seq_len, run.eval_iters, val, context=None)
     need = run.max_steps * run.total_batch
-    if have and need > 10 * have:  # none at all: the loader says so, by split
+    if have and need > 10 * have:
         log(
-            f'this run reads {need:,} tokens: {need / have:,.0f} passes over the {have:,} training '
-            f'tokens of {data}, '
-            'so the model will learn them by heart; the lecture reads 10B tokens once '
-            '(`gptcourse prepare --src '
-            'fineweb-edu-10B --out DIR` makes them; then --data DIR)'
+            f'this run reads {need:,} tokens: {need / have:,.0f} passes over the {have:,} training tokens of '
+            f'{data}, so the model will learn them by heart; the lecture reads 10B tokens once (`gptcourse '
+            'prepare --src fineweb-edu-10B --out DIR` makes them; then --data DIR)'
         )
     return data, manifest
 
@@ -153,12 +158,12 @@ def _gpt2_job(run: GPT2Run, checkpoint, meta: dict | None, di: DistInfo, progres
     HellaSwag."""
     hs = None if run.hellaswag is None else run.hellaswag
     hs = load_hellaswag() if hs == "val" else read_hellaswag(hs) if hs else None
+    if run.init == 'scratch' or checkpoint is not None:  # OpenAI's models: lesson 09's check_fits, as loaded
+        check_training_fits(run, run.batch_size, run.seq_len, di.device)
     data, manifest = _shards(run, meta, di, progress, log)
     policy = device_policy(di.device, run.dtype, run.compile)
     policy.set_tf32()
     set_seed(run.seed)
-    if run.init == 'scratch' or checkpoint is not None:  # OpenAI's models: lesson 09's check_fits, as loaded
-        check_training_fits(run, run.batch_size, run.seq_len, di.device)
     run, model = _gpt2_model(run, checkpoint is not None)
     model = model.to(di.device)
     run = _micro_batch(run, model, policy, di, log) if checkpoint is None else run
@@ -195,6 +200,8 @@ def train_gpt2(
     say = log if di.master else print_nothing
     try:
         run, f, meta = _settle(run, GPT2_PRESETS, "gpt2", out_dir, resume, changes, say)
+        if di.master:  # a folder `_train` would refuse: refused before shards are prepared or a model built
+            check_run_folder(out_dir, resume, overwrite)
         job = _gpt2_job(run, f, meta, di, progress, say)
         return _train(job, out_dir, resume, overwrite, stop_after, progress, log)
     finally:

@@ -12,8 +12,8 @@ from torch.nn import functional as F
 from tqdm import tqdm  # the text bar: it renders the same in a terminal, Jupyter, Colab and on GitHub
 
 # %% auto #0
-__all__ = ['PRESET_ENV', 'default_device', 'set_seed', 'preset_name', 'get_preset', 'patch', 'check_temperature', 'sample_logits',
-           'generate', 'estimate_loss', 'History', 'fit']
+__all__ = ['PRESET_ENV', 'MAX_NEW_TOKENS', 'default_device', 'set_seed', 'preset_name', 'get_preset', 'patch',
+           'check_temperature', 'sample_logits', 'check_max_new_tokens', 'generate', 'estimate_loss', 'History', 'fit']
 
 # %% ../nbs/02_train.ipynb #1133d072
 def default_device() -> str:
@@ -89,6 +89,18 @@ def sample_logits(logits, temperature: float = 1.0, top_k: int | None = None, ge
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 
 # %% ../nbs/02_train.ipynb #599b9f0d
+MAX_NEW_TOKENS = 100_000  # a novel's worth of tokens: each one a forward pass of the model
+
+
+def check_max_new_tokens(n: int):
+    "Refuse a count of new tokens that is not a whole number from 0 to `MAX_NEW_TOKENS`, before drawing one."
+    if type(n) is not int or not 0 <= n <= MAX_NEW_TOKENS:  # 10**9 ran for days without a word
+        raise ValueError(
+            f"max_new_tokens must be a whole number from 0 to {MAX_NEW_TOKENS:,} (a novel's worth: each "
+            f"token is a forward pass of the model), got {n!r}"
+        )
+
+
 def _check_prompt(idx, max_new_tokens: int):
     "Refuse what `generate` cannot extend, with a message that says what it takes."
     if not torch.is_tensor(idx) or idx.dim() != 2 or idx.is_floating_point():
@@ -96,8 +108,7 @@ def _check_prompt(idx, max_new_tokens: int):
         raise ValueError(f"generate takes token ids, an integer tensor (B, T); got {what}")
     if idx.size(1) == 0:
         raise ValueError("generate needs a context of at least one token")
-    if type(max_new_tokens) is not int or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
+    check_max_new_tokens(max_new_tokens)
 
 # %% ../nbs/02_train.ipynb #c2d0a003
 @torch.no_grad()

@@ -16,22 +16,17 @@ from .chargpt import CharTraining, PRESETS as CHAR_TRAINING
 from .gpt2 import GPT, GPTConfig, char_config, machine_bytes
 from .speed import device_policy, flops_per_token, mfu, peak_flops
 from .distributed import DistInfo
-from gptcourse.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_latest,
-    model_meta,
-    model_spec,
-    rng_state,
-)
-from .checkpoint import run_folder, save_step, set_rng_state
+from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_latest, model_meta
+from .checkpoint import checked_rng_state, model_spec, rng_state, run_folder, save_step
+from .checkpoint import set_rng_state
 from .hellaswag import hellaswag_acc_norm
 from .loop import Report, Run, TrainHistory, train_loop
 
 # %% auto #0
 __all__ = ['CHAR_PRESETS', 'COMMANDS', 'CHAR_RUN', 'LECTURE', 'CHAR_REFERENCE', 'UNLEARNED', 'ON_CPU', 'CharRun', 'run_meta',
            'run_of', 'TrainResult', 'TrainerReport', 'RandomBatches', 'read_text', 'adamw', 'Arch', 'training_bytes',
-           'check_training_fits', 'train_char', 'compare', 'judge_char', 'Job', 'print_nothing']
+           'check_training_fits', 'check_batches', 'train_char', 'compare', 'judge_char', 'Job', 'print_nothing',
+           'check_run_folder']
 
 # %% ../nbs/19_trainers.ipynb #1ea00010
 @dataclass(kw_only=True)
@@ -82,7 +77,8 @@ def _check(kind: str, run_cls, classes=(GPT,), arch: str | None = None):
             TrainHistory.from_state_dict(meta["history"])
             if kind == "char":
                 assert CharTokenizer.from_dict(meta["tokenizer"]).vocab_size == config.vocab_size
-            assert type(meta["step"]) is int and meta["step"] >= 0 and isinstance(meta["rng"], dict)
+            assert type(meta["step"]) is int and meta["step"] >= 0
+            checked_rng_state(meta["rng"])  # lesson 16: a state the generators take, or a CheckpointError
         except (KeyError, TypeError, ValueError, AssertionError) as e:
             raise CheckpointError(
                 f"its meta is not a usable run ({type(e).__name__}: {str(e)[:80]})"
@@ -258,6 +254,22 @@ def check_training_fits(c, batch_size: int, seq_len: int, device):
             'lower the batch size, the context or the model'
         )
 
+
+def check_batches(B: int, T: int, eval_iters: int, val: int, context: str | None = 'block_size'):
+    """Refuse, before a model is built, batches that the validation split's `val` tokens cannot fill: B
+    sequences of `context` + 1 side by side (None: not asked), and more evaluation sequences (eval_iters x B)
+    than places to start one, `val` - T: past that an evaluation reads the same text again, for hours."""
+    if context and B * (T + 1) > val:  # the context's bound; the batch's, where not even 1 token fits
+        name, most, got = (context, val // B - 1, T) if val >= 2 * B else ('batch_size', val // (T + 1), B)
+        why = f'the validation split ({val:,} tokens) must hold batch_size x ({context} + 1) side by side'
+        raise ValueError(f'{name} must be at most {most:,} here, got {got:,} ({B:,} x {T + 1:,}): {why}')
+    if eval_iters * B > val - T:
+        why = f'eval_iters x {B} sequences of {T} tokens, and the validation split ({val:,} tokens) has'
+        raise ValueError(
+            f'eval_iters must be at most {max(val - T, 0) // B:,} here, got {eval_iters:,}: an evaluation '
+            f'reads {why} {val - T:,} places to start one'
+        )
+
 # %% ../nbs/19_trainers.ipynb #a4d2daf0
 def _char_job(run: CharRun, checkpoint, meta: dict | None, arch: Arch, log) -> Job:
     """What `train_char` trains: the text's tokens, the model of `arch` on the run's device, AdamW, random
@@ -275,6 +287,7 @@ def _char_job(run: CharRun, checkpoint, meta: dict | None, arch: Arch, log) -> J
     set_seed(run.seed)
     config = arch.config(run, tok.vocab_size)
     check_training_fits(config, run.batch_size, run.block_size, policy.device)  # before it is built
+    check_batches(run.batch_size, run.block_size, run.eval_iters, len(val))  # and what the data can fill
     model = arch.model(config).to(policy.device)
     g = torch.Generator().manual_seed(run.seed)
     batches = RandomBatches(train, val, run.batch_size, run.block_size, policy.device, g, eval_seed=run.seed)
@@ -306,41 +319,23 @@ def train_char(
     log = log or tqdm.write
     changes |= {"arch": arch.name}
     run, f, meta = _settle(run, CHAR_PRESETS, "char", out_dir, resume, changes, log, [arch.model])
+    check_run_folder(out_dir, resume, overwrite)  # before anything is built (below)
     return _train(_char_job(run, f, meta, arch, log), out_dir, resume, overwrite, stop_after, progress, log)
 
 # %% ../nbs/19_trainers.ipynb #095c0983
 CHAR_REFERENCE = {  # preset: (step, low, high, where the range comes from) of the validation loss
-    'cpu': (
-        3000,
-        1.83,
-        1.96,
-        "the course's cpu preset, 4 seeds: 1.882-1.911 on a 2-core CPU, 2026-12",
-    ),
-    'lecture': (
-        5000,
-        1.52,
-        1.62,
-        "lesson 07's lecture run on an H100, one seed: 1.5675, 2026-11-25",
-    ),
+    'cpu': (3000, 1.83, 1.96, "the course's cpu preset, 4 seeds: 1.882-1.911 on a 2-core CPU, 2026-12"),
+    'lecture': (5000, 1.52, 1.62, "lesson 07's lecture run on an H100, one seed: 1.5675, 2026-11-25"),
 }
 # what a run may change and still be compared: not what its model learns
-UNLEARNED = {
-    'seed',
-    'dtype',
-    'compile',
-    'eval_interval',
-    'checkpoint_interval',
-    'hellaswag',
-    'data',
-    'device',
-    'keep',
-    'auto_batch',
-}
+UNLEARNED = {'seed', 'dtype', 'compile', 'eval_interval', 'checkpoint_interval', 'hellaswag', 'data'}
+UNLEARNED |= {'device', 'keep', 'auto_batch'}
 
 # %% ../nbs/19_trainers.ipynb #1ea00061
 def compare(run: Run, history: History, presets: dict, reference: dict, unlearned=UNLEARNED) -> str:
     """One line: the run's validation loss at its preset's last step against the preset's range in
-    `reference`, or why not. A run that changes its preset (in `presets`) beyond `unlearned` has none."""
+    `reference` (and, if it went on, its own last one), or why not. A run that changes its preset (in
+    `presets`) beyond `unlearned` has none."""
     ref, preset = reference.get(run.name), presets.get(run.name)
     if ref is None:
         return f"no reference for this run: there are references for the {', '.join(reference)} presets"
@@ -360,7 +355,9 @@ def compare(run: Run, history: History, presets: dict, reference: dict, unlearne
         if lo <= val <= hi
         else f"{abs(val - (hi if val > hi else lo)):.3f} " + ("above" if val > hi else "below")
     )
-    later = f" (the preset's last step; this run went on to {run.max_steps})" if run.max_steps > step else ""
+    last, end = history.eval_step[-1], history.val_loss[-1]  # where the run really ended, not its max_steps
+    went_on = last > step and end is not None
+    later = f" (the preset's last step; this run's last, step {last}: {end:.4f})" if went_on else ""
     return f"val loss {val:.4f} at step {step}{later}: {where} {lo:.2f}-{hi:.2f} ({source})"
 
 # %% ../nbs/19_trainers.ipynb #c10d0031
@@ -426,6 +423,15 @@ ON_CPU = (
     "the lecture preset is sized for a GPU: on a CPU it takes hours (an estimate follows after 10 steps); "
     "--preset cpu takes minutes"
 )
+
+
+def check_run_folder(out_dir, resume: bool, overwrite: bool):
+    """What `_train`'s `run_folder` (lesson 16) will refuse, refused before a model is built: a folder held,
+    of token shards, or of another run neither resumed nor overwritten. It holds the folder a moment and moves
+    nothing."""
+    if out_dir is not None and Path(out_dir).exists():
+        with run_folder(out_dir, resume or overwrite and bool(list_checkpoints(out_dir))):
+            pass
 
 
 def _restore(job: Job, precision) -> tuple[int, TrainHistory]:

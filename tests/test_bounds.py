@@ -240,3 +240,115 @@ def test_a_gpt2_run_too_big_for_memory_is_refused_before_its_model_is_built(tmp_
             progress=False,
             log=lambda *a: None,
         )
+
+
+def one_line(capsys, *argv, code=1) -> str:
+    """The one line that `gptcourse ARGV` ends with (in this process), its exit status checked, no traceback
+    (and before it, for a malformed command line, exit status 2, only argparse's usage)."""
+    from gptcourse.cli import main
+
+    try:
+        got = main(list(map(str, argv)))
+    except SystemExit as e:
+        got = e.code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert got == code and 'Traceback' not in err and (code == 2 or len(lines) == 1), (got, err)
+    return lines[-1]
+
+
+def test_a_char_run_s_batches_are_bounded_by_its_validation_split_before_a_model_is_built(
+    tmp_path, monkeypatch, capsys
+):
+    """`train --block-size 100000` and `--eval-iters 10**9` ran for hours without a word: the text's
+    validation split (Tiny Shakespeare's last 111,540 characters) bounds both, in the library and the CLI."""
+    from gptcourse import trainers
+
+    monkeypatch.setattr(trainers.GPT, '__init__', lambda *a, **k: pytest.fail('a model was built'))
+    monkeypatch.setattr(trainers, 'machine_bytes', lambda: 2**40)  # memory is not what refuses them here
+    for changes, want in (
+        (
+            dict(block_size=100_000),
+            'block_size must be at most 6,970 here, got 100,000 (16 x 100,001): the validation split '
+            '(111,540 tokens) must hold batch_size x (block_size + 1) side by side',
+        ),
+        (
+            dict(eval_iters=10**9),
+            'eval_iters must be at most 6,969 here, got 1,000,000,000: an evaluation reads eval_iters x 16 '
+            'sequences of 32 tokens, and the validation split (111,540 tokens) has 111,508 places to start '
+            'one',
+        ),
+    ):
+        with pytest.raises(ValueError, match=f'^{re.escape(want)}$'):
+            trainers.train_char('cpu', tmp_path / 'run', device='cpu', progress=False, **changes)
+        flag, value = next(iter(changes.items()))
+        argv = ['train', '--preset', 'cpu', f'--{flag.replace("_", "-")}', value, '--out', tmp_path / 'run']
+        assert one_line(capsys, *argv, '--device', 'cpu', '--no-progress') == f'gptcourse train: {want}'
+    assert not (tmp_path / 'run').exists()
+    with pytest.raises(ValueError, match='^eval_iters must be at most 6,969 here, got 6,970: '):
+        trainers.check_batches(16, 32, 6970, 111_540)
+    with pytest.raises(ValueError, match=r'^batch_size must be at most 3,380 here, got 100,000,000 \('):
+        trainers.check_batches(10**8, 32, 1, 111_540)  # not even a context of 1 fits: the batch is refused
+    trainers.check_batches(16, 6970, 1, 111_540)  # the largest of each fits
+    trainers.check_batches(16, 32, 6969, 111_540)
+    trainers.check_batches(3380, 32, 1, 111_540)
+
+
+def test_a_gpt2_run_s_step_and_evaluations_are_bounded_by_its_shards_before_a_model_is_built(
+    tmp_path, monkeypatch, capsys
+):
+    """`gpt2-train --total-batch 10**12` and `--eval-iters 10**9` ran for hours without a word: a step reads
+    the training tokens at most ten times over, and an evaluation no more sequences than the validation split
+    has places to start one."""
+    from gptcourse import pretrain
+    from gptcourse.loader import read_manifest
+    from gptcourse.shards import prepare
+
+    data = tmp_path / 'shards'
+    prepare(None, data, progress=False)
+    splits = read_manifest(data)['splits']
+    train, val = (sum(s['tokens'] for s in splits[k]) for k in ('train', 'val'))
+    monkeypatch.setattr(pretrain, 'GPT', lambda *a, **k: pytest.fail('a model was built'))
+    for changes, want in (
+        (
+            dict(total_batch=10**12),
+            f'total_batch must be at most {10 * train:,} here, got 1,000,000,000,000: a step may read the '
+            f'{train:,} training tokens of {data} at most ten times over',
+        ),
+        (
+            dict(eval_iters=10**9),
+            f'eval_iters must be at most {(val - 32) // 4:,} here, got 1,000,000,000: an evaluation reads '
+            f'eval_iters x 4 sequences of 32 tokens, and the validation split ({val:,} tokens) has '
+            f'{val - 32:,} places to start one',
+        ),
+    ):
+        quiet = dict(progress=False, log=lambda *a: None)
+        with pytest.raises(ValueError, match=f'^{re.escape(want)}$'):
+            pretrain.train_gpt2('cpu', tmp_path / 'run', data=str(data), device='cpu', **changes, **quiet)
+        flag, value = next(iter(changes.items()))
+        argv = ['gpt2-train', '--preset', 'cpu', f'--{flag.replace("_", "-")}', value, '--data', data]
+        line = one_line(capsys, *argv, '--out', tmp_path / 'run', '--device', 'cpu', '--no-progress')
+        assert line == f'gptcourse gpt2-train: {want}'
+    assert not (tmp_path / 'run').exists()
+
+
+def test_a_sample_longer_than_a_novel_is_refused_before_its_first_token(capsys):
+    "`sample --max-new-tokens 10**9` ran for days without a word: one bound, in the library and the CLI."
+    from gptcourse.kv_cache import generate_cached
+    from gptcourse.train import generate
+
+    want = (
+        "max_new_tokens must be a whole number from 0 to 100,000 (a novel's worth: each token is a forward "
+        "pass of the model), got 1000000000"
+    )
+    idx, m = torch.zeros(1, 1, dtype=torch.long), tiny_gpt()
+    m.forward = lambda *a, **k: pytest.fail('a token was drawn')
+    for draw in (lambda: generate(m, idx, 10**9), lambda: generate_cached(m, idx, 10**9)):
+        with pytest.raises(ValueError, match=f'^{re.escape(want)}$'):
+            draw()
+    for cmd in ('sample', 'gpt2-sample', 'train'):
+        line = one_line(capsys, cmd, '--max-new-tokens', 10**9, code=2)
+        assert line == f'gptcourse {cmd}: error: argument --max-new-tokens: {want}', line
+    from gptcourse.train import MAX_NEW_TOKENS
+
+    assert MAX_NEW_TOKENS == 100_000 and generate(Model(), idx, MAX_NEW_TOKENS // 10_000).shape == (1, 11)

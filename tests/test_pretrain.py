@@ -276,3 +276,15 @@ def test_a_corpus_far_too_small_for_the_run_is_said_before_the_first_step(tmp_pa
         batch_size=1,
     )
     assert not any('passes over' in x for x in quiet), quiet
+
+
+def test_a_new_run_over_a_finished_one_is_refused_before_anything_is_built(data, tmp_path, monkeypatch):
+    "A new GPT-2 run pointed at a finished run's folder built its model before it was refused."
+    from gptcourse import pretrain
+
+    train_gpt2('cpu', tmp_path / 'run', data=data, max_steps=1, eval_interval=0, total_batch=64, **SMALL)
+    monkeypatch.setattr(pretrain, 'GPT', lambda *a, **k: pytest.fail('a model was built'))
+    monkeypatch.setattr(pretrain, '_shards', lambda *a, **k: pytest.fail('the shards were read'))
+    with pytest.raises(ValueError, match=r'run already holds a run \(step_0000001.safetensors\): resume it'):
+        train_gpt2('cpu', tmp_path / 'run', data=data, max_steps=2, eval_interval=0, total_batch=64, **SMALL)
+    assert [p.name for p in list_checkpoints(tmp_path / 'run')] == ['step_0000001.safetensors']

@@ -147,3 +147,57 @@ def test_the_lecture_preset_on_a_cpu_says_so_and_how_long(tmp_path):
     cpu = []
     train_char('cpu', None, progress=False, log=cpu.append, max_steps=25, eval_interval=20, eval_iters=2)
     assert not any('sized for a GPU' in x for x in cpu) and sum(x.startswith('about ') for x in cpu) == 1, cpu
+
+
+def test_a_new_run_over_a_finished_one_is_refused_before_anything_is_built(tmp_path, monkeypatch):
+    "A new run pointed at a finished run's folder built its model (and read its text) before it was refused."
+    from gptcourse import trainers
+
+    kw = dict(eval_interval=5, eval_iters=1, device='cpu', **QUIET)
+    train_char('cpu', tmp_path / 'run', max_steps=5, **kw)
+    before = {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir()}
+    monkeypatch.setattr(trainers.GPT, '__init__', lambda *a, **k: pytest.fail('a model was built'))
+    monkeypatch.setattr(trainers, 'read_text', lambda *a, **k: pytest.fail('the text was read'))
+    with pytest.raises(ValueError, match=r'run already holds a run \(step_0000005.safetensors\): resume it'):
+        train_char('cpu', tmp_path / 'run', max_steps=10, **kw)
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir()} == before
+
+
+def test_the_end_line_of_a_run_that_went_on_past_its_preset_gives_its_own_last_loss():
+    """A run resumed from the preset's 3,000 steps to 4,000 ended with the step-3000 loss alone, as if it had
+    not gone on; and `plot` of a run stopped at 3,500 of 4,000 said it went on to 4,000."""
+    from gptcourse.train import History
+    from gptcourse.trainers import judge_char
+
+    run = CHAR_PRESETS['cpu'].changed(max_steps=4000)[0]
+    h = History(eval_step=[0, 3000, 4000], val_loss=[4.2, 1.9, 1.8])
+    assert judge_char(run, h).startswith(
+        "val loss 1.9000 at step 3000 (the preset's last step; this run's last, step 4000: 1.8000): in the "
+        'reference range 1.83-1.96'
+    ), judge_char(run, h)
+    h = History(eval_step=[3000, 3500], val_loss=[1.9, 1.85])
+    assert "(the preset's last step; this run's last, step 3500: 1.8500): in the" in judge_char(run, h)
+    h = History(eval_step=[3000], val_loss=[1.9])
+    assert judge_char(run, h).startswith('val loss 1.9000 at step 3000: in the reference range')
+
+
+def test_a_resumed_run_past_its_preset_s_end_is_judged_with_its_real_last_loss(tmp_path, monkeypatch):
+    """`train --resume --max-steps 4000` of a cpu run finished at 3000 graded the step-3000 loss and said
+    nothing of the last one. Here the cpu preset at small steps, its reference step moved to 20: resumed to
+    30, the end line gives step 30's loss too."""
+    from gptcourse.trainers import CHAR_REFERENCE
+
+    monkeypatch.setitem(CHAR_REFERENCE, 'cpu', (20, 0.0, 9.9, 'a test range'))
+    kw = dict(eval_interval=10, device='cpu', progress=False)
+    said = []
+    first = train_char('cpu', tmp_path / 'run', max_steps=20, log=said.append, **kw)
+    at20 = first.history.val_loss[-1]
+    assert said[-1] == f'val loss {at20:.4f} at step 20: in the reference range 0.00-9.90 (a test range)'
+    said.clear()
+    res = train_char(None, tmp_path / 'run', resume=True, max_steps=30, log=said.append, **kw)
+    h = res.history
+    assert h.eval_step == [0, 10, 20, 30] and h.val_loss[2] == at20 and h.val_loss[3] != at20
+    assert said[-1] == (
+        f"val loss {at20:.4f} at step 20 (the preset's last step; this run's last, step 30: "
+        f"{h.val_loss[-1]:.4f}): in the reference range 0.00-9.90 (a test range)"
+    ), said
