@@ -13,7 +13,7 @@ from .train import patch
 
 # %% auto #0
 __all__ = ['GEMV_C', 'KERNEL_FLAGS', 'CC_TIMEOUT', 'best_time', 'read_gb_per_s', 'bytes_per_token', 'load_kernel', 'gemv_kernel',
-           'DecodeLinear', 'use_decode_kernel']
+           'WidthError', 'check_width', 'DecodeLinear', 'use_decode_kernel']
 
 # %% ../nbs/22_decode.ipynb #f506abe5
 def best_time(f, n: int = 5) -> float:
@@ -184,6 +184,19 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()  # torch < 2.4
 
 
+class WidthError(ValueError, RuntimeError):
+    "An `x` whose last dimension is not the layer's: a ValueError, and the RuntimeError nn.Linear raises."
+
+
+def check_width(layer, x, in_features: int):
+    "Refuse an `x` whose last dimension is not `in_features`, before a kernel could read past its end."
+    if x.size(-1) != in_features:
+        raise WidthError(
+            f'{type(layer).__name__}: x has {x.size(-1)} numbers in its last dimension; '
+            f'the layer takes {in_features}'
+        )
+
+
 class DecodeLinear(nn.Linear):
     """`nn.Linear` that multiplies a few float32 rows without gradients on a CPU (decoding) with lesson 22's
     kernel; anything else goes to F.linear. `max_rows = 0` turns the kernel off."""
@@ -193,13 +206,13 @@ class DecodeLinear(nn.Linear):
 # %% ../nbs/22_decode.ipynb #cce0323a
 @patch
 def forward(self: DecodeLinear, x):
+    check_width(self, x, self.in_features)
     w, b, rows = self.weight, self.bias, x.numel() // max(x.size(-1), 1)
     if (
         rows > self.max_rows
         or torch.is_grad_enabled()
         or x.device.type != 'cpu'
         or w.device.type != 'cpu'
-        or x.size(-1) != w.size(1)  # a wrong width: F.linear refuses it (the kernel would read past x)
         or x.dtype != torch.float32
         or w.dtype != torch.float32
         or not w.is_contiguous()

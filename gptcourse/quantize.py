@@ -8,7 +8,7 @@ import ctypes, functools
 import torch, torch.nn as nn
 from torch.nn import functional as F
 from .train import patch
-from .decode import _cpu_autocast, bytes_per_token, load_kernel
+from .decode import _cpu_autocast, bytes_per_token, check_width, load_kernel
 
 # %% auto #0
 __all__ = ['Q8_WIDE', 'Q8_C', 'Q8DOT_C', 'quantize', 'dequantize', 'pack', 'unpack', 'q8_kernel', 'Int8Linear', 'use_int8_kernel',
@@ -170,14 +170,16 @@ def use_int8_kernel(model, group: int | None = 32, layer=None):
 
 # %% ../nbs/23_quantize.ipynb #23a00029
 @patch
-def _kernel(self: Int8Linear, x, kernel):
-    "`kernel()`'s function where it may compute `self(x)`: a few float32 rows, no gradients, a CPU; or None."
+def _kernel(self: Int8Linear, x, kernel, multiple: int):
+    """`kernel()`'s function where it may compute `self(x)` (a group that is a `multiple` of its step, a few
+    float32 rows, no gradients, a CPU), or None; an `x` of the wrong width is lesson 22's `WidthError`."""
+    check_width(self, x, self.q.size(1))  # the kernel would read past the end of x
     fits = (
-        x.numel() <= self.max_rows * x.size(-1)
+        self.group % multiple == 0
+        and x.numel() <= self.max_rows * x.size(-1)
         and not (torch.is_grad_enabled() and x.requires_grad)
         and x.device.type == self.q.device.type == 'cpu'
         and x.dtype == torch.float32
-        and x.size(-1) == self.q.size(1)  # a wrong width: F.linear refuses it (the kernel would read past x)
         and not _cpu_autocast()
     )
     return kernel()[0] if fits else None
@@ -195,7 +197,7 @@ def _run(self: Int8Linear, kernel, x):
 
 @patch
 def forward(self: Int8Linear, x):
-    kernel = self._kernel(x, q8_kernel) if self.group % 16 == 0 else None
+    kernel = self._kernel(x, q8_kernel, 16)
     if kernel is not None:
         return self._run(kernel, x)
     return F.linear(x, self.dequantized().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
@@ -320,9 +322,8 @@ class Int8DotLinear(Int8Linear):
 
 @patch
 def forward(self: Int8DotLinear, x):
-    kernel = self._kernel(x, q8dot_kernel) if self.group % 4 == 0 else None
+    kernel = self._kernel(x, q8dot_kernel, 4)
     if kernel is not None:
         return self._run(kernel, x)
-    if x.size(-1) == self.q.size(1):  # x rounded as the kernel rounds it; a wrong width: F.linear refuses
-        x = dequantize(*quantize(x.reshape(-1, x.size(-1)), self.group)).view(x.shape).to(x.dtype)
+    x = dequantize(*quantize(x.reshape(-1, x.size(-1)), self.group)).view(x.shape).to(x.dtype)  # as Q8DOT_C
     return F.linear(x, self.dequantized().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))

@@ -218,13 +218,17 @@ def test_a_kernel_folder_others_can_write_into_is_not_used(kernel_cache):
 
 
 def test_an_input_of_the_wrong_width_is_refused_as_linear_refuses_it():
-    "The kernel would read past a narrower x (or ignore the rest of a wider one): F.linear's error instead."
+    """The kernel would read past a narrower x (or ignore the rest of a wider one): one line, a ValueError as
+    the library's bad input is, and the RuntimeError that nn.Linear raises, on every path."""
     from gptcourse.decode import DecodeLinear
 
     lin = DecodeLinear(16, 4)
     for width in (8, 32):
-        with torch.no_grad(), pytest.raises(RuntimeError, match='cannot be multiplied'):
-            lin(torch.randn(1, width))
+        for x in (torch.randn(1, width), torch.randn(9, width).double()):  # the kernel's path, F.linear's
+            with torch.no_grad(), pytest.raises(ValueError, match=f'^DecodeLinear: x has {width} .*16$'):
+                lin(x)
+            with torch.no_grad(), pytest.raises(RuntimeError):
+                lin(x)
 
 
 def test_a_compiler_that_never_answers_is_given_up_on(kernel_cache, monkeypatch, tmp_path):

@@ -143,8 +143,11 @@ def test_int8_linear_takes_the_kernel_only_where_it_computes_the_same():
             assert torch.equal(layer(xt.double()), ref(xt.double(), layer))
             with torch.autocast('cpu', dtype=torch.bfloat16):
                 assert layer(xt).dtype == torch.bfloat16
-    with pytest.raises(RuntimeError):
-        Int8Linear(plain)(torch.randn(1, 95))  # a wrong width: F.linear refuses it, the kernel never sees it
+    for layer in (Int8Linear(plain), Int8Linear(plain, 24)):  # a wrong width, either path: lesson 22's error
+        with pytest.raises(ValueError, match='^Int8Linear: x has 95 numbers .*96$'):
+            layer(torch.randn(1, 95))
+        with pytest.raises(RuntimeError):
+            layer(torch.randn(1, 95))
     layer, x = Int8Linear(plain), torch.randn(1, 96, requires_grad=True)
     layer(x).sum().backward()  # with gradients: F.linear, and they flow to the input
     assert torch.allclose(x.grad[0], layer.dequantized().sum(0), atol=1e-6)
@@ -354,8 +357,9 @@ def test_int8_dot_linear_rounds_x_on_every_path():
         x = torch.randn(1, 96, dtype=torch.float64)
         assert layer(x).dtype == torch.float64
         assert torch.allclose(layer(x), ref(x.float()).double(), atol=1e-5)
-    with pytest.raises(RuntimeError):
-        layer(torch.randn(1, 95))  # a wrong width: F.linear refuses it, the kernel never sees it
+    for x in (torch.randn(1, 95), torch.randn(20, 95)):  # a wrong width, on the kernel's path and F.linear's
+        with pytest.raises(ValueError, match='^Int8DotLinear: x has 95 numbers .*96$'):
+            layer(x)
     _dot_kernel()
 
 
