@@ -16,6 +16,7 @@ from .pretrained import HF_REPOS, _checkpoint_files
 from .distributed import setup_distributed
 from .trainers import CHAR_PRESETS, CHAR_REFERENCE, CHAR_RUN, LECTURE, UNLEARNED, Arch, CharRun
 from .trainers import _char_job, _check, _settle, _train, compare, print_nothing, read_text, run_of
+from .trainers import check_run_folder
 from .pretrain import GPT2_PRESETS, GPT2_REFERENCE, GPT2Run, _gpt2_job
 
 # %% auto #0
@@ -109,6 +110,7 @@ def finetune_char(
     log = log or tqdm.write
     changes |= {'arch': arch.name}
     run, f, meta = _settle(run, CHAR_FINETUNE_PRESETS, 'char', out_dir, resume, changes, log, [arch.model])
+    check_run_folder(out_dir, resume, overwrite)  # lesson 19: refused before the init's weights are read
     if meta is None and run.init != 'scratch':
         job = _char_finetune_job(run, arch, log)
     else:
@@ -204,6 +206,8 @@ def finetune_gpt2(
     say = log if di.master else print_nothing
     try:
         run, f, meta = _settle(run, GPT2_FINETUNE_PRESETS, 'gpt2', out_dir, resume, changes, say)
+        if di.master:  # lesson 20's: a folder `_train` would refuse, refused before any weights are read
+            check_run_folder(out_dir, resume, overwrite)
         if meta is None and run.init != 'scratch':
             job = _gpt2_finetune_job(run, di, progress, say)
         else:

@@ -223,3 +223,16 @@ def test_a_pickle_only_folder_is_refused_unread(data, tmp_path, capsys):
     assert 'has no model.safetensors' in msg and not marker.exists(), msg
     pickle.loads((folder / 'pytorch_model.bin').read_bytes())  # the planted file does what it says
     assert marker.exists()
+
+
+def test_a_finetuning_run_over_a_finished_one_is_refused_before_its_init_is_read(prose, monkeypatch):
+    """finetune_char (the library, not the CLI, which checked it already) read its init's weights and built
+    its model before `_train` refused a folder holding a finished run."""
+    from gptcourse import finetune
+
+    src, _ = prose
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    monkeypatch.setattr(finetune, '_char_finetune_job', lambda *a, **k: pytest.fail('the init was read'))
+    with pytest.raises(ValueError, match=r'already holds a run \(step_0000100.safetensors\): resume it'):
+        finetune.finetune_char('cpu', src, init=str(src), progress=False, log=lambda *a: None)
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
