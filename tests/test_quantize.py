@@ -205,23 +205,28 @@ def test_without_a_compiler_int8_linear_still_computes(kernel_cache, monkeypatch
     assert not kernel_cache.exists() or not any(kernel_cache.iterdir())
 
 
+def _compiler_of(source: str, folder, flags: str) -> str:
+    """A `cc` that answers `--version` as the real one does but builds `source` (with `flags`) whatever it is
+    asked to build: a kernel that loads but computes something else."""
+    real = shutil.which('cc')
+    if real is None:
+        pytest.skip('no C compiler here')
+    (folder / 'wrong.c').write_text(source)
+    cc = folder / 'wrong-cc'
+    cc.write_text(
+        f'#!/bin/sh\n[ $# -gt 1 ] || exec {real} "$@"\nfor a; do out=$a; done\n'
+        f'exec {real} {flags} -shared -fPIC {folder}/wrong.c -o "$out"\n'
+    )
+    cc.chmod(0o755)
+    return str(cc)
+
+
 def test_a_kernel_with_a_wrong_scale_is_not_used(kernel_cache, monkeypatch, tmp_path):
     "A library that loads but forgets the scales is refused by q8_kernel()'s own check."
     from gptcourse.quantize import Q8_C, q8_kernel
 
-    real = shutil.which('cc')
-    if real is None:
-        pytest.skip('no C compiler here')
-    (tmp_path / 'wrong.c').write_text(
-        Q8_C.replace('acc[k] += S[(long)(r + k) * ng + c] * s[k]', 'acc[k] += s[k]')
-    )
-    cc = tmp_path / 'wrong-cc'
-    cc.write_text(
-        f'#!/bin/sh\n[ $# -gt 1 ] || exec {real} "$@"\nfor a; do out=$a; done\n'
-        f'exec {real} -O3 -shared -fPIC {tmp_path}/wrong.c -o "$out"\n'
-    )
-    cc.chmod(0o755)
-    monkeypatch.setenv('CC', str(cc))
+    wrong = Q8_C.replace('acc[k] += S[(long)(r + k) * ng + c] * s[k]', 'acc[k] += s[k]')
+    monkeypatch.setenv('CC', _compiler_of(wrong, tmp_path, '-O3'))
     kernel, note = q8_kernel()
     assert kernel is None and 'disagrees with F.linear' in note
 
@@ -319,19 +324,9 @@ def test_a_dot_kernel_that_forgets_x_scale_is_not_used(kernel_cache, monkeypatch
     "A library that loads but multiplies by the weights' scales alone is refused by q8dot_kernel()'s check."
     from gptcourse.quantize import Q8DOT_C, q8dot_kernel
 
-    real = shutil.which('cc')
-    if real is None:
-        pytest.skip('no C compiler here')
     wrong = Q8DOT_C.replace('_mm512_set1_ps(sx[c])', '_mm512_set1_ps(1)').replace('* sx[c])', '* 1)')
     assert wrong != Q8DOT_C
-    (tmp_path / 'wrong.c').write_text(wrong)
-    cc = tmp_path / 'wrong-cc'
-    cc.write_text(
-        f'#!/bin/sh\n[ $# -gt 1 ] || exec {real} "$@"\nfor a; do out=$a; done\n'
-        f'exec {real} -O3 -march=native -shared -fPIC {tmp_path}/wrong.c -o "$out"\n'
-    )
-    cc.chmod(0o755)
-    monkeypatch.setenv('CC', str(cc))
+    monkeypatch.setenv('CC', _compiler_of(wrong, tmp_path, '-O3 -march=native'))
     q8dot_kernel.cache_clear()
     kernel, note = q8dot_kernel()
     q8dot_kernel.cache_clear()
