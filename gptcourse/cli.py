@@ -24,7 +24,7 @@ from .finetune import CHAR_FINETUNE_PRESETS, CharFinetune, finetune_char, judge_
 from .finetune import GPT2_FINETUNE_PRESETS, GPT2Finetune, finetune_gpt2, judge_gpt2_finetune
 from .kv_cache import generate_cached
 from .decode import use_decode_kernel
-from .quantize import use_int8_kernel
+from .quantize import Int8DotLinear, use_int8_kernel
 from .modern import ARCHS
 
 # %% auto #0
@@ -203,7 +203,7 @@ def add_sampling_options(p, max_new_tokens: int, top_k: int | None):
                    help='sample among the most likely tokens that hold this much probability (default: all)')
     p.add_argument('--seed', type=_int_at_least(0), default=None,
                    help='random seed, for a reproducible sample (default: none)')
-    p.add_argument('--int8', action='store_true', help="decode with lesson 23's int8 weights")
+    p.add_argument('--int8', action='store_true', help="decode with lesson 23's int8 weights, x rounded too")
     p.add_argument('--device', type=_device, default=None, help=HELP['device'])
 
 
@@ -221,7 +221,7 @@ def _load(args, char: bool):
         use = f'gptcourse {"gpt2-sample" if char else "sample"} --model {args.model}'
         raise ValueError(f'{args.model} holds {held}; sample it with `{use}`')
     model = model.to(args.device or default_device())
-    return (use_int8_kernel if args.int8 else use_decode_kernel)(model), meta
+    return (use_int8_kernel(model, 32, Int8DotLinear) if args.int8 else use_decode_kernel(model)), meta
 
 
 def _char_sample(model, meta: dict, prompt: str, n: int, seed=None, **kw) -> str:

@@ -12,7 +12,7 @@ from .decode import _cpu_autocast, bytes_per_token, check_width, load_kernel
 
 # %% auto #0
 __all__ = ['Q8_WIDE', 'Q8_C', 'Q8DOT_C', 'quantize', 'dequantize', 'pack', 'unpack', 'q8_kernel', 'Int8Linear', 'use_int8_kernel',
-           'int8_bytes_per_token', 'q8dot_kernel', 'Int8DotLinear']
+           'int8_bytes_per_token', 'q8_blocks', 'q8_unblocks', 'q8dot_kernel', 'Int8DotLinear']
 
 # %% ../nbs/23_quantize.ipynb #23a00007
 def quantize(W, group: int | None = 32):
@@ -145,6 +145,7 @@ class Int8Linear(nn.Module):
         super().__init__()
         q, scale = quantize(linear.weight, group)
         self.group = q.size(1) // scale.size(1)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer('q', pack(q, self.group))  # in the order the kernel reads it
         self.register_buffer('scale', scale)
         self.register_buffer('bias', None if linear.bias is None else linear.bias.detach().float().clone())
@@ -154,7 +155,7 @@ class Int8Linear(nn.Module):
         return dequantize(unpack(self.q, self.group), self.scale)
 
     def extra_repr(self) -> str:
-        return f'in_features={self.q.size(1)}, out_features={self.q.size(0)}, group={self.group}'
+        return f'in_features={self.in_features}, out_features={self.out_features}, group={self.group}'
 
 
 def use_int8_kernel(model, group: int | None = 32, layer=Int8Linear):
@@ -172,12 +173,13 @@ def use_int8_kernel(model, group: int | None = 32, layer=Int8Linear):
 def _kernel(self: Int8Linear, x, kernel, multiple: int):
     """`kernel()`'s function where it may compute `self(x)` (a group that is a `multiple` of its step, a few
     float32 rows, no gradients, a CPU), or None; an `x` of the wrong width is lesson 22's `WidthError`."""
-    check_width(self, x, self.q.size(1))  # the kernel would read past the end of x
+    check_width(self, x, self.in_features)  # the kernel would read past the end of x
     fits = (
         self.group % multiple == 0
         and x.numel() <= self.max_rows * x.size(-1)
         and not (torch.is_grad_enabled() and x.requires_grad)
-        and x.device.type == self.q.device.type == 'cpu'
+        and x.device.type == 'cpu'
+        and all(t.device.type == 'cpu' for t in self.buffers(recurse=False))
         and x.dtype == torch.float32
         and not _cpu_autocast()
     )
@@ -185,12 +187,12 @@ def _kernel(self: Int8Linear, x, kernel, multiple: int):
 
 
 @patch
-def _run(self: Int8Linear, kernel, x):
-    "`x·Wᵀ + b` by `kernel`, from this layer's integers, scales and bias."
-    x, (out_f, in_f) = x.contiguous(), self.q.shape
+def _run(self: Int8Linear, kernel, x, *weights):
+    "`x·Wᵀ + b` by `kernel`, from this layer's `weights` (as the kernel reads them) and bias."
+    x, (in_f, out_f) = x.contiguous(), (self.in_features, self.out_features)
     y = x.new_empty(*x.shape[:-1], out_f)
     ptr = lambda t: None if t is None else t.data_ptr()
-    kernel(*map(ptr, (x, self.q, self.scale, self.bias, y)), x.numel() // in_f, in_f, out_f, self.group)
+    kernel(*map(ptr, (x, *weights, self.bias, y)), x.numel() // in_f, in_f, out_f, self.group)
     return y
 
 
@@ -198,7 +200,7 @@ def _run(self: Int8Linear, kernel, x):
 def forward(self: Int8Linear, x):
     kernel = self._kernel(x, q8_kernel, 16)
     if kernel is not None:
-        return self._run(kernel, x)
+        return self._run(kernel, x, self.q, self.scale)
     return F.linear(x, self.dequantized().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
 # %% ../nbs/23_quantize.ipynb #23a0002d
@@ -227,13 +229,14 @@ static void round_x(const float *x, signed char *xq, float *sx, int *cx, int in,
     cx[c] = -128 * t;                            /* sums start there: Σ (q + 128)·x − 128·Σx = Σ q·x */
   }
 }
-static float row(const signed char *xq, const float *sx, const int *cx, const uint8_t *w, const float *s,
-                 int in, int g, int R, int r) {  /* row r of a block of R rows (alone: R = 1, r = 0) */
+static float row(const signed char *xq, const float *sx, const int *cx, const uint8_t *B, int in, int g,
+                 int r) {                        /* row r of the block of 16 rows that starts at B */
   float t = 0;
   for (int c = 0; c < in / g; c++) {
+    const uint8_t *at = B + (long)c * (64 + 16 * g);  /* the group's 16 scales, then its 16·g integers */
     int d = cx[c];                               /* the exact int32 sum of the group's products */
-    for (int i = c * g; i < (c + 1) * g; i++) d += w[(long)R * (i - i % 4) + 4 * r + i % 4] * xq[i];
-    t += d * (s[R * c + r] * sx[c]);             /* times the two scales */
+    for (int i = 0; i < g; i++) d += at[64 + 16 * (i - i % 4) + 4 * r + i % 4] * xq[c * g + i];
+    t += d * (((const float *)at)[r] * sx[c]);   /* times the two scales */
   }
   return t;
 }
@@ -243,58 +246,88 @@ static float row(const signed char *xq, const float *sx, const int *cx, const ui
 Q8DOT_C += r'''
 #if defined(__AVX512VNNI__)
 #include <immintrin.h>
-static void rows16(const int32_t *x4, const float *sx, const int *cx, const uint8_t *w, const float *s,
-                   float *y, int in, int g) {    /* 16 rows at once: lane r of every vector is row r */
-  __m512 acc = _mm512_setzero_ps();
+static inline void rows16(const int32_t *x4, const float *sx, const int *cx, const uint8_t *const *B,
+                          float *y, int n, int in, int g) {  /* n blocks at once: lane r is row r */
+  __m512 acc[4];
+  for (int t = 0; t < n; t++) acc[t] = _mm512_setzero_ps();
   for (int c = 0; c < in / g; c++) {
-    __m512i d = _mm512_set1_epi32(cx[c]);        /* 16 int32 sums, one a row */
-    for (int k = c * g / 4; k < (c + 1) * g / 4; k++)  /* 4 columns of 16 rows: 64 products at once */
-      d = _mm512_dpbusd_epi32(d, _mm512_loadu_si512(w + 64L * k), _mm512_set1_epi32(x4[k]));
-    __m512 scale = _mm512_mul_ps(_mm512_loadu_ps(s + 16 * c), _mm512_set1_ps(sx[c]));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, acc);
+    long at = (long)c * (64 + 16 * g);           /* the group's scales, then its integers */
+    __m512i d[4];                                /* 16 int32 sums a block, one a row */
+    for (int t = 0; t < n; t++) d[t] = _mm512_set1_epi32(cx[c]);
+    for (int k = 0; k < g / 4; k++) {            /* 4 columns of 16 rows: 64 products at once */
+      __m512i xk = _mm512_set1_epi32(x4[c * g / 4 + k]);
+      for (int t = 0; t < n; t++)
+        d[t] = _mm512_dpbusd_epi32(d[t], _mm512_loadu_si512(B[t] + at + 64 + 64L * k), xk);
+    }
+    for (int t = 0; t < n; t++) {
+      __m512 scale = _mm512_mul_ps(_mm512_loadu_ps(B[t] + at), _mm512_set1_ps(sx[c]));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[t]), scale, acc[t]);
+    }
   }
-  _mm512_storeu_ps(y, acc);
+  for (int t = 0; t < n; t++) _mm512_storeu_ps(y + 16 * t, acc[t]);
 }
 #endif
 '''
 
 # %% ../nbs/23_quantize.ipynb #23b00005
 Q8DOT_C += r'''
-void q8dot_gemv(const float *x, const uint8_t *Q, const float *S, const float *b, float *y,
-                int m, int in, int out, int g) {  /* g: a multiple of 4 that divides in; m: a few rows */
-  int ng = in / g, cx[m * ng], r = 0;
+void q8dot_gemv(const float *x, const uint8_t *B, const float *b, float *y, int m, int in, int out, int g) {
+  int ng = in / g, nb = (out + 15) / 16, quarter = nb / 4, cx[m * ng];  /* g: a multiple of 4, divides in */
+  long size = (long)ng * (64 + 16 * g);          /* the bytes of a block of 16 rows */
   int32_t x4[m * in / 4];                        /* the rows of x rounded to int8, four to an int32 */
-  float sx[m * ng], y16[16];
+  float sx[m * ng], y16[64];
   signed char *xq = (signed char *)x4;
   for (int j = 0; j < m; j++) round_x(x + (long)j * in, xq + j * in, sx + j * ng, cx + j * ng, in, g);
-  for (; r + 16 <= out; r += 16)                 /* 16 rows of W for every row of x, while in cache */
-    for (int j = 0; j < m; j++) {
-      const uint8_t *w = Q + (long)r * in;
+  for (int i = 0; i < quarter + nb % 4; i++) {   /* blocks from four places at once, then the rest */
+    int n = i < quarter ? 4 : 1, first[4];
+    const uint8_t *w[4];
+    for (int t = 0; t < n; t++)
+      w[t] = B + (first[t] = i < quarter ? i + t * quarter : 3 * quarter + i) * size;
+    for (int j = 0; j < m; j++) {                /* every row of x, while these blocks are in cache */
 #if defined(__AVX512VNNI__)
-      rows16(x4 + j * in / 4, sx + j * ng, cx + j * ng, w, S + (long)r * ng, y16, in, g);
+      if (n == 4) rows16(x4 + j * in / 4, sx + j * ng, cx + j * ng, w, y16, 4, in, g);
+      else rows16(x4 + j * in / 4, sx + j * ng, cx + j * ng, w, y16, 1, in, g);
 #else
-      for (int k = 0; k < 16; k++)                /* the same sums, one row at a time */
-        y16[k] = row(xq + j * in, sx + j * ng, cx + j * ng, w, S + (long)r * ng, in, g, 16, k);
+      for (int k = 0; k < 16 * n; k++)            /* the same sums, one row at a time */
+        y16[k] = row(xq + j * in, sx + j * ng, cx + j * ng, w[k / 16], in, g, k % 16);
 #endif
-      for (int k = 0; k < 16; k++) y[(long)j * out + r + k] = y16[k] + (b ? b[r + k] : 0);
+      for (int k = 0; k < 16 * n; k++) {
+        long r = 16L * first[k / 16] + k % 16;
+        if (r < out) y[(long)j * out + r] = y16[k] + (b ? b[r] : 0);  /* the zero rows of padding: not kept */
+      }
     }
-  for (; r < out; r++)                           /* the last out % 16 rows, stored one after another */
-    for (int j = 0; j < m; j++) {
-      float t = row(xq + j * in, sx + j * ng, cx + j * ng, Q + (long)r * in, S + (long)r * ng, in, g, 1, 0);
-      y[(long)j * out + r] = t + (b ? b[r] : 0);
-    }
+  }
 }
 '''
 
 # %% ../nbs/23_quantize.ipynb #23b00006
+def q8_blocks(q, scale):
+    """`quantize`'s `(q, scale)` as `Q8DOT_C` reads them: blocks of 16 rows (the last filled with zeros); in
+    each, group by group, the 16 rows' float32 scales, then their integers + 128, 4 columns at a time."""
+    (out_f, in_f), ng = q.shape, scale.size(1)
+    nb, pad = -(-out_f // 16), -out_f % 16
+    w = torch.cat([q.short() + 128, q.new_full((pad, in_f), 128, dtype=torch.short)]).byte()
+    w = w.view(nb, 16, ng, -1, 4).permute(0, 2, 3, 1, 4).reshape(nb, ng, -1)
+    s = torch.cat([scale.float(), scale.new_zeros(pad, ng)]).view(nb, 16, ng).transpose(1, 2).contiguous()
+    return torch.cat([s.view(torch.uint8), w], -1)
+
+
+def q8_unblocks(blocks, out_f: int):
+    "The `(q, scale)` that `q8_blocks` stored in `blocks`: its first `out_f` rows."
+    nb, ng, _ = blocks.shape
+    scale = blocks[..., :64].contiguous().view(torch.float32).transpose(1, 2).reshape(16 * nb, ng)
+    w = blocks[..., 64:].reshape(nb, ng, -1, 16, 4).permute(0, 3, 1, 2, 4).reshape(16 * nb, -1)
+    return (w[:out_f].short() - 128).char(), scale[:out_f].contiguous()
+
+
 def _dot_agrees(fn) -> bool:
     "Whether `fn` computes F.linear with `x` and `W` both rounded by `quantize` and back, on every branch."
     g = torch.Generator().manual_seed(0)
-    for m, in_f, out_f, group in ((3, 64, 35, 32), (1, 48, 16, 16)):
+    for m, in_f, out_f, group in ((3, 64, 35, 32), (1, 48, 16, 16), (2, 32, 80, 32)):
         x, W, b = (torch.randn(*s, generator=g) for s in ((m, in_f), (out_f, in_f), (out_f,)))
-        q, s = quantize(W, group)
-        q8, s16, y = pack((q.short() + 128).byte(), 4, 16), pack(s, 1, 16), torch.empty(m, out_f)
-        fn(x.data_ptr(), q8.data_ptr(), s16.data_ptr(), b.data_ptr(), y.data_ptr(), m, in_f, out_f, group)
+        (q, s), y = quantize(W, group), torch.empty(m, out_f)
+        blocks = q8_blocks(q, s)  # held in a name while the kernel reads it
+        fn(x.data_ptr(), blocks.data_ptr(), b.data_ptr(), y.data_ptr(), m, in_f, out_f, group)
         if not torch.allclose(y, F.linear(dequantize(*quantize(x, group)), dequantize(q, s), b), atol=1e-4):
             return False
     return True
@@ -303,26 +336,26 @@ def _dot_agrees(fn) -> bool:
 @functools.cache
 def q8dot_kernel():
     "`Q8DOT_C`, built and loaded once, as `q8_kernel()` loads `Q8_C`: `(fn, note)`."
-    return load_kernel(Q8DOT_C, 'q8dot_gemv', [ctypes.c_void_p] * 5 + [ctypes.c_int] * 4, _dot_agrees)
+    return load_kernel(Q8DOT_C, 'q8dot_gemv', [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4, _dot_agrees)
 
 # %% ../nbs/23_quantize.ipynb #23b00007
 class Int8DotLinear(Int8Linear):
-    """`Int8Linear` with `x` rounded too, by `quantize(x, group)`: the kernel `Q8DOT_C` (its integers stored
-    plus 128, 16 rows and 4 columns at a time; its scales 16 rows at a time), else F.linear, both rounded."""
+    """`Int8Linear` with `x` rounded too, by `quantize(x, group)`: the kernel `Q8DOT_C` (its integers and
+    scales in `q8_blocks`), else F.linear, both rounded."""
 
     def __init__(self, linear: nn.Linear, group: int | None = 32):
         super().__init__(linear, group)
-        self.q = pack((unpack(self.q, self.group).short() + 128).byte(), 4, 16)
-        self.scale = pack(self.scale, 1, 16)
+        self.register_buffer('blocks', q8_blocks(unpack(self.q, self.group), self.scale))
+        self.q = self.scale = None  # held once, in the kernel's order
 
     def dequantized(self):
-        return dequantize((unpack(self.q, 4, 16).short() - 128).char(), unpack(self.scale, 1, 16))
+        return dequantize(*q8_unblocks(self.blocks, self.out_features))
 
 
 @patch
 def forward(self: Int8DotLinear, x):
     kernel = self._kernel(x, q8dot_kernel, 4)
     if kernel is not None:
-        return self._run(kernel, x)
+        return self._run(kernel, x, self.blocks)
     x = dequantize(*quantize(x.reshape(-1, x.size(-1)), self.group)).view(x.shape).to(x.dtype)  # as Q8DOT_C
     return F.linear(x, self.dequantized().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))

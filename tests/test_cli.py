@@ -158,17 +158,23 @@ def test_sample_with_the_cache_equals_the_plain_loop(run):
 
 
 def test_sample_int8_decodes_what_the_rounded_model_decodes(run, capsys):
-    """--int8: greedily, the text of the model whose weights are rounded to int8 and back (lesson 23), drawn
-    by lesson 02's plain loop (no cache, no kernel)."""
+    """--int8: greedily, the text of the model whose weights and inputs `x` are rounded to int8 and back
+    (lesson 23), drawn by lesson 02's plain loop: no cache, and a whole context a step (F.linear, not the
+    kernel)."""
     import torch
     from gptcourse.data import CharTokenizer
     from gptcourse.quantize import dequantize, quantize
 
     model, meta = load_model(run)
+
+    def rounded_x(layer, args):  # x rounded as quantize rounds it, before the weights' rounded product
+        return (dequantize(*quantize(args[0].reshape(-1, layer.in_features))).view(args[0].shape),)
+
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Linear):
                 m.weight.copy_(dequantize(*quantize(m.weight)))
+                m.register_forward_pre_hook(rounded_x)
         tok = CharTokenizer.from_dict(meta['tokenizer'])
         idx = torch.tensor([tok.encode('ROMEO:')])
         for _ in range(60):
@@ -187,6 +193,12 @@ def test_sample_int8_decodes_what_the_rounded_model_decodes(run, capsys):
     ]
     args = build_parser().parse_args([*cmd, '--int8', '--device', 'cpu'])
     assert args.func(args) == tok.decode(idx[0])
+    from gptcourse.cli import _load
+    from gptcourse.quantize import Int8DotLinear, Int8Linear
+
+    model8 = _load(args, char=True)[0]
+    layers = {type(m) for m in model8.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))}
+    assert layers == {Int8DotLinear}  # x rounded too: lesson 23's integer kernel
 
 
 def test_bad_prompt(run, capsys):

@@ -253,18 +253,42 @@ def _dot_kernel():
 
 def _dot(kernel, x, q, scale, b=None):
     "`kernel` on `x` and the int8 `q` with its `scale`, stored as Int8DotLinear stores them."
-    from gptcourse.quantize import pack
+    from gptcourse.quantize import q8_blocks
 
     group, y = q.size(1) // scale.size(1), torch.empty(x.size(0), q.size(0))
-    q8, s16 = pack((q.short() + 128).byte(), 4, 16), pack(scale, 1, 16)  # held: the kernel reads them
+    blocks = q8_blocks(q, scale)  # held: the kernel reads it
     ptr = lambda t: None if t is None else t.data_ptr()
-    kernel(ptr(x), ptr(q8), ptr(s16), ptr(b), ptr(y), *x.shape, q.size(0), group)
+    kernel(ptr(x), ptr(blocks), ptr(b), ptr(y), *x.shape, q.size(0), group)
     return y
+
+
+@pytest.mark.parametrize('out_f, group', [(1, 4), (16, 32), (21, 32), (80, 16), (2304, 32)])
+def test_q8_blocks_holds_each_group_scales_before_its_integers(out_f, group):
+    """Read back by hand from the bytes: block b, group c starts at byte c·(64 + 16·group) of its block with
+    the 16 rows' scales as float32, then column i of row r at 64 + 16·(i − i % 4) + 4·r + i % 4, plus 128;
+    the rows past out_f are zeros; `q8_unblocks` gives `(q, scale)` back."""
+    from gptcourse.quantize import q8_blocks, q8_unblocks, quantize
+
+    g = torch.Generator().manual_seed(out_f)
+    q, scale = quantize(torch.randn(out_f, 96, generator=g), group)
+    blocks = q8_blocks(q, scale)
+    nb, ng = -(-out_f // 16), 96 // group
+    assert blocks.dtype == torch.uint8 and blocks.shape == (nb, ng, 64 + 16 * group)
+    flat = blocks.reshape(nb, -1)
+    for r, i in ((0, 0), (out_f - 1, 95), (out_f // 2, 37 % group + group * (ng - 1)), (out_f - 1, 3)):
+        b, c, k = r // 16, i // group, i % group
+        at = c * (64 + 16 * group)
+        assert flat[b, at + 64 + 16 * (k - k % 4) + 4 * (r % 16) + k % 4] == int(q[r, i]) + 128
+        assert flat[b, at + 4 * (r % 16) : at + 4 * (r % 16) + 4].view(torch.float32) == scale[r, c]
+    padded = torch.arange(16 * nb) >= out_f
+    q_all = blocks[..., 64:].reshape(nb, ng, -1, 16, 4).permute(0, 3, 1, 2, 4).reshape(16 * nb, -1)
+    assert (q_all[padded] == 128).all()
+    assert all(map(torch.equal, q8_unblocks(blocks, out_f), (q, scale)))
 
 
 @pytest.mark.parametrize('m', [1, 3, 8])
 @pytest.mark.parametrize('in_f, group', [(16, 16), (48, 16), (96, 32), (96, 96), (768, 32), (64, 4)])
-@pytest.mark.parametrize('out_f', [1, 15, 16, 17, 33])
+@pytest.mark.parametrize('out_f', [1, 15, 16, 17, 33, 64, 80, 129])
 def test_the_dot_kernel_computes_the_product_of_x_and_w_both_rounded(m, in_f, group, out_f):
     """Rows that fill no block of 16, exactly one, or blocks and a remainder; one group or many: F.linear of
     x and W both rounded by `quantize` and back, to float32 rounding."""
@@ -341,7 +365,8 @@ def test_int8_dot_linear_rounds_x_on_every_path():
     torch.manual_seed(0)
     plain = torch.nn.Linear(96, 21)
     layer = Int8DotLinear(plain)
-    assert layer.q.dtype == torch.uint8 and layer.q.shape == (21, 96)
+    assert layer.blocks.dtype == torch.uint8 and layer.blocks.shape == (2, 3, 64 + 16 * 32)
+    assert layer.q is None and layer.scale is None  # held once, as the kernel reads them
     assert torch.equal(layer.dequantized(), Int8Linear(plain).dequantized())
     x_hat = lambda x: dequantize(*quantize(x.reshape(-1, 96))).view(x.shape)
     ref = lambda x: F.linear(x_hat(x), layer.dequantized(), layer.bias)
@@ -368,4 +393,5 @@ def test_use_int8_kernel_takes_the_layer_to_use():
     dot = use_int8_kernel(copy.deepcopy(model), 32, Int8DotLinear)
     assert not any(isinstance(m, torch.nn.Linear) for m in dot.modules())
     assert isinstance(dot.lm_head, Int8DotLinear)
-    assert int8_bytes_per_token(dot) == int8_bytes_per_token(use_int8_kernel(copy.deepcopy(model)))
+    pad = (-70 % 16) * (32 + 4 * 32 // 32)  # lm_head's 70 rows fill 5 blocks of 16: 10 zero rows more
+    assert int8_bytes_per_token(dot) == int8_bytes_per_token(use_int8_kernel(copy.deepcopy(model))) + pad
