@@ -1,6 +1,7 @@
-"""Tokens per second of batch-1 decoding with int8 weights: lesson 23's `use_int8_kernel` (int8 weights, a
-float32 scale per 32, a C kernel; with `Int8DotLinear`, x rounded to int8 too and integer dot products)
-against Hugging Face transformers' cached `generate` in float32, against PyTorch's own int8
+"""Tokens per second of batch-1 decoding with int8 weights: lesson 30's `FusedGPT` (a token's whole forward
+pass one call to C, over lesson 23's int8 blocks), lesson 23's `use_int8_kernel` (int8 weights, a float32
+scale per 32, a C kernel; with `Int8DotLinear`, x rounded to int8 too and integer dot products) through the
+model's modules, against Hugging Face transformers' cached `generate` in float32, against PyTorch's own int8
 (`torch.ao.quantization.quantize_dynamic` applied to our model), and against lesson 22's float32 kernel; each
 against its floor (the bytes of weights a token reads over the speed at which this machine reads memory,
 measured here before and after).
@@ -48,6 +49,7 @@ def main(argv=None):
     from gptcourse.decode import bytes_per_token, gemv_kernel, read_gb_per_s, use_decode_kernel
     from gptcourse.quantize import Int8DotLinear, int8_bytes_per_token, q8_kernel, q8dot_kernel
     from gptcourse.quantize import use_int8_kernel
+    from gptcourse.fused import FusedGPT, fused_kernel
 
     dims = dict(n_layer=4, n_head=4, n_embd=256) if args.small else dict(n_layer=12, n_head=12, n_embd=768)
     torch.manual_seed(args.seed)
@@ -64,6 +66,7 @@ def main(argv=None):
     )
     ours_int8 = use_int8_kernel(copy.deepcopy(ours), args.group)
     ours_dot = use_int8_kernel(copy.deepcopy(ours), args.group, Int8DotLinear)
+    ours_fused = FusedGPT(ours_dot)  # the same int8 model, a token one call to C
     use_decode_kernel(ours)  # lesson 22's float32 kernel
 
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -77,6 +80,7 @@ def main(argv=None):
             )
 
     variants = {
+        'ours, int8, in C (lesson 30)': lambda k=n: generate_cached(ours_fused, idx, k, temperature=0),
         'ours, int8 x int8 (lesson 23)': lambda k=n: generate_cached(ours_dot, idx, k, temperature=0),
         'ours, int8 (lesson 23)': lambda k=n: generate_cached(ours_int8, idx, k, temperature=0),
         'transformers, fp32, cache': hf_fn,
@@ -100,6 +104,7 @@ def main(argv=None):
     )
     print(f"lesson 22's kernel: {gemv_kernel()[1]}")
     print(f"lesson 23's kernels: {q8_kernel()[1]}; {q8dot_kernel()[1]}")
+    print(f"lesson 30's kernel: {fused_kernel()[1]}")
     load_before, bw_before = os.getloadavg(), read_gb_per_s()
     print(f'machine load before: {" ".join(f"{x:.2f}" for x in load_before)} (1/5/15-min load average)')
 
@@ -135,13 +140,13 @@ def main(argv=None):
         if name != 'ours, fp32 (lesson 22)':
             same = (out[0, args.prompt_len :] == ref).float().mean()
             print(f'greedy tokens: {name} vs ours, fp32: {same:.0%} identical')
-    int8 = med['ours, int8 x int8 (lesson 23)']
+    int8 = med['ours, int8, in C (lesson 30)']
     load_after = os.getloadavg()
     print(
-        f'ours int8 x int8 vs transformers fp32 (cache): {med["transformers, fp32, cache"] / int8:.2f}x; '
+        f'ours int8 in C vs transformers fp32 (cache): {med["transformers, fp32, cache"] / int8:.2f}x; '
         f'vs quantize_dynamic int8: {med["quantize_dynamic int8 (ours)"] / int8:.2f}x; '
         f'vs ours fp32: {med["ours, fp32 (lesson 22)"] / int8:.2f}x; '
-        f'vs ours int8 (x in float): {med["ours, int8 (lesson 23)"] / int8:.2f}x; '
+        f'vs the same int8 model through its modules: {med["ours, int8 x int8 (lesson 23)"] / int8:.2f}x; '
         f'{n * floors["int8"] / int8:.0%} of the int8 floor; '
         f'load {load_before[0]:.2f} -> {load_after[0]:.2f}, read {bw:.1f} GB/s'
     )

@@ -21,6 +21,7 @@ SLOW_FIRST = (
     '04_self_attention',
     '22_decode',
     '23_quantize',
+    '30_fused',
     '06_blocks',
     '05_multihead',
     'test_cli.py',
