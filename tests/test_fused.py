@@ -141,7 +141,7 @@ def fresh_kernel(tmp_path, monkeypatch):
     'old, new',
     [
         ('/ sqrtf(hd)', '/ hd'),  # attention's scale
-        ('o[i] += w[p] / sum * Vh', 'o[i] += w[p] * Vh'),  # the softmax's weights not divided by their sum
+        ('w[p] /= sum', 'w[p] /= 1'),  # the softmax's weights not divided by their sum
         ('for (int p = 0; p <= pos; p++) top', 'for (int p = 0; p < pos; p++) top'),  # the new token unseen
         ('for (int i = 0; i < C; i++) x[i] += a[i];', 'for (int i = 0; i < C; i++) x[i] = a[i];'),  # residual
         ('f[i] = gelu ?', 'f[i] = !gelu ?'),  # GELU and ReLU swapped
