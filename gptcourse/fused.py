@@ -134,7 +134,8 @@ def c_block(b) -> CBlock:
 class FusedGPT(nn.Module):
     """Lesson 08's `GPT` with lesson 23's `Int8DotLinear`s, decoding one token a call to C (`FUSED_C`): one
     sequence, one new token, a `KVCache` holding the earlier ones, no gradients, a CPU. Anything else — a
-    prompt, a batch, training — is `model`'s own forward. It reads the weights `model` holds when made."""
+    prompt, a batch, training — is `model`'s own forward. C reads the weights `model` held when this was made.
+    """
 
     def __init__(self, model):
         super().__init__()
@@ -146,8 +147,10 @@ class FusedGPT(nn.Module):
         self.model, self.config, hs = model, model.config, model.transformer.h
         self.blocks = (CBlock * len(hs))(*map(c_block, hs))
         self.ln_f, self.lm_head = c_norm(model.transformer.ln_f), c_linear(model.lm_head)
-        self.held = [t for m in model.modules() for t in (*m.parameters(False), *m.buffers(False))]
-        self.fits = self._fits()  # the tensors the C reads, kept alive with it; and all on a CPU?
+        self.wte, self.wpe = (e.weight.detach() for e in (model.transformer.wte, model.transformer.wpe))
+        tensors = [t for m in model.modules() for t in (*m.parameters(False), *m.buffers(False))]
+        self.held = [t.detach() for t in tensors]  # the memory C reads, kept alive while C may read it
+        self.fits = self._fits()  # and all of it on a CPU, in float32 or int8?
 
     def forward(self, idx, targets=None, kv_cache=None, last_only: bool = False):
         if not self._fast(idx, targets, kv_cache):
@@ -175,19 +178,21 @@ def _fast(self: FusedGPT, idx, targets, kv_cache) -> bool:
         return False
     if torch.is_grad_enabled() or _cpu_autocast() or not torch.is_tensor(idx) or idx.shape != (1, 1):
         return False
-    c = self.config
+    c, kind = self.config, lambda t: (t.device.type, t.dtype, t.is_contiguous())
     shape = (1, c.n_head, kv_cache.max_len, c.n_embd // c.n_head)
-    ok = lambda t: t is not None and t.shape == shape and t.dtype == torch.float32 and t.is_contiguous()
+    ok = lambda t: t is not None and t.shape == shape and kind(t) == ('cpu', torch.float32, True)
     caches = kv_cache.k + kv_cache.v
-    return 0 < kv_cache.length < c.block_size and len(caches) == 2 * c.n_layer and all(map(ok, caches))
+    if idx.device.type != 'cpu' or len(caches) != 2 * c.n_layer:
+        return False
+    return 0 < kv_cache.length < c.block_size and all(map(ok, caches))
 
 # %% ../nbs/30_fused.ipynb #760203e3
 @patch
 def _step(self: FusedGPT, idx, kv_cache, kernel):
     "The logits (1, 1, vocab) after token `idx` at position `kv_cache.length`, by `kernel`; cached too."
     check_ids(idx, self.config.vocab_size)  # lesson 01: a token outside the vocabulary is refused
-    c, t, pos = self.config, self.model.transformer, kv_cache.length
-    x = t.wte.weight[idx[0, 0]] + t.wpe.weight[pos]  # a new tensor: the residual stream, changed in place
+    c, pos = self.config, kv_cache.length
+    x = self.wte[idx[0, 0]] + self.wpe[pos]  # a new tensor: the residual stream, changed in place
     for b, k, v in zip(self.blocks, kv_cache.k, kv_cache.v):
         b.k, b.v = k.data_ptr(), v.data_ptr()  # (contiguous: checked by _fast)
     logits = x.new_empty(1, 1, c.vocab_size)

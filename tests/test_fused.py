@@ -154,3 +154,43 @@ def test_a_kernel_that_computes_something_else_is_not_used(old, new, fresh_kerne
     monkeypatch.setenv('CC', _compiler_of(FUSED_C.replace(old, new), tmp_path, '-O3 -march=native'))
     kernel, note = fused_kernel()
     assert kernel is None and 'disagrees' in note, note
+
+
+def test_a_cache_c_cannot_read_goes_to_the_model(calls):
+    """Keys and values of another dtype, on another device (here `meta`: no memory at all), of another shape
+    or not contiguous: the model's forward, never a pointer C would misread."""
+    model = _model()
+    fast, prompt, one = FusedGPT(model), torch.tensor([[1, 2, 3]]), torch.tensor([[4]])
+    with torch.no_grad():
+        for change in (
+            lambda t: t.double(),
+            lambda t: torch.empty_like(t, device='meta'),
+            lambda t: t[:, :, :8],
+            lambda t: t.transpose(2, 3).contiguous().transpose(2, 3),
+        ):
+            cache = KVCache.for_model(model)
+            fast(prompt, kv_cache=cache)
+            cache.k[1] = change(cache.k[1])
+            assert not fast._fast(one, None, cache)
+        assert fast._fast(one, None, (good := KVCache.for_model(model))) is False  # empty: the model first
+        fast(prompt, kv_cache=good)
+        assert fast._fast(one, None, good)
+    assert calls == []
+
+
+def test_c_keeps_reading_memory_that_is_alive():
+    "After the model's tensors are replaced (`.double()` frees the float32 ones), C still reads valid memory."
+    import gc
+
+    model = _model()
+    fast = FusedGPT(model)
+    prompt, cache = torch.tensor([[1, 2, 3]]), KVCache.for_model(model)
+    with torch.no_grad():
+        fast(prompt, kv_cache=cache)
+        want = fast(torch.tensor([[4]]), kv_cache=cache)[0]
+    model.double()  # the model's own tensors are new; the float32 ones are the FusedGPT's alone now
+    gc.collect()
+    assert all(t.dtype == torch.float32 for t in fast.held if t.is_floating_point())
+    cache.length = 3
+    with torch.no_grad():
+        assert torch.equal(fast._step(torch.tensor([[4]]), cache, fused_kernel()[0]), want)
