@@ -829,6 +829,64 @@ def _ex27_2(pretraining_vs_scratch):
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
+# %% ../nbs/exercises.ipynb #f2ae4db6
+def _ex30_1(attend_one):
+    g = torch.Generator().manual_seed(30)
+    for nh, L, hd in ((1, 1, 4), (12, 7, 64), (4, 33, 12)):
+        q, K, V = torch.randn(nh, hd, generator=g), *torch.randn(2, nh, L, hd, generator=g)
+        got = torch.as_tensor(attend_one(q, K, V))
+        assert tuple(got.shape) == (nh, hd), (
+            f'the shape is {tuple(got.shape)}; expected (n_head, hd) = {(nh, hd)}'
+        )
+        want = F.scaled_dot_product_attention(q[:, None], K, V)[:, 0]
+        unscaled = F.scaled_dot_product_attention(q[:, None], K, V, scale=1.0)[:, 0]
+        err = (got - want).abs().max()
+        assert not (err > 1e-5 and (got - unscaled).abs().max() < 1e-5), 'the scores are not divided by √hd'
+        assert err < 1e-5, (
+            f'differs from softmax(q·kᵀ/√hd)·v by up to {err:.2e} ({nh} heads, {L} positions, hd {hd})'
+        )
+    q, K, V = (
+        torch.randn(2, 16, generator=g) * 40,
+        torch.randn(2, 5, 16, generator=g) * 40,
+        torch.randn(2, 5, 16),
+    )
+    assert torch.isfinite(torch.as_tensor(attend_one(q, K, V))).all(), (
+        'with scores in the thousands the output is not finite: subtract the largest score before exp'
+    )
+
+
+def _ex30_2(decode_step):
+    from gptcourse.gpt2 import GPT, GPTConfig
+    from gptcourse.kv_cache import KVCache
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("decode_step called a module's forward: compute with the modules' weights")
+
+    seq = [3, 14, 15, 9, 26, 5, 35]
+    for activation in ('gelu_tanh', 'relu'):
+        torch.manual_seed(30)
+        config = GPTConfig(
+            block_size=16, vocab_size=40, n_layer=2, n_head=2, n_embd=32, activation=activation
+        )
+        model, mine, ref = GPT(config).eval(), *(KVCache(2, 16) for _ in range(2))
+        with torch.no_grad():
+            want = model(torch.tensor([seq]), kv_cache=ref)[0][0]  # every position's logits, every key
+            model(torch.tensor([seq[:3]]), kv_cache=mine)  # the prompt, by the model
+        for m in model.modules():
+            m.forward = refuse
+        for t in range(3, len(seq)):
+            with torch.no_grad():
+                logits = torch.as_tensor(decode_step(model, seq[t], mine)).reshape(-1)
+            assert mine.length == t + 1, (
+                f'after the token at position {t} the cache holds {mine.length} positions; expected {t + 1}'
+            )
+            stored = all(torch.allclose(a[0, :, t], b[0, :, t], atol=1e-5) for a, b in zip(mine.k, ref.k))
+            assert stored, f'the key of position {t} is not in the cache: store k and v at cache.length'
+            err = (logits - want[t]).abs().max()
+            assert err < 1e-4, (
+                f"the logits after position {t} differ from the model's by up to {err:.2e} ({activation})"
+            )
+
 # %% ../nbs/exercises.ipynb #6e5b6349
 EXERCISES = {
     '00.1': _ex00_1,
@@ -878,4 +936,6 @@ EXERCISES = {
     '26.2': _ex26_2,
     '27.1': _ex27_1,
     '27.2': _ex27_2,
+    '30.1': _ex30_1,
+    '30.2': _ex30_2,
 }

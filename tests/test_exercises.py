@@ -188,6 +188,28 @@ def tuned_from_scratch(preset, init, text, out_dir, steps, lr, scratch_steps, **
     return losses
 
 
+def attend_unscaled(q, K, V):  # 30.1 planted: the scores not divided by √hd
+    return (torch.softmax((K @ q[..., None])[..., 0], -1)[:, None] @ V)[:, 0]
+
+
+def decode_uncached(model, token, cache):  # 30.2 planted: attends over its own k and v, never stores them
+    c, t, pos = model.config, model.transformer, cache.length
+    nh, hd = c.n_head, c.n_embd // c.n_head
+    norm = lambda ln, x: F.layer_norm(x, (c.n_embd,), ln.weight, ln.bias)
+    linear = lambda layer, x: F.linear(x, layer.weight, layer.bias)
+    x = t.wte.weight[token] + t.wpe.weight[pos]
+    for l, b in enumerate(t.h):
+        q, k, v = linear(b.attn.c_attn, norm(b.ln_1, x)).split(c.n_embd)
+        K, V = (torch.cat([m[l][0, :, :pos], n.view(nh, 1, hd)], 1) for m, n in ((cache.k, k), (cache.v, v)))
+        y = F.scaled_dot_product_attention(q.view(nh, 1, hd), K, V)[:, 0]
+        x = x + linear(b.attn.c_proj, y.reshape(-1))
+        h = linear(b.mlp.c_fc, norm(b.ln_2, x))
+        h = F.gelu(h, approximate='tanh') if c.activation == 'gelu_tanh' else F.relu(h)
+        x = x + linear(b.mlp.c_proj, h)
+    cache.length = pos + 1
+    return linear(model.lm_head, norm(t.ln_f, x))
+
+
 WRONG = {  # exercise: (a wrong answer, what the check must say)
     '00.1': (lambda t: ({c: i for i, c in enumerate(set(t))}, dict(enumerate(set(t)))), 'sorted order'),
     '00.2': (lambda d, bs, n, g: (d[:bs].repeat(n, 1), d[1 : bs + 1].repeat(n, 1)), 'the same'),
@@ -236,6 +258,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '20.2': (mfu_of_all_gpus, 'lesson 13 gives'),
     '27.1': (extend_resorted, 'an old character keeps its id'),
     '27.2': (tuned_from_scratch, "init's model scores"),
+    '30.1': (attend_unscaled, 'the scores are not divided by √hd'),
+    '30.2': (decode_uncached, 'is not in the cache: store k and v'),
 }
 
 
