@@ -184,7 +184,8 @@ def _fast(self: FusedGPT, idx, targets, kv_cache) -> bool:
     caches = kv_cache.k + kv_cache.v
     if idx.device.type != 'cpu' or len(caches) != 2 * c.n_layer:
         return False
-    return 0 < kv_cache.length < c.block_size and all(map(ok, caches))
+    room = min(c.block_size, kv_cache.max_len)  # a full cache: the model's forward says so
+    return 0 < kv_cache.length < room and all(map(ok, caches))
 
 # %% ../nbs/30_fused.ipynb #760203e3
 @patch

@@ -121,6 +121,10 @@ def test_bad_input_is_refused_before_c_reads_it(calls):
         fast(torch.arange(16)[None] % 50, kv_cache=(full := KVCache.for_model(model)))
         with pytest.raises(ValueError, match='^cannot forward a sequence of length 17'):
             fast(torch.tensor([[1]]), kv_cache=full)
+        fast(torch.arange(5)[None], kv_cache=(small := KVCache(2, max_len=5)))  # room for 5 positions only
+        with pytest.raises(ValueError, match=r'^KVCache: 5 positions cached \+ 1 new = 6, more than max_len'):
+            fast(torch.tensor([[1]]), kv_cache=small)
+        assert small.length == 5
     torch.manual_seed(0)
     plain = GPT(GPTConfig(block_size=8, vocab_size=50, n_layer=1, n_head=2, n_embd=32))
     for model in (plain, use_int8_kernel(plain, 16, Int8Linear)):
