@@ -700,6 +700,75 @@ def _ex20_2(run_mfu):
         asked = f'run_mfu({run.name}, total_batch={run.total_batch:,}, {dt} s, world_size={ws})'
         assert math.isclose(got, want, rel_tol=1e-6), f'{asked} is {got:.4%}; lesson 13 gives {want:.4%}'
 
+# %% ../nbs/exercises.ipynb #3e052783
+def _ex23_1(quantize_asym):
+    from gptcourse.quantize import dequantize, quantize
+
+    g = torch.Generator().manual_seed(23)
+    W = torch.randn(48, 96, generator=g)
+    W[0, :32], W[1, :32], W[2] = (
+        0.5,
+        0.0,
+        W[2].abs(),
+    )  # a group of equal numbers, one of zeros, a positive row
+    for group in (32, 96):
+        q, scale, zero = map(torch.as_tensor, quantize_asym(W, group))
+        ng = 96 // group
+        assert q.dtype == torch.uint8 and tuple(q.shape) == (48, 96), (
+            f'q is {q.dtype} of shape {tuple(q.shape)}; expected torch.uint8 (48, 96)'
+        )
+        assert tuple(scale.shape) == tuple(zero.shape) == (48, ng), (
+            f'scale {tuple(scale.shape)} and zero {tuple(zero.shape)}; expected (48, {ng}) each'
+        )
+        assert not zero.is_floating_point() and bool(((zero >= 0) & (zero <= 255)).all()), (
+            'zero must be an integer in 0..255: the q that stands for 0'
+        )
+        back = ((q.float().view(48, ng, group) - zero[..., None].float()) * scale[..., None]).view(48, 96)
+        step, err = scale.float().repeat_interleave(group, 1), (back - W).abs()
+        i = int((err - step).flatten().argmax())
+        assert (err <= step * (1 + 1e-5) + 1e-12).all(), (
+            f'{W.flatten()[i]:.4f} comes back as {back.flatten()[i]:.4f}, more than a step '
+            f'({step.flatten()[i]:.2e}) away (group {group})'
+        )
+        assert (back[W == 0] == 0).all(), (
+            'a weight of 0 does not come back as exactly 0: stretch each range to hold 0, round zero'
+        )
+    pos = torch.rand(64, 96, generator=g)  # in [0, 1): symmetric int8 leaves its negative half unused
+    q, scale, zero = map(torch.as_tensor, quantize_asym(pos, 32))
+    back = ((q.float().view(64, 3, 32) - zero[..., None].float()) * scale[..., None]).view(64, 96)
+    mine, sym = (back - pos).abs().mean(), (dequantize(*quantize(pos, 32)) - pos).abs().mean()
+    assert mine < 0.6 * sym, (
+        f'on weights in [0, 1) the mean error is {mine:.2e}, symmetric int8\'s {sym:.2e}: 255 steps over a '
+        "group's range should about halve it"
+    )
+
+
+def _ex23_2(floor_tokens_per_s):
+    from gptcourse.gpt2 import GPT, GPTConfig
+
+    torch.manual_seed(23)
+    model = GPT(GPTConfig(block_size=64, vocab_size=1000, n_layer=2, n_head=4, n_embd=128))  # a tied head
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    n_w = sum(m.weight.numel() for m in linears)
+    n_b = sum(m.bias.numel() for m in linears if m.bias is not None)
+    n_head = model.lm_head.weight.numel()
+    for bits, group, scale_bytes, gb_per_s in (
+        (8, 32, 4, 30.0),
+        (4, 32, 2, 30.0),
+        (4, 128, 2, 12.5),
+        (16, 64, 0, 30),
+    ):
+        got = float(floor_tokens_per_s(model, bits, group, scale_bytes, gb_per_s))
+        at = lambda w, b: gb_per_s * 1e9 / (w * bits / 8 + w / group * scale_bytes + 4 * b)
+        call = f'floor_tokens_per_s(model, {bits}, {group}, {scale_bytes}, {gb_per_s})'
+        assert not math.isclose(got, at(n_w - n_head, n_b), rel_tol=1e-6), (
+            f'{call} leaves out the output layer: tied to the embedding, it is still read for the logits'
+        )
+        assert not math.isclose(got, at(n_w, 0), rel_tol=1e-6), f'{call} leaves out the biases (float32)'
+        assert math.isclose(got, at(n_w, n_b), rel_tol=1e-6), (
+            f'{call} is {got:,.1f} tokens/s; expected {at(n_w, n_b):,.1f}'
+        )
+
 # %% ../nbs/exercises.ipynb #a6565eb3
 def _ex26_1(ScaleNorm):
     norm, x = ScaleNorm(16), torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(26)) * 4
@@ -932,6 +1001,8 @@ EXERCISES = {
     '19.2': _ex19_2,
     '20.1': _ex20_1,
     '20.2': _ex20_2,
+    '23.1': _ex23_1,
+    '23.2': _ex23_2,
     '26.1': _ex26_1,
     '26.2': _ex26_2,
     '27.1': _ex27_1,

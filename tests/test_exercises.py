@@ -188,6 +188,20 @@ def tuned_from_scratch(preset, init, text, out_dir, steps, lr, scratch_steps, **
     return losses
 
 
+def quantize_symmetric(W, group):  # 23.1 planted: lesson 23's symmetric int8, 128 as its zero point
+    from gptcourse.quantize import quantize
+
+    q, scale = quantize(W, group)
+    return (q.short() + 128).to(torch.uint8), scale, torch.full_like(scale, 128, dtype=torch.int16)
+
+
+def floor_of_parameters(model, bits, group, scale_bytes, gb_per_s):  # 23.2 planted: the tied matrix
+    mats = [p for n, p in model.named_parameters() if p.dim() == 2 and 'wpe' not in n]  # listed once, by
+    n_w = sum(p.numel() for p in mats) - model.transformer.wte.weight.numel()  # parameters(), as wte
+    n_b = sum(m.bias.numel() for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None)
+    return gb_per_s * 1e9 / (n_w * bits / 8 + n_w / group * scale_bytes + 4 * n_b)
+
+
 def attend_unscaled(q, K, V):  # 30.1 planted: the scores not divided by √hd
     return (torch.softmax((K @ q[..., None])[..., 0], -1)[:, None] @ V)[:, 0]
 
@@ -256,6 +270,8 @@ WRONG = {  # exercise: (a wrong answer, what the check must say)
     '19.2': (lambda changes: set(changes) <= {'seed'}, "has_reference({'dtype': 'float32'}) is False"),
     '20.1': (plan_of_one_process, 'world_size=8) is (8, 9999745024); expected (1,'),
     '20.2': (mfu_of_all_gpus, 'lesson 13 gives'),
+    '23.1': (quantize_symmetric, 'should about halve it'),
+    '23.2': (floor_of_parameters, 'leaves out the output layer'),
     '27.1': (extend_resorted, 'an old character keeps its id'),
     '27.2': (tuned_from_scratch, "init's model scores"),
     '30.1': (attend_unscaled, 'the scores are not divided by √hd'),
