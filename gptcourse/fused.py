@@ -8,11 +8,10 @@ import ctypes, functools
 import torch, torch.nn as nn
 from .decode import _cpu_autocast, load_kernel
 from .bigram import check_ids
-from .quantize import Q8DOT_C, Int8DotLinear, Int8Linear
+from .quantize import Q8DOT_C, Int8DotLinear, Int8Linear, use_int8_kernel
 from .train import patch
 from .gpt2 import GPT, GPTConfig
 from .kv_cache import KVCache
-from .quantize import use_int8_kernel
 
 # %% auto #0
 __all__ = ['FUSED_C', 'CLinear', 'CBlock', 'c_linear', 'c_norm', 'c_block', 'FusedGPT', 'fused_kernel']
@@ -153,9 +152,10 @@ class FusedGPT(nn.Module):
         self.fits = self._fits()  # and all of it on a CPU, in float32 or int8?
 
     def forward(self, idx, targets=None, kv_cache=None, last_only: bool = False):
-        if not self._fast(idx, targets, kv_cache):
+        kernel = fused_kernel()[0]  # None where no build agrees (or no C compiler): the model decodes
+        if kernel is None or not self._fast(idx, targets, kv_cache):
             return self.model(idx, targets, kv_cache=kv_cache, last_only=last_only)
-        return self._step(idx, kv_cache, fused_kernel()[0]), None
+        return self._step(idx, kv_cache, kernel), None
 
 # %% ../nbs/30_fused.ipynb #1c56f430
 @patch
@@ -219,7 +219,8 @@ def _fused_agrees(fn) -> bool:
             want = model(idx)[0][0, 3:]
             model(idx[:, :3], kv_cache=cache)
             got = torch.cat([FusedGPT(model)._step(idx[:, t : t + 1], cache, fn)[0] for t in range(3, 7)])
-        if not torch.allclose(got, want, atol=1e-3):
+        gap = (got - want).abs().amax(-1)  # a token's largest difference: float32 can flip a rounding of x
+        if (gap > 1e-3).sum() > 1 or gap.max() > 0.05:  # (lesson 23: a step of x's scale), rarely
             return False
     return True
 

@@ -2,9 +2,8 @@
 of GPT the course builds; every other call is the model's; bad input is refused before C reads anything; and a
 C that computes something else is never used (its build is refused by `fused_kernel()`'s own check)."""
 
-import os, shutil, subprocess
 import pytest, torch
-from test_quantize import _compiler_of  # a `cc` that builds another source than it is asked to
+from test_quantize import _compiler_of, built_for_this_cpu  # a stand-in `cc`; the check of a build
 
 from gptcourse.gpt2 import GPT, GPTConfig
 from gptcourse.kv_cache import KVCache, generate_cached
@@ -23,14 +22,7 @@ def _model(group=16, **kw):
 def calls(monkeypatch):
     "The C kernel, counting its calls: a test then knows that C, not the model, made what it compares."
     kernel, note = fused_kernel()
-    cc = os.environ.get('CC') or 'cc'
-    if kernel is None and shutil.which(cc):
-        pytest.fail(f'a C compiler is here but no fused kernel: {note}')
-    if kernel is None:
-        pytest.skip(note)
-    ask = [cc, '-march=native', '-dM', '-E', '-x', 'c', os.devnull]  # what the compiler knows of this CPU
-    if '__AVX512VNNI__' in subprocess.run(ask, capture_output=True, text=True).stdout:
-        assert '-march=native' in note, f'the CPU has AVX-512 VNNI, but the kernel was built without: {note}'
+    built_for_this_cpu(kernel, note, 'fused kernel')
     count = []
 
     def counted(*args):
@@ -198,3 +190,15 @@ def test_c_keeps_reading_memory_that_is_alive():
     cache.length = 3
     with torch.no_grad():
         assert torch.equal(fast._step(torch.tensor([[4]]), cache, fused_kernel()[0]), want)
+
+
+def test_without_a_kernel_the_model_decodes(monkeypatch):
+    "No C compiler, or no build that agrees: every call is the model's, the same logits, nothing fails."
+    model = _model()
+    monkeypatch.setattr(fused, 'fused_kernel', lambda: (None, 'no C compiler (cc) found'))
+    fast, mine, ref = FusedGPT(model), KVCache.for_model(model), KVCache.for_model(model)
+    with torch.no_grad():
+        for t, idx in enumerate(([[1, 2, 3]], [[4]], [[5]])):
+            idx = torch.tensor(idx)
+            assert torch.equal(fast(idx, kv_cache=mine)[0], model(idx, kv_cache=ref)[0]), t
+    assert mine.length == ref.length == 5

@@ -234,21 +234,27 @@ def test_a_kernel_with_a_wrong_scale_is_not_used(kernel_cache, monkeypatch, tmp_
 # Lesson 23's second kernel: x rounded to int8 too, integer dot products (Q8DOT_C, Int8DotLinear).
 
 
-def _dot_kernel():
-    "q8dot_kernel()'s function; a C compiler here without a kernel is a failure, not a skip."
-    from gptcourse.quantize import q8dot_kernel
-
-    kernel, note = q8dot_kernel()
+def built_for_this_cpu(kernel, note: str, what: str):
+    """`kernel`, if a C compiler here built it for this CPU. No kernel where a compiler is, or one built
+    without AVX-512 VNNI where the compiler offers it (a VNNI build that disagrees would pass as the plain
+    one), is a failure, not a skip."""
     cc = os.environ.get('CC') or 'cc'
     if kernel is None and shutil.which(cc):
-        pytest.fail(f'a C compiler is here but no integer kernel: {note}')
+        pytest.fail(f'a C compiler is here but no {what}: {note}')
     if kernel is None:
         pytest.skip(note)
     ask = [cc, '-march=native', '-dM', '-E', '-x', 'c', os.devnull]  # what the compiler knows of this CPU
     vnni = '__AVX512VNNI__' in subprocess.run(ask, capture_output=True, text=True).stdout
-    if vnni and '-march=native' not in note:  # VNNI rows that disagree would pass as the plain ones
-        pytest.fail(f'this CPU has AVX-512 VNNI, but its kernel was not the one built for it: {note}')
+    if vnni and '-march=native' not in note:
+        pytest.fail(f'this CPU has AVX-512 VNNI, but the {what} was not the one built for it: {note}')
     return kernel
+
+
+def _dot_kernel():
+    "q8dot_kernel()'s function, built for this CPU."
+    from gptcourse.quantize import q8dot_kernel
+
+    return built_for_this_cpu(*q8dot_kernel(), 'integer kernel')
 
 
 def _dot(kernel, x, q, scale, b=None):
